@@ -1,0 +1,1 @@
+"""Nodepool: keeps pools of ready test nodes for Zuul."""

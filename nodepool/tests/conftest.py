@@ -1,0 +1,96 @@
+"""Shared test fixtures: a private ZooKeeper chroot per test, on the real
+TLS ZooKeeper that tools/test-setup.sh starts."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+from kazoo.client import KazooClient
+
+from nodepool.zk import ZooKeeper, ZooKeeperClient
+
+ZK_DIR = os.environ.get("NODEPOOL_ZK_DIR", "/tmp/nodepool-zk")
+ZK_HOST = os.environ.get("NODEPOOL_ZK_HOST", "127.0.0.1:2281")
+ZK_CA = os.environ.get("NODEPOOL_ZK_CA", f"{ZK_DIR}/certs/ca.pem")
+ZK_CERT = os.environ.get("NODEPOOL_ZK_CERT", f"{ZK_DIR}/certs/client.pem")
+ZK_KEY = os.environ.get("NODEPOOL_ZK_KEY", f"{ZK_DIR}/certs/client.key")
+
+
+@dataclass
+class ZKInfo:
+    """Where a test's private ZooKeeper chroot is and how to reach it."""
+
+    host: str
+    port: int
+    chroot: str
+    ca: str
+    cert: str
+    key: str
+
+    @property
+    def hosts(self) -> str:
+        return f"{self.host}:{self.port}{self.chroot}"
+
+    def config_yaml(self) -> str:
+        """The zookeeper part of a nodepool.yaml for this chroot."""
+        return (
+            "zookeeper-servers:\n"
+            f"  - host: {self.host}\n"
+            f"    port: {self.port}\n"
+            f"    chroot: {self.chroot}\n"
+            "zookeeper-tls:\n"
+            f"  ca: {self.ca}\n"
+            f"  cert: {self.cert}\n"
+            f"  key: {self.key}\n"
+        )
+
+    def client(self) -> ZooKeeperClient:
+        return ZooKeeperClient(self.hosts, self.cert, self.key, self.ca, timeout=10)
+
+
+def _admin_client() -> KazooClient:
+    client = KazooClient(hosts=ZK_HOST, use_ssl=True, certfile=ZK_CERT,
+                         keyfile=ZK_KEY, ca=ZK_CA)
+    try:
+        client.start(timeout=10)
+    except Exception as e:
+        pytest.exit(f"ZooKeeper is not reachable at {ZK_HOST} with TLS ({e}); "
+                    "run tools/test-setup.sh first", returncode=3)
+    return client
+
+
+@pytest.fixture(scope="session")
+def zk_admin() -> Iterator[KazooClient]:
+    client = _admin_client()
+    yield client
+    client.stop()
+    client.close()
+
+
+@pytest.fixture
+def zk_info(zk_admin: KazooClient) -> Iterator[ZKInfo]:
+    chroot = f"/nodepool_test/{uuid.uuid4().hex}"
+    zk_admin.ensure_path(chroot)
+    host, port = ZK_HOST.rsplit(":", 1)
+    yield ZKInfo(host, int(port), chroot, ZK_CA, ZK_CERT, ZK_KEY)
+    try:
+        zk_admin.delete(chroot, recursive=True)
+    except Exception:
+        pass
+
+
+@pytest.fixture
+def zk_client(zk_info: ZKInfo) -> Iterator[ZooKeeperClient]:
+    client = zk_info.client()
+    client.connect(timeout=10)
+    yield client
+    client.disconnect()
+
+
+@pytest.fixture
+def zk(zk_client: ZooKeeperClient) -> ZooKeeper:
+    return ZooKeeper(zk_client)

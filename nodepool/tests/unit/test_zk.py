@@ -1,0 +1,285 @@
+"""The ZooKeeper layer against a real ZooKeeper (TLS, private chroot)."""
+
+import json
+import time
+
+import pytest
+from kazoo.client import KazooClient
+from kazoo.protocol.connection import _CONNECTION_DROP, _SESSION_EXPIRED
+from kazoo.recipe.lock import Lock
+
+from nodepool.zk import (
+    ZKLockException,
+    ZKTLSRequired,
+    ZooKeeper,
+    ZooKeeperClient,
+    build_hosts,
+    models,
+)
+from nodepool.zk.cache import ImageCache, NodeCache, RequestCache
+from nodepool.zk.components import ComponentRegistry, PoolComponent
+from nodepool.zk.models import ImageBuild, ImageUpload, Node, NodeRequest
+
+
+def wait_for(predicate, timeout=10.0, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {predicate}")
+
+
+def make_node(state=models.READY, label="ubuntu", provider="p1"):
+    node = Node()
+    node.state = state
+    node.type = [label]
+    node.provider = provider
+    node.pool = "main"
+    return node
+
+
+def test_build_hosts_with_chroot_and_ipv6():
+    hosts = build_hosts([{"host": "zk1", "port": 2281, "chroot": "/np"},
+                         {"host": "::1", "chroot": "/np"}])
+    assert hosts == "zk1:2281,[::1]:2281/np"
+
+
+def test_tls_is_required():
+    with pytest.raises(ZKTLSRequired, match="zookeeper-tls"):
+        ZooKeeperClient("127.0.0.1:2281")
+
+
+def test_unreachable_zookeeper_names_hosts(zk_info):
+    client = ZooKeeperClient("127.0.0.1:1", zk_info.cert, zk_info.key, zk_info.ca)
+    with pytest.raises(Exception, match="127.0.0.1:1"):
+        client.connect(timeout=1)
+
+
+def test_node_ids_are_sequential_and_readable(zk):
+    first, second = make_node(), make_node()
+    zk.store_node(first)
+    zk.store_node(second)
+    assert first.id == "0000000000"
+    assert second.id == "0000000001"
+    raw, _ = zk.kazoo.get("/nodepool/nodes/0000000000")
+    data = json.loads(raw)
+    assert data["state"] == "ready" and data["type"] == ["ubuntu"]
+    assert "id" not in data
+    assert zk.get_node("0000000001").type == ["ubuntu"]
+
+
+def test_node_lock_is_kazoo_lock_recipe(zk, zk_info):
+    node = make_node()
+    zk.store_node(node)
+    zk.lock_node(node, blocking=False)
+    contenders = zk.node_lock_contenders(node.id)
+    assert len(contenders) == 1
+    assert "__lock__" in contenders[0] and contenders[0][-10:].isdigit()
+    # Another session (as Zuul would) cannot take it.
+    other = KazooClient(hosts=zk_info.hosts, use_ssl=True, certfile=zk_info.cert,
+                        keyfile=zk_info.key, ca=zk_info.ca)
+    other.start(timeout=10)
+    try:
+        lock = Lock(other, f"/nodepool/nodes/{node.id}/lock")
+        assert not lock.acquire(blocking=False)
+        zk.unlock_node(node)
+        assert lock.acquire(timeout=5)
+        # ...and we cannot take it while Zuul holds it.
+        fresh = zk.get_node(node.id)
+        with pytest.raises(ZKLockException):
+            zk.lock_node(fresh, blocking=False)
+        lock.release()
+    finally:
+        other.stop()
+        other.close()
+
+
+def test_lock_refreshes_data(zk):
+    node = make_node()
+    zk.store_node(node)
+    stale = zk.get_node(node.id)
+    node.state = models.USED
+    zk.store_node(node)
+    zk.lock_node(stale, blocking=False)
+    assert stale.state == models.USED
+    zk.unlock_node(stale)
+
+
+def test_delete_node_removes_record_and_lock(zk):
+    node = make_node()
+    zk.store_node(node)
+    zk.lock_node(node)
+    zk.delete_node(node)
+    assert zk.get_node(node.id) is None
+    assert node.lock is None
+
+
+def test_get_nodes_reports_locks_and_skips_garbage(zk):
+    good = make_node()
+    zk.store_node(good)
+    zk.kazoo.create("/nodepool/nodes/0000000099", b"{not json")
+    zk.kazoo.create("/nodepool/nodes/0000000098", b"")
+    zk.lock_node(good)
+    nodes = zk.get_nodes(with_locks=True)
+    assert [(n.id, n.locked) for n in nodes] == [(good.id, True)]
+
+
+def test_request_ids_and_order(zk):
+    ids = []
+    for prio, rel in (("300", 0), ("200", 5), ("200", 1), ("100", 9)):
+        r = NodeRequest()
+        r.state = models.REQUESTED
+        r.node_types = ["ubuntu"]
+        r.relative_priority = rel
+        zk.store_request(r, priority=prio)
+        ids.append(r.id)
+    assert ids[0].startswith("300-") and ids[0][3] == "-" and len(ids[0]) == 14
+    ordered = [r.id for r in zk.get_requests()]
+    assert ordered == [ids[3], ids[2], ids[1], ids[0]]
+    data = json.loads(zk.kazoo.get(f"/nodepool/requests/{ids[0]}")[0])
+    assert set(NodeRequest.KEYS) <= set(data)
+    assert data["event_id"]
+
+
+def test_request_lock_path_and_vanished_request(zk):
+    r = NodeRequest()
+    r.state = models.REQUESTED
+    zk.store_request(r)
+    zk.lock_request(r, blocking=False)
+    assert zk.kazoo.get_children(f"/nodepool/requests-lock/{r.id}")
+    zk.unlock_request(r)
+    zk.delete_request(r)
+    with pytest.raises(ZKLockException):
+        zk.lock_request(r, blocking=False)
+
+
+def test_stale_request_locks_purged(zk):
+    r = NodeRequest()
+    r.state = models.REQUESTED
+    zk.store_request(r)
+    zk.lock_request(r)
+    zk.unlock_request(r)
+    zk.delete_request(r)
+    assert zk.delete_stale_request_locks(max_age=3600) == []
+    assert zk.delete_stale_request_locks(max_age=0) == [r.id]
+
+
+def test_image_records(zk):
+    build = ImageBuild()
+    build.state = models.READY
+    build.formats = ["qcow2"]
+    bid = zk.store_build("ubuntu", build)
+    assert len(bid) == 32
+    upload = ImageUpload()
+    upload.state = models.READY
+    upload.external_id = "img-1"
+    uid = zk.store_upload("ubuntu", bid, "p1", upload)
+    assert uid.isdigit() and len(uid) == 10
+    assert zk.most_recent_upload("ubuntu", "p1").external_id == "img-1"
+    assert zk.get_builds("ubuntu", [models.READY])[0].formats == ["qcow2"]
+    zk.set_image_paused("ubuntu", True)
+    assert zk.is_image_paused("ubuntu")
+    assert not zk.delete_build("ubuntu", bid)
+    zk.delete_upload("ubuntu", bid, "p1", uid)
+    assert zk.delete_build("ubuntu", bid)
+
+
+def test_node_cache_follows_changes_and_locks(zk):
+    cache = NodeCache(zk)
+    seen = []
+    cache.add_listener(lambda key, old, new: seen.append(key))
+    cache.start()
+    try:
+        assert cache.wait_synced(10)
+        node = make_node()
+        zk.store_node(node)
+        wait_for(lambda: cache.get(node.id) is not None)
+        zk.lock_node(node)
+        wait_for(lambda: cache.get(node.id).locked)
+        node.state = models.IN_USE
+        zk.store_node(node)
+        wait_for(lambda: cache.get(node.id).state == models.IN_USE)
+        assert cache.get(node.id).locked
+        zk.unlock_node(node)
+        wait_for(lambda: not cache.get(node.id).locked)
+        zk.kazoo.create("/nodepool/nodes/0000000077", b"garbage")
+        zk.delete_node(node)
+        wait_for(lambda: cache.get(node.id) is None)
+        assert cache.get("0000000077") is None
+        assert node.id in seen
+    finally:
+        cache.stop()
+
+
+def test_cache_resyncs_after_connection_drop(zk, zk_info):
+    cache = RequestCache(zk)
+    cache.start()
+    writer = zk_info.client()
+    writer.connect(10)
+    wzk = ZooKeeper(writer)
+    try:
+        assert cache.wait_synced(10)
+        first = NodeRequest()
+        first.state = models.REQUESTED
+        wzk.store_request(first)
+        wait_for(lambda: cache.get(first.id) is not None)
+        # Drop our connection; make changes while we are away.
+        zk.kazoo._call(_CONNECTION_DROP, zk.kazoo.handler.async_result())
+        wzk.delete_request(first)
+        second = NodeRequest()
+        second.state = models.REQUESTED
+        wzk.store_request(second)
+        wait_for(lambda: cache.get(second.id) is not None and cache.get(first.id) is None)
+        # The watch is back: later changes arrive too.
+        second.state = models.PENDING
+        wzk.store_request(second)
+        wait_for(lambda: cache.get(second.id).state == models.PENDING)
+    finally:
+        cache.stop()
+        writer.disconnect()
+
+
+def test_image_cache(zk):
+    cache = ImageCache(zk)
+    cache.start()
+    try:
+        assert cache.wait_synced(10)
+        build = ImageBuild()
+        build.state = models.READY
+        bid = zk.store_build("ubuntu", build)
+        upload = ImageUpload()
+        upload.state = models.READY
+        upload.external_id = "x"
+        zk.store_upload("ubuntu", bid, "p1", upload)
+        wait_for(lambda: cache.latest_upload("ubuntu", "p1") is not None)
+        assert cache.latest_upload("ubuntu", "p1").external_id == "x"
+        zk.set_image_paused("ubuntu", True)
+        wait_for(lambda: "ubuntu" in cache.paused)
+    finally:
+        cache.stop()
+
+
+def test_components_reregister_after_session_loss(zk, zk_client):
+    pool = PoolComponent()
+    pool.id = "host-PoolWorker.p-main-abc"
+    pool.name = "main"
+    pool.provider_name = "p"
+    pool.supported_labels = ["ubuntu"]
+    pool.register(zk)
+    registry = ComponentRegistry(zk)
+    [found] = registry.all("pool")
+    assert found.id == pool.id and found.supported_labels == ["ubuntu"]
+    assert "__lock__" not in pool.path and pool.path.rsplit("/", 1)[1][-10:].isdigit()
+    raw = json.loads(zk.kazoo.get(pool.path)[0])
+    assert raw["kind"] == "pool" and raw["paused"] is False
+    # Expire the session: the ephemeral record dies and must come back.
+    generation = zk_client.session_generation
+    zk.kazoo._call(_SESSION_EXPIRED, zk.kazoo.handler.async_result())
+    wait_for(lambda: zk_client.session_generation > generation and zk_client.connected,
+             timeout=30)
+    wait_for(lambda: len(registry.all("pool")) == 1, timeout=30)
+    pool.update(paused=True)
+    assert registry.all("pool")[0].paused is True
+    pool.unregister()
+    assert registry.all("pool") == []

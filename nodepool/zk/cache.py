@@ -1,0 +1,482 @@
+"""Watch-driven in-memory copies of nodes, requests and images.
+
+A daemon that polled ZooKeeper for 10,000 nodes every second would spend
+its time re-reading unchanged data.  Instead each cache sets one
+persistent recursive watch on its root and applies events as they come:
+
+* the watch callback (kazoo's connection thread) only queues the event;
+* the *issuer* thread turns each event into a pipelined asynchronous read
+  (or a removal) and queues that, in event order;
+* the *playback* thread waits for each read in order and applies it, then
+  tells listeners.
+
+Because ZooKeeper answers one session's requests in order, applying the
+answers in queue order gives the latest state.  After every (re)connect the
+issuer re-adds the watch first and then reads a full snapshot, queued behind
+the events that came before it, so nothing that changed during an outage is
+missed.  Cached records are shared snapshots: callers must not change them;
+to act on a record, read or lock a fresh copy.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from kazoo.exceptions import NoNodeError
+from kazoo.protocol.states import EventType
+
+from nodepool.zk import client as zkclient
+from nodepool.zk.models import ImageBuild, ImageUpload, Node, NodeRequest, Record
+from nodepool.zk.zookeeper import (
+    IMAGE_ROOT,
+    NODE_ROOT,
+    REQUEST_ROOT,
+    ZooKeeper,
+    is_lock_child,
+)
+
+log = logging.getLogger("nodepool.zk.cache")
+
+R = TypeVar("R", bound=Record)
+Listener = Callable[[str, Any, Any], None]
+
+_STOP = object()
+_RESYNC = object()
+
+
+class TreeCache(Generic[R]):
+    """Base class: event plumbing, listeners, resync.  Subclasses map paths
+    to records."""
+
+    root: str = ""
+    name: str = "cache"
+
+    def __init__(self, zk: ZooKeeper) -> None:
+        self.zk = zk
+        self._items: dict[Any, R] = {}
+        self._lock = threading.RLock()
+        self._events: queue.SimpleQueue = queue.SimpleQueue()
+        self._playback: queue.SimpleQueue = queue.SimpleQueue()
+        self._listeners: list[Listener] = []
+        self._synced = threading.Event()
+        self._running = False
+        self._threads: list[threading.Thread] = []
+
+    # Lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        self._running = True
+        self._threads = [
+            threading.Thread(target=self._issue_loop, name=f"{self.name}-events",
+                             daemon=True),
+            threading.Thread(target=self._playback_loop, name=f"{self.name}-playback",
+                             daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+        self.zk.zk_client.add_listener(self._on_connection)
+        if self.zk.zk_client.connected:
+            self._events.put(_RESYNC)
+
+    def stop(self) -> None:
+        self._running = False
+        self.zk.zk_client.remove_listener(self._on_connection)
+        try:
+            self.zk.kazoo.remove_recursive_watch(self.root, self._on_event)
+        except Exception:
+            pass
+        self._events.put(_STOP)
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(5)
+
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        """Block until the first full snapshot has been applied."""
+        return self._synced.wait(timeout)
+
+    @property
+    def synced(self) -> bool:
+        return self._synced.is_set()
+
+    def add_listener(self, listener: Listener) -> None:
+        """``listener(key, old, new)``: called on the playback thread after
+        each change; ``old``/``new`` are None for creations/removals.  Must
+        be quick (set an event, queue work)."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    # Reading -----------------------------------------------------------
+
+    def get(self, key: Any) -> R | None:
+        return self._items.get(key)
+
+    def items(self) -> list[R]:
+        with self._lock:
+            return list(self._items.values())
+
+    def keys(self) -> list[Any]:
+        with self._lock:
+            return list(self._items.keys())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    # Event plumbing -----------------------------------------------------
+
+    def _on_connection(self, event: str) -> None:
+        if event == zkclient.CONNECTED:
+            self._events.put(_RESYNC)
+
+    def _on_event(self, event) -> None:
+        # kazoo connection thread: queue only.
+        self._events.put(event)
+
+    def _issue_loop(self) -> None:
+        while True:
+            item = self._events.get()
+            if item is _STOP:
+                self._playback.put((_STOP, None, None))
+                return
+            try:
+                if item is _RESYNC:
+                    self._issue_resync()
+                else:
+                    self._issue_event(item)
+            except Exception:
+                if self._running and self.zk.zk_client.connected:
+                    log.exception("%s: error handling %r; resyncing", self.name, item)
+                    self._events.put(_RESYNC)
+
+    def _issue_resync(self) -> None:
+        if not self.zk.zk_client.connected:
+            return
+        kazoo = self.zk.kazoo
+        kazoo.ensure_path(self.root)
+        # Watch first: anything after this point arrives as an event queued
+        # behind the snapshot we are about to read.
+        kazoo.add_recursive_watch(self.root, self._on_event)
+        self._playback.put(("snapshot", self._read_snapshot(), None))
+
+    def _issue_event(self, event) -> None:
+        path = event.path
+        if event.type == EventType.DELETED:
+            self._playback.put(("deleted", path, None))
+        elif event.type in (EventType.CREATED, EventType.CHANGED):
+            if self._wants_data(path):
+                self._playback.put(("data", path, self.zk.kazoo.get_async(path)))
+            else:
+                self._playback.put(("created", path, None))
+
+    def _playback_loop(self) -> None:
+        while True:
+            kind, arg, result = self._playback.get()
+            if kind is _STOP:
+                return
+            try:
+                if kind == "snapshot":
+                    self._apply_snapshot(arg)
+                    self._synced.set()
+                elif kind == "deleted":
+                    self._on_deleted(arg)
+                elif kind == "created":
+                    self._on_created(arg)
+                elif kind == "data":
+                    try:
+                        data, stat = result.get()
+                    except NoNodeError:
+                        self._on_deleted(arg)
+                    else:
+                        self._on_data(arg, data, stat)
+            except Exception:
+                log.exception("%s: error applying %s %s", self.name, kind, arg)
+
+    def _notify(self, key: Any, old: Any, new: Any) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(key, old, new)
+            except Exception:
+                log.exception("%s: error in listener %r", self.name, listener)
+
+    def _set(self, key: Any, new: R) -> None:
+        with self._lock:
+            old = self._items.get(key)
+            self._items[key] = new
+        self._notify(key, old, new)
+
+    def _remove(self, key: Any) -> None:
+        with self._lock:
+            old = self._items.pop(key, None)
+        if old is not None:
+            self._notify(key, old, None)
+
+    def _replace_all(self, fresh: dict[Any, R]) -> None:
+        with self._lock:
+            old_items = self._items
+            self._items = fresh
+        for key, old in old_items.items():
+            if key not in fresh:
+                self._notify(key, old, None)
+        for key, new in fresh.items():
+            self._notify(key, old_items.get(key), new)
+
+    # Subclass hooks -------------------------------------------------------
+
+    def _relative(self, path: str) -> list[str]:
+        if not path.startswith(self.root + "/"):
+            return []
+        return path[len(self.root) + 1:].split("/")
+
+    def _wants_data(self, path: str) -> bool:
+        raise NotImplementedError
+
+    def _read_snapshot(self) -> Any:
+        raise NotImplementedError
+
+    def _apply_snapshot(self, snapshot: Any) -> None:
+        raise NotImplementedError
+
+    def _on_data(self, path: str, data: bytes, stat: Any) -> None:
+        raise NotImplementedError
+
+    def _on_deleted(self, path: str) -> None:
+        raise NotImplementedError
+
+    def _on_created(self, path: str) -> None:
+        pass
+
+
+class NodeCache(TreeCache[Node]):
+    """Nodes by id, with how many contenders each node's lock dir has."""
+
+    root = NODE_ROOT
+    name = "NodeCache"
+
+    def _wants_data(self, path: str) -> bool:
+        return len(self._relative(path)) == 1
+
+    def _read_snapshot(self) -> Any:
+        kazoo = self.zk.kazoo
+        ids = [i for i in kazoo.get_children(self.root) if not is_lock_child(i)]
+        return [(i, kazoo.get_async(f"{self.root}/{i}"),
+                 kazoo.get_children_async(f"{self.root}/{i}/lock")) for i in ids]
+
+    def _apply_snapshot(self, snapshot: Any) -> None:
+        fresh: dict[str, Node] = {}
+        for node_id, data_result, lock_result in snapshot:
+            try:
+                data, stat = data_result.get()
+            except NoNodeError:
+                continue
+            node = self.zk._parse_node(node_id, data, stat)
+            if node is None:
+                continue
+            try:
+                node.lock_contenders = sum(1 for c in lock_result.get() if is_lock_child(c))
+            except NoNodeError:
+                node.lock_contenders = 0
+            fresh[node_id] = node
+        self._replace_all(fresh)
+
+    def _on_data(self, path: str, data: bytes, stat: Any) -> None:
+        node_id = self._relative(path)[0]
+        node = self.zk._parse_node(node_id, data, stat)
+        old = self._items.get(node_id)
+        if node is None:
+            self._remove(node_id)
+            return
+        if old is not None:
+            node.lock_contenders = old.lock_contenders
+        self._set(node_id, node)
+
+    def _on_deleted(self, path: str) -> None:
+        parts = self._relative(path)
+        if len(parts) == 1:
+            self._remove(parts[0])
+        elif len(parts) == 3 and parts[1] == "lock" and is_lock_child(parts[2]):
+            self._lock_change(parts[0], -1)
+
+    def _on_created(self, path: str) -> None:
+        parts = self._relative(path)
+        if len(parts) == 3 and parts[1] == "lock" and is_lock_child(parts[2]):
+            self._lock_change(parts[0], +1)
+
+    def _lock_change(self, node_id: str, delta: int) -> None:
+        node = self._items.get(node_id)
+        if node is None:
+            return
+        node.lock_contenders = max(0, node.lock_contenders + delta)
+        self._notify(node_id, node, node)
+
+
+class RequestCache(TreeCache[NodeRequest]):
+    """Node requests by id."""
+
+    root = REQUEST_ROOT
+    name = "RequestCache"
+
+    def _wants_data(self, path: str) -> bool:
+        return len(self._relative(path)) == 1
+
+    def _read_snapshot(self) -> Any:
+        kazoo = self.zk.kazoo
+        ids = kazoo.get_children(self.root)
+        return [(i, kazoo.get_async(f"{self.root}/{i}")) for i in ids]
+
+    def _apply_snapshot(self, snapshot: Any) -> None:
+        fresh: dict[str, NodeRequest] = {}
+        for request_id, result in snapshot:
+            try:
+                data, stat = result.get()
+            except NoNodeError:
+                continue
+            request = self.zk._parse_request(request_id, data, stat)
+            if request is not None:
+                fresh[request_id] = request
+        self._replace_all(fresh)
+
+    def _on_data(self, path: str, data: bytes, stat: Any) -> None:
+        request_id = self._relative(path)[0]
+        request = self.zk._parse_request(request_id, data, stat)
+        if request is None:
+            self._remove(request_id)
+        else:
+            self._set(request_id, request)
+
+    def _on_deleted(self, path: str) -> None:
+        parts = self._relative(path)
+        if len(parts) == 1:
+            self._remove(parts[0])
+
+
+class ImageCache(TreeCache[Record]):
+    """Builds (key ``(image, build)``) and uploads (key ``(image, build,
+    provider, upload)``), plus the images' pause flags."""
+
+    root = IMAGE_ROOT
+    name = "ImageCache"
+
+    def __init__(self, zk: ZooKeeper) -> None:
+        super().__init__(zk)
+        self.paused: set[str] = set()
+
+    @staticmethod
+    def _key(parts: list[str]) -> tuple | None:
+        # <image>/builds/<build>  or
+        # <image>/builds/<build>/providers/<provider>/images/<upload>
+        if len(parts) == 3 and parts[1] == "builds" and parts[2] != "lock":
+            return (parts[0], parts[2])
+        if (len(parts) == 7 and parts[1] == "builds" and parts[3] == "providers"
+                and parts[5] == "images" and parts[6] != "lock"
+                and not is_lock_child(parts[6])):
+            return (parts[0], parts[2], parts[4], parts[6])
+        return None
+
+    def _wants_data(self, path: str) -> bool:
+        return self._key(self._relative(path)) is not None
+
+    def _parse(self, key: tuple, data: bytes, stat: Any) -> Record | None:
+        if len(key) == 2:
+            return self.zk._parse_build(key[0], key[1], data, stat)
+        image, build_id, provider, upload_id = key
+        return self.zk._parse_upload(image, build_id, provider, upload_id, data, stat)
+
+    def _read_snapshot(self) -> Any:
+        # The image tree is small (a few builds and uploads per image), so
+        # a recursive walk is cheap.
+        kazoo = self.zk.kazoo
+        out = []
+        paused = set()
+        for image in kazoo.get_children(self.root):
+            try:
+                children = kazoo.get_children(f"{self.root}/{image}")
+            except NoNodeError:
+                continue
+            if "pause" in children:
+                paused.add(image)
+            for build_id in self._kids(f"{self.root}/{image}/builds"):
+                bpath = f"{self.root}/{image}/builds/{build_id}"
+                out.append(((image, build_id), kazoo.get_async(bpath)))
+                for provider in self._kids(f"{bpath}/providers"):
+                    ipath = f"{bpath}/providers/{provider}/images"
+                    for upload_id in self._kids(ipath):
+                        out.append(((image, build_id, provider, upload_id),
+                                    kazoo.get_async(f"{ipath}/{upload_id}")))
+        return paused, out
+
+    def _kids(self, path: str) -> list[str]:
+        try:
+            return [c for c in self.zk.kazoo.get_children(path)
+                    if c != "lock" and not is_lock_child(c)]
+        except NoNodeError:
+            return []
+
+    def _apply_snapshot(self, snapshot: Any) -> None:
+        paused, entries = snapshot
+        fresh: dict[Any, Record] = {}
+        for key, result in entries:
+            try:
+                data, stat = result.get()
+            except NoNodeError:
+                continue
+            record = self._parse(key, data, stat)
+            if record is not None:
+                fresh[key] = record
+        self.paused = paused
+        self._replace_all(fresh)
+
+    def _on_data(self, path: str, data: bytes, stat: Any) -> None:
+        key = self._key(self._relative(path))
+        if key is None:
+            return
+        record = self._parse(key, data, stat)
+        if record is None:
+            self._remove(key)
+        else:
+            self._set(key, record)
+
+    def _on_created(self, path: str) -> None:
+        parts = self._relative(path)
+        if len(parts) == 2 and parts[1] == "pause":
+            self.paused.add(parts[0])
+
+    def _on_deleted(self, path: str) -> None:
+        parts = self._relative(path)
+        if len(parts) == 2 and parts[1] == "pause":
+            self.paused.discard(parts[0])
+            return
+        key = self._key(parts)
+        if key is not None:
+            self._remove(key)
+        elif len(parts) == 1:
+            # A whole image removed (erase): drop everything under it.
+            for k in [k for k in self.keys() if k[0] == parts[0]]:
+                self._remove(k)
+
+    # Queries --------------------------------------------------------------
+
+    def builds(self, image: str) -> list[ImageBuild]:
+        return [r for k, r in list(self._items.items())
+                if len(k) == 2 and k[0] == image and isinstance(r, ImageBuild)]
+
+    def uploads(self, image: str | None = None,
+                provider: str | None = None) -> list[ImageUpload]:
+        return [r for k, r in list(self._items.items())
+                if len(k) == 4 and isinstance(r, ImageUpload)
+                and (image is None or k[0] == image)
+                and (provider is None or k[2] == provider)]
+
+    def latest_upload(self, image: str, provider: str,
+                      state: str = "ready") -> ImageUpload | None:
+        """The newest upload of ``image`` in ``provider`` (by state_time)."""
+        best = None
+        for upload in self.uploads(image, provider):
+            if upload.state == state and (best is None or upload.state_time > best.state_time):
+                best = upload
+        return best

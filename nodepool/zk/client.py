@@ -1,0 +1,189 @@
+"""The ZooKeeper connection shared by a daemon's threads.
+
+Wraps kazoo with what every nodepool process needs: mutual TLS (required,
+as upstream), host lists with a chroot, and connection-state listeners so
+workers stop acting on locks they may have lost (SUSPENDED: hold writes;
+LOST: every lock and ephemeral node is gone) and resume on reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from kazoo.client import KazooState
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.retry import KazooRetry
+
+from nodepool.zk.exceptions import ZKConnectionError, ZKTLSRequired
+from nodepool.zk.watch import WatchingKazooClient
+
+log = logging.getLogger("nodepool.zk.client")
+
+DEFAULT_PORT = 2281
+DEFAULT_TIMEOUT = 10.0
+
+# What a listener is told.
+CONNECTED = "connected"
+SUSPENDED = "suspended"
+LOST = "lost"
+
+
+def build_hosts(servers: Iterable[Mapping[str, Any]]) -> str:
+    """Turn ``zookeeper-servers`` entries into kazoo's host string.
+
+    Each entry is ``{host, port, chroot}``; IPv6 literals are bracketed and
+    the chroot (if any) is appended once, as kazoo expects it at the end.
+    """
+    hosts = []
+    chroot = None
+    for server in servers:
+        host = str(server["host"])
+        if ":" in host and not host.startswith("["):
+            host = f"[{host}]"
+        hosts.append(f"{host}:{server.get('port') or DEFAULT_PORT}")
+        if server.get("chroot"):
+            chroot = server["chroot"]
+    if not hosts:
+        raise ZKConnectionError("no zookeeper-servers are configured")
+    result = ",".join(hosts)
+    if chroot:
+        if not chroot.startswith("/"):
+            chroot = "/" + chroot
+        result += chroot.rstrip("/")
+    return result
+
+
+class ZooKeeperClient:
+    """One kazoo session plus state listeners.
+
+    Listeners are called with ``"connected"``, ``"suspended"`` or ``"lost"``
+    on a separate thread (never on kazoo's connection thread), in order.
+    ``"connected"`` after ``"lost"`` means a new session: ephemeral nodes
+    and locks of the old one are gone.
+    """
+
+    def __init__(self, hosts: str, tls_cert: str | None = None,
+                 tls_key: str | None = None, tls_ca: str | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, require_tls: bool = True) -> None:
+        if require_tls and not (tls_cert and tls_key and tls_ca):
+            raise ZKTLSRequired(
+                "A TLS ZooKeeper connection is required: set zookeeper-tls "
+                "(ca, cert and key) in the configuration")
+        self.hosts = hosts
+        self.timeout = timeout
+        self._tls = dict(certfile=tls_cert, keyfile=tls_key, ca=tls_ca)
+        self._use_tls = bool(tls_cert and tls_key and tls_ca)
+        self.client: WatchingKazooClient | None = None
+        self._listeners: list[Callable[[str], None]] = []
+        self._events: list[str] = []
+        self._event_cond = threading.Condition()
+        self._notifier: threading.Thread | None = None
+        self._stopping = False
+        self._was_lost = False
+        # Incremented on each new session, so holders of locks can tell
+        # whether their session is still the one that took them.
+        self.session_generation = 0
+
+    # Connection ---------------------------------------------------------
+
+    def connect(self, timeout: float | None = None) -> None:
+        """Connect, retrying until ``timeout`` (forever when None).
+
+        Raises ZKConnectionError naming the hosts when it gives up.
+        """
+        if self.client is not None:
+            return
+        kwargs: dict[str, Any] = {}
+        if self._use_tls:
+            kwargs.update(use_ssl=True, **self._tls)
+        self._stopping = False
+        self.client = WatchingKazooClient(
+            hosts=self.hosts, timeout=self.timeout,
+            connection_retry=KazooRetry(max_tries=-1, max_delay=5),
+            **kwargs)
+        self.client.add_listener(self._on_state)
+        self._notifier = threading.Thread(
+            target=self._notify_loop, name="ZooKeeperStateNotifier", daemon=True)
+        self._notifier.start()
+        try:
+            self.client.start(timeout=timeout if timeout is not None else 2**31)
+        except KazooTimeoutError as e:
+            self.disconnect()
+            raise ZKConnectionError(
+                f"could not connect to ZooKeeper at {self.hosts} within {timeout} s "
+                f"(TLS: {'yes' if self._use_tls else 'no'}; hosts and TLS files come "
+                "from zookeeper-servers and zookeeper-tls in the configuration)") from e
+        except Exception as e:
+            self.disconnect()
+            raise ZKConnectionError(
+                f"could not connect to ZooKeeper at {self.hosts}: {e}") from e
+        self.session_generation += 1
+        log.info("Connected to ZooKeeper at %s", self.hosts)
+
+    def disconnect(self) -> None:
+        client, self.client = self.client, None
+        self._stopping = True
+        with self._event_cond:
+            self._event_cond.notify_all()
+        if client is not None:
+            try:
+                client.stop()
+                client.close()
+            except Exception:
+                log.exception("Error while closing the ZooKeeper connection")
+        if self._notifier and self._notifier is not threading.current_thread():
+            self._notifier.join(5)
+        self._notifier = None
+
+    @property
+    def connected(self) -> bool:
+        return self.client is not None and self.client.state == KazooState.CONNECTED
+
+    @property
+    def kazoo(self) -> WatchingKazooClient:
+        if self.client is None:
+            raise ZKConnectionError("not connected to ZooKeeper")
+        return self.client
+
+    # State listeners -----------------------------------------------------
+
+    def add_listener(self, listener: Callable[[str], None]) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[str], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def _on_state(self, state: str) -> None:
+        # kazoo calls this on its connection thread: record and return.
+        if state == KazooState.LOST:
+            event = LOST
+            self._was_lost = True
+        elif state == KazooState.SUSPENDED:
+            event = SUSPENDED
+        else:
+            event = CONNECTED
+            if self._was_lost:
+                self._was_lost = False
+                self.session_generation += 1
+        log.info("ZooKeeper connection is %s", event)
+        with self._event_cond:
+            self._events.append(event)
+            self._event_cond.notify_all()
+
+    def _notify_loop(self) -> None:
+        while True:
+            with self._event_cond:
+                while not self._events and not self._stopping:
+                    self._event_cond.wait()
+                if self._stopping:
+                    return
+                event = self._events.pop(0)
+            for listener in list(self._listeners):
+                try:
+                    listener(event)
+                except Exception:
+                    log.exception("Error in ZooKeeper state listener %r", listener)

@@ -1,0 +1,134 @@
+"""Persistent recursive watches (ZooKeeper >= 3.6) for kazoo.
+
+kazoo 2.x only knows one-shot watches, which would force a cache of 10,000
+nodes to re-list a whole directory on every change.  ZooKeeper's ``addWatch``
+operation (opcode 106) registers one watch that reports every create, change
+and delete below a path until the connection drops.  kazoo does not send it,
+so this module adds the request type and a connection handler that routes
+the resulting events.
+
+Like kazoo's own watches these do not survive a connection loss: the caller
+re-adds them after every reconnect (the caches do a full resync then anyway,
+because events during the outage are lost).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.protocol.connection import ConnectionHandler
+from kazoo.protocol.serialization import Watch, int_struct, write_string
+from kazoo.protocol.states import EventType, WatchedEvent
+
+log = logging.getLogger("nodepool.zk.watch")
+
+PERSISTENT_RECURSIVE = 1
+
+_EVENT_TYPES = {
+    1: EventType.CREATED,
+    2: EventType.DELETED,
+    3: EventType.CHANGED,
+    4: EventType.CHILD,
+}
+
+
+class AddWatch:
+    """The ``addWatch`` request: a path and a mode, an empty reply."""
+
+    type = 106
+
+    def __init__(self, path: str, mode: int) -> None:
+        self.path = path
+        self.mode = mode
+
+    def serialize(self) -> bytearray:
+        b = bytearray()
+        b.extend(write_string(self.path))
+        b.extend(int_struct.pack(self.mode))
+        return b
+
+    @classmethod
+    def deserialize(cls, buffer: bytes, offset: int) -> bool:
+        return True
+
+    def __repr__(self) -> str:
+        return f"AddWatch({self.path!r}, {self.mode})"
+
+
+class _Connection(ConnectionHandler):
+    """Routes watch events to persistent recursive watchers as well."""
+
+    def _read_watch_event(self, buffer, offset):
+        client = self.client
+        watchers = client._recursive_watchers
+        if watchers:
+            watch, _ = Watch.deserialize(buffer, offset)
+            matching = []
+            with client._recursive_lock:
+                for root, callbacks in watchers.items():
+                    if watch.path == root or watch.path.startswith(root + "/"):
+                        matching.extend(callbacks)
+            if matching and not client._stopped.is_set():
+                ev = WatchedEvent(
+                    _EVENT_TYPES.get(watch.type, EventType.NONE),
+                    client._state, client.unchroot(watch.path))
+                for callback in matching:
+                    _dispatch(client, callback, ev)
+        # One-shot watchers on the same path still fire the usual way.
+        super()._read_watch_event(buffer, offset)
+
+
+def _dispatch(client: KazooClient, callback: Callable, event: WatchedEvent) -> None:
+    # Called on kazoo's connection thread: never block it.  The callback is
+    # expected to only queue the event.
+    try:
+        callback(event)
+    except Exception:
+        log.exception("Error in persistent watch callback for %s", event.path)
+
+
+class WatchingKazooClient(KazooClient):
+    """A KazooClient that can add persistent recursive watches."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._recursive_watchers: dict[str, list[Callable]] = {}
+        self._recursive_lock = threading.Lock()
+        # Same arguments kazoo used for its own handler; it has not started.
+        old = self._connection
+        self._connection = _Connection(
+            self, old.retry_sleeper, logger=self.logger,
+            sasl_options=old.sasl_options)
+
+    def add_recursive_watch(self, path: str, callback: Callable[[WatchedEvent], None],
+                            timeout: float = 10.0) -> None:
+        """Register ``callback`` for every change at or below ``path``.
+
+        The callback runs on kazoo's connection thread and must only hand
+        the event to another thread.  Raises kazoo errors if the server
+        cannot register the watch.
+        """
+        # Events carry the server-side (chrooted) path; key on that.
+        full = self.chroot + path if self.chroot else path
+        with self._recursive_lock:
+            callbacks = self._recursive_watchers.setdefault(full, [])
+            if callback not in callbacks:
+                callbacks.append(callback)
+        result = self.handler.async_result()
+        self._call(AddWatch(full, PERSISTENT_RECURSIVE), result)
+        result.get(timeout=timeout)
+
+    def remove_recursive_watch(self, path: str, callback: Callable) -> None:
+        """Stop routing events to ``callback`` (the server-side watch ends
+        with the connection)."""
+        full = self.chroot + path if self.chroot else path
+        with self._recursive_lock:
+            callbacks = self._recursive_watchers.get(full, [])
+            if callback in callbacks:
+                callbacks.remove(callback)
+            if not callbacks:
+                self._recursive_watchers.pop(full, None)

@@ -1,0 +1,595 @@
+"""Every ZooKeeper path nodepool uses, and the operations on them.
+
+Launchers, builders and the CLI go through this facade so the znode layout
+and lock protocol (WIRE.md) live in one place.  Reads of records that fail
+to parse are logged and treated as absent; they never raise to a caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from kazoo.exceptions import (
+    BadVersionError,
+    LockTimeout,
+    NodeExistsError,
+    NoNodeError,
+    NotEmptyError,
+)
+from kazoo.recipe.lock import Lock
+
+from nodepool.zk import models
+from nodepool.zk.client import ZooKeeperClient
+from nodepool.zk.exceptions import ZKLockException
+from nodepool.zk.models import ImageBuild, ImageUpload, ModelError, Node, NodeRequest
+
+log = logging.getLogger("nodepool.zk")
+
+ROOT = "/nodepool"
+NODE_ROOT = f"{ROOT}/nodes"
+REQUEST_ROOT = f"{ROOT}/requests"
+REQUEST_LOCK_ROOT = f"{ROOT}/requests-lock"
+IMAGE_ROOT = f"{ROOT}/images"
+COMPONENT_ROOT = f"{ROOT}/components"
+ELECTION_ROOT = f"{ROOT}/elections"
+
+# kazoo's Lock recipe names contenders "<uuid hex>__lock__<seq10>".
+LOCK_MARKER = "__lock__"
+
+
+def node_path(node_id: str) -> str:
+    return f"{NODE_ROOT}/{node_id}"
+
+
+def node_lock_path(node_id: str) -> str:
+    return f"{NODE_ROOT}/{node_id}/lock"
+
+
+def request_path(request_id: str) -> str:
+    return f"{REQUEST_ROOT}/{request_id}"
+
+
+def request_lock_path(request_id: str) -> str:
+    return f"{REQUEST_LOCK_ROOT}/{request_id}"
+
+
+def image_path(image: str) -> str:
+    return f"{IMAGE_ROOT}/{image}"
+
+
+def build_path(image: str, build_id: str | None = None) -> str:
+    base = f"{IMAGE_ROOT}/{image}/builds"
+    return f"{base}/{build_id}" if build_id else base
+
+
+def upload_path(image: str, build_id: str, provider: str,
+                upload_id: str | None = None) -> str:
+    base = f"{build_path(image, build_id)}/providers/{provider}/images"
+    return f"{base}/{upload_id}" if upload_id else base
+
+
+def is_lock_child(name: str) -> bool:
+    return LOCK_MARKER in name
+
+
+class ZooKeeper:
+    """Operations on nodepool's ZooKeeper data over one client session."""
+
+    def __init__(self, client: ZooKeeperClient) -> None:
+        self.zk_client = client
+
+    @property
+    def kazoo(self):
+        return self.zk_client.kazoo
+
+    # Generic helpers -----------------------------------------------------
+
+    def _children(self, path: str) -> list[str]:
+        try:
+            return self.kazoo.get_children(path)
+        except NoNodeError:
+            return []
+
+    def _get(self, path: str) -> tuple[bytes, Any] | None:
+        try:
+            return self.kazoo.get(path)
+        except NoNodeError:
+            return None
+
+    def get_many(self, paths: Iterable[str]) -> Iterator[tuple[str, bytes, Any] | None]:
+        """Read many znodes pipelined on one session (one round trip's wait
+        instead of one per znode).  Yields (path, data, stat) or None for
+        each path, in order."""
+        pending = [(p, self.kazoo.get_async(p)) for p in paths]
+        for path, result in pending:
+            try:
+                data, stat = result.get()
+            except NoNodeError:
+                yield None
+                continue
+            yield path, data, stat
+
+    def children_many(self, paths: Iterable[str]) -> Iterator[list[str]]:
+        pending = [self.kazoo.get_children_async(p) for p in paths]
+        for result in pending:
+            try:
+                yield result.get()
+            except NoNodeError:
+                yield []
+
+    def _delete_recursive(self, path: str) -> None:
+        try:
+            self.kazoo.delete(path, recursive=True)
+        except NoNodeError:
+            pass
+
+    # Locks -------------------------------------------------------------
+
+    def _lock(self, path: str, blocking: bool, timeout: float | None,
+              identifier: str | None, ephemeral: bool = True) -> Lock:
+        lock = Lock(self.kazoo, path, identifier=identifier)
+        try:
+            got = lock.acquire(blocking=blocking, timeout=timeout, ephemeral=ephemeral)
+        except LockTimeout as e:
+            raise ZKLockException(f"timeout trying to lock {path}") from e
+        except Exception as e:
+            raise ZKLockException(f"error locking {path}: {e}") from e
+        if not got:
+            raise ZKLockException(f"{path} is locked by someone else")
+        return lock
+
+    @staticmethod
+    def _release(lock: Lock | None) -> None:
+        if lock is None:
+            return
+        try:
+            lock.release()
+        except Exception:
+            log.exception("Error releasing lock %s", lock.path)
+
+    def lock_contenders(self, lock_dir: str) -> list[str]:
+        """Contender znode names, holder first (lowest sequence)."""
+        names = [c for c in self._children(lock_dir) if is_lock_child(c)]
+        return sorted(names, key=lambda c: c.rsplit(LOCK_MARKER, 1)[1])
+
+    def force_unlock(self, lock_dir: str) -> bool:
+        """Delete the current holder's contender node (admin/cleanup use)."""
+        contenders = self.lock_contenders(lock_dir)
+        if not contenders:
+            return False
+        try:
+            self.kazoo.delete(f"{lock_dir}/{contenders[0]}")
+        except NoNodeError:
+            pass
+        return True
+
+    # Nodes --------------------------------------------------------------
+
+    def node_ids(self) -> list[str]:
+        return [c for c in self._children(NODE_ROOT) if not is_lock_child(c)]
+
+    def get_node(self, node_id: str) -> Node | None:
+        got = self._get(node_path(node_id))
+        if got is None:
+            return None
+        return self._parse_node(node_id, *got)
+
+    @staticmethod
+    def _parse_node(node_id: str, data: bytes, stat: Any) -> Node | None:
+        try:
+            node = Node.deserialize(data, node_id)
+        except ModelError as e:
+            log.warning("Skipping unparsable node record %s: %s", node_id, e)
+            return None
+        node.version = stat.version
+        node.mzxid = stat.mzxid
+        return node
+
+    def get_nodes(self, with_locks: bool = False) -> list[Node]:
+        """All parsable nodes, read in one pipelined pass."""
+        ids = self.node_ids()
+        nodes = []
+        results = list(self.get_many(node_path(i) for i in ids))
+        locks: list[list[str]] = (
+            list(self.children_many(node_lock_path(i) for i in ids))
+            if with_locks else [[] for _ in ids])
+        for node_id, got, lock_children in zip(ids, results, locks, strict=True):
+            if got is None:
+                continue
+            node = self._parse_node(node_id, got[1], got[2])
+            if node is None:
+                continue
+            node.lock_contenders = sum(1 for c in lock_children if is_lock_child(c))
+            nodes.append(node)
+        return nodes
+
+    def store_node(self, node: Node) -> None:
+        """Create the node (assigning a sequential id) or overwrite it."""
+        data = node.serialize()
+        if node.id is None:
+            path = self.kazoo.create(f"{NODE_ROOT}/", data, sequence=True, makepath=True)
+            node.id = path.rsplit("/", 1)[1]
+            node.version = 0
+        else:
+            stat = self.kazoo.set(node_path(node.id), data)
+            node.version = stat.version
+
+    def refresh_node(self, node: Node) -> bool:
+        """Re-read ``node`` in place; False if it no longer exists."""
+        got = self._get(node_path(node.id))
+        if got is None:
+            return False
+        node.updateFromDict(models.load_json(got[0], f"node {node.id}"))
+        node.version = got[1].version
+        node.mzxid = got[1].mzxid
+        return True
+
+    def lock_node(self, node: Node, blocking: bool = True, timeout: float | None = None,
+                  identifier: str | None = None) -> None:
+        """Lock ``node`` and refresh its data from ZooKeeper.
+
+        Raises ZKLockException if the lock is held elsewhere (non-blocking),
+        times out, or the node vanished meanwhile.
+        """
+        if node.lock is not None:
+            raise ZKLockException(f"node {node.id} is already locked by this process")
+        if not self.kazoo.exists(node_path(node.id)):
+            raise ZKLockException(f"node {node.id} does not exist")
+        lock = self._lock(node_lock_path(node.id), blocking, timeout, identifier)
+        try:
+            exists = self.refresh_node(node)
+        except (ModelError, Exception):
+            self._release(lock)
+            raise
+        if not exists:
+            self._release(lock)
+            raise ZKLockException(f"node {node.id} was deleted while locking it")
+        node.lock = lock
+
+    def unlock_node(self, node: Node) -> None:
+        lock, node.lock = node.lock, None
+        self._release(lock)
+
+    def node_lock_contenders(self, node_id: str) -> list[str]:
+        return self.lock_contenders(node_lock_path(node_id))
+
+    def force_unlock_node(self, node: Node) -> bool:
+        return self.force_unlock(node_lock_path(node.id))
+
+    def delete_node(self, node: Node) -> None:
+        """Remove a node record.
+
+        The record is first marked ``deleted`` so that a worker that locks
+        it between the two steps finishes the removal instead of
+        resurrecting it; then the znode and its lock dir are removed.
+        """
+        try:
+            node.state = models.DELETED
+            self.store_node(node)
+        except NoNodeError:
+            pass
+        self._delete_recursive(node_path(node.id))
+        # Our own lock contender went with the tree.
+        if node.lock is not None:
+            node.lock.is_acquired = False
+            node.lock = None
+
+    def delete_raw_node(self, node_id: str) -> None:
+        """Delete a node znode without touching its data (broken records)."""
+        self._delete_recursive(node_path(node_id))
+
+    # Node requests ------------------------------------------------------
+
+    def request_ids(self) -> list[str]:
+        return self._children(REQUEST_ROOT)
+
+    @staticmethod
+    def _parse_request(request_id: str, data: bytes, stat: Any) -> NodeRequest | None:
+        try:
+            request = NodeRequest.deserialize(data, request_id)
+        except ModelError as e:
+            log.warning("Skipping unparsable node request %s: %s", request_id, e)
+            return None
+        request.version = stat.version
+        request.mzxid = stat.mzxid
+        return request
+
+    def get_request(self, request_id: str) -> NodeRequest | None:
+        got = self._get(request_path(request_id))
+        if got is None:
+            return None
+        return self._parse_request(request_id, *got)
+
+    def get_requests(self) -> list[NodeRequest]:
+        ids = self.request_ids()
+        out = []
+        for request_id, got in zip(ids, self.get_many(request_path(i) for i in ids),
+                                   strict=True):
+            if got is None:
+                continue
+            request = self._parse_request(request_id, got[1], got[2])
+            if request is not None:
+                out.append(request)
+        return sorted(out, key=NodeRequest.sort_key)
+
+    def store_request(self, request: NodeRequest, priority: str = "100",
+                      ephemeral: bool = False) -> None:
+        """Create a request (one call, all keys) or overwrite an existing one.
+
+        New requests get the id ``<priority>-<seq10>``; nodepool's own
+        requests are ephemeral so they vanish with the launcher that made
+        them.
+        """
+        if request.event_id is None and request.id is None:
+            request.event_id = uuid.uuid4().hex
+        data = request.serialize()
+        if request.id is None:
+            path = self.kazoo.create(
+                f"{REQUEST_ROOT}/{priority}-", data, ephemeral=ephemeral,
+                sequence=True, makepath=True)
+            request.id = path.rsplit("/", 1)[1]
+            request.version = 0
+        else:
+            stat = self.kazoo.set(request_path(request.id), data)
+            request.version = stat.version
+
+    def refresh_request(self, request: NodeRequest) -> bool:
+        got = self._get(request_path(request.id))
+        if got is None:
+            return False
+        request.updateFromDict(models.load_json(got[0], f"request {request.id}"))
+        request.version = got[1].version
+        request.mzxid = got[1].mzxid
+        return True
+
+    def delete_request(self, request: NodeRequest) -> None:
+        """Delete a request nodepool created itself (never Zuul's)."""
+        try:
+            self.kazoo.delete(request_path(request.id))
+        except NoNodeError:
+            pass
+
+    def lock_request(self, request: NodeRequest, blocking: bool = True,
+                     timeout: float | None = None, identifier: str | None = None) -> None:
+        """Lock a request and refresh its data; raises ZKLockException if
+        it is held elsewhere or vanished."""
+        if request.lock is not None:
+            raise ZKLockException(f"request {request.id} is already locked by this process")
+        lock = self._lock(request_lock_path(request.id), blocking, timeout, identifier)
+        try:
+            exists = self.refresh_request(request)
+        except Exception:
+            self._release(lock)
+            raise
+        if not exists:
+            self._release(lock)
+            raise ZKLockException(f"request {request.id} was deleted while locking it")
+        request.lock = lock
+
+    def unlock_request(self, request: NodeRequest) -> None:
+        lock, request.lock = request.lock, None
+        self._release(lock)
+
+    def request_lock_contenders(self, request_id: str) -> list[str]:
+        return self.lock_contenders(request_lock_path(request_id))
+
+    def delete_stale_request_locks(self, max_age: float) -> list[str]:
+        """Remove lock dirs of requests that are gone, unlocked, and older
+        than ``max_age`` seconds.  Returns the ids removed."""
+        existing = set(self.request_ids())
+        removed = []
+        now = time.time()
+        for request_id in self._children(REQUEST_LOCK_ROOT):
+            if request_id in existing:
+                continue
+            path = request_lock_path(request_id)
+            try:
+                stat = self.kazoo.exists(path)
+                if stat is None or now - stat.mtime / 1000 < max_age:
+                    continue
+                # Non-recursive: fails if someone holds it right now.
+                self.kazoo.delete(path)
+                removed.append(request_id)
+            except (NoNodeError, NotEmptyError):
+                continue
+        return removed
+
+    # Images -------------------------------------------------------------
+
+    def image_names(self) -> list[str]:
+        return sorted(self._children(IMAGE_ROOT))
+
+    def is_image_paused(self, image: str) -> bool:
+        return self.kazoo.exists(f"{image_path(image)}/pause") is not None
+
+    def set_image_paused(self, image: str, paused: bool) -> None:
+        path = f"{image_path(image)}/pause"
+        if paused:
+            try:
+                self.kazoo.create(path, b"", makepath=True)
+            except NodeExistsError:
+                pass
+        else:
+            try:
+                self.kazoo.delete(path)
+            except NoNodeError:
+                pass
+
+    def submit_build_request(self, image: str) -> None:
+        try:
+            self.kazoo.create(f"{image_path(image)}/request-build", b"", makepath=True)
+        except NodeExistsError:
+            pass
+
+    def build_request_time(self, image: str) -> float | None:
+        """When a manual build was requested (epoch s), or None."""
+        stat = self.kazoo.exists(f"{image_path(image)}/request-build")
+        return stat.ctime / 1000 if stat else None
+
+    def remove_build_request(self, image: str) -> None:
+        try:
+            self.kazoo.delete(f"{image_path(image)}/request-build")
+        except NoNodeError:
+            pass
+
+    def build_ids(self, image: str) -> list[str]:
+        return [c for c in self._children(build_path(image))
+                if c != "lock" and not is_lock_child(c)]
+
+    def get_build(self, image: str, build_id: str) -> ImageBuild | None:
+        got = self._get(build_path(image, build_id))
+        if got is None:
+            return None
+        return self._parse_build(image, build_id, *got)
+
+    @staticmethod
+    def _parse_build(image: str, build_id: str, data: bytes, stat: Any) -> ImageBuild | None:
+        try:
+            build = ImageBuild.deserialize(data, build_id, image)
+        except ModelError as e:
+            log.warning("Skipping unparsable image build %s-%s: %s", image, build_id, e)
+            return None
+        build.version = stat.version
+        build.mzxid = stat.mzxid
+        return build
+
+    def get_builds(self, image: str, states: Iterable[str] | None = None) -> list[ImageBuild]:
+        """Builds of ``image``, newest first (by state_time)."""
+        ids = self.build_ids(image)
+        wanted = set(states) if states else None
+        out = []
+        for build_id, got in zip(ids, self.get_many(build_path(image, i) for i in ids),
+                                 strict=True):
+            if got is None:
+                continue
+            build = self._parse_build(image, build_id, got[1], got[2])
+            if build and (wanted is None or build.state in wanted):
+                out.append(build)
+        return sorted(out, key=lambda b: b.state_time, reverse=True)
+
+    def store_build(self, image: str, build: ImageBuild) -> str:
+        """Create (new uuid4-hex id) or overwrite a build record."""
+        build.image_name = image
+        data = build.serialize()
+        if build.id is None:
+            build.id = uuid.uuid4().hex
+            self.kazoo.create(build_path(image, build.id), data, makepath=True)
+        else:
+            self.kazoo.set(build_path(image, build.id), data)
+        return build.id
+
+    def delete_build(self, image: str, build_id: str) -> bool:
+        """Delete a build once it has no uploads left; False otherwise."""
+        for provider in self.build_providers(image, build_id):
+            if self.upload_ids(image, build_id, provider):
+                return False
+        self._delete_recursive(build_path(image, build_id))
+        return True
+
+    def build_providers(self, image: str, build_id: str) -> list[str]:
+        return self._children(f"{build_path(image, build_id)}/providers")
+
+    def upload_ids(self, image: str, build_id: str, provider: str) -> list[str]:
+        return [c for c in self._children(upload_path(image, build_id, provider))
+                if c != "lock" and not is_lock_child(c)]
+
+    @staticmethod
+    def _parse_upload(image: str, build_id: str, provider: str, upload_id: str,
+                      data: bytes, stat: Any) -> ImageUpload | None:
+        try:
+            upload = ImageUpload.deserialize(data, build_id, provider, image, upload_id)
+        except ModelError as e:
+            log.warning("Skipping unparsable image upload %s: %s",
+                        upload_path(image, build_id, provider, upload_id), e)
+            return None
+        upload.version = stat.version
+        upload.mzxid = stat.mzxid
+        return upload
+
+    def get_upload(self, image: str, build_id: str, provider: str,
+                   upload_id: str) -> ImageUpload | None:
+        got = self._get(upload_path(image, build_id, provider, upload_id))
+        if got is None:
+            return None
+        return self._parse_upload(image, build_id, provider, upload_id, *got)
+
+    def get_uploads(self, image: str, build_id: str, provider: str,
+                    states: Iterable[str] | None = None) -> list[ImageUpload]:
+        """Uploads of one build to one provider, newest first."""
+        ids = self.upload_ids(image, build_id, provider)
+        wanted = set(states) if states else None
+        out = []
+        paths = (upload_path(image, build_id, provider, i) for i in ids)
+        for upload_id, got in zip(ids, self.get_many(paths), strict=True):
+            if got is None:
+                continue
+            upload = self._parse_upload(image, build_id, provider, upload_id,
+                                        got[1], got[2])
+            if upload and (wanted is None or upload.state in wanted):
+                out.append(upload)
+        return sorted(out, key=lambda u: u.state_time, reverse=True)
+
+    def store_upload(self, image: str, build_id: str, provider: str,
+                     upload: ImageUpload) -> str:
+        """Create (sequential id) or overwrite an upload record."""
+        upload.image_name, upload.build_id, upload.provider_name = image, build_id, provider
+        data = upload.serialize()
+        if upload.id is None:
+            path = self.kazoo.create(f"{upload_path(image, build_id, provider)}/", data,
+                                     sequence=True, makepath=True)
+            upload.id = path.rsplit("/", 1)[1]
+        else:
+            self.kazoo.set(upload_path(image, build_id, provider, upload.id), data)
+        return upload.id
+
+    def delete_upload(self, image: str, build_id: str, provider: str,
+                      upload_id: str) -> None:
+        self._delete_recursive(upload_path(image, build_id, provider, upload_id))
+
+    def most_recent_upload(self, image: str, provider: str,
+                           state: str = models.READY) -> ImageUpload | None:
+        """The newest upload of ``image`` to ``provider`` in ``state``."""
+        best = None
+        for build_id in self.build_ids(image):
+            for upload in self.get_uploads(image, build_id, provider, [state]):
+                if best is None or upload.state_time > best.state_time:
+                    best = upload
+        return best
+
+    # Image locks (builder) ----------------------------------------------
+
+    def lock_image_builds(self, image: str, blocking: bool = True,
+                          timeout: float | None = None) -> Lock:
+        """Serialises builds of one image across builders."""
+        return self._lock(f"{build_path(image)}/lock", blocking, timeout, None)
+
+    def lock_build(self, image: str, build_id: str, blocking: bool = True,
+                   timeout: float | None = None) -> Lock:
+        return self._lock(f"{build_path(image, build_id)}/lock", blocking, timeout, None)
+
+    def lock_image_uploads(self, image: str, build_id: str, provider: str,
+                           blocking: bool = True, timeout: float | None = None) -> Lock:
+        """One uploader per build and provider."""
+        return self._lock(f"{upload_path(image, build_id, provider)}/lock",
+                          blocking, timeout, None)
+
+    def lock_upload(self, image: str, build_id: str, provider: str, upload_id: str,
+                    blocking: bool = True, timeout: float | None = None) -> Lock:
+        return self._lock(f"{upload_path(image, build_id, provider, upload_id)}/lock",
+                          blocking, timeout, None)
+
+    def unlock(self, lock: Lock | None) -> None:
+        self._release(lock)
+
+    # Versioned raw writes (used by component records) ------------------
+
+    def set_if_version(self, path: str, data: bytes, version: int) -> int | None:
+        """Write only if unchanged since ``version``; new version or None."""
+        try:
+            return self.kazoo.set(path, data, version=version).version
+        except (BadVersionError, NoNodeError):
+            return None
