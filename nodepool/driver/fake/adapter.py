@@ -1,0 +1,121 @@
+"""The adapter between the shared launch machinery and the fake cloud."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from nodepool.driver.adapter import Adapter, CloudImage, Instance, LaunchSpec, Resource
+from nodepool.driver.fake.cloud import FakeCloud, FakeCloudError, FakeNotFound, FakeQuotaError
+from nodepool.driver.openstack.flavors import select_flavor
+from nodepool.driver.quota import QuotaInformation
+from nodepool.exceptions import (
+    LaunchStatusException,
+    NotFound,
+    QuotaException,
+    ServerCreateTimeout,
+)
+
+# Fake servers are never contacted: the launcher takes these keys instead
+# of scanning (unless a test routes a server to a real sshd).
+FAKE_HOST_KEYS = ["ssh-rsa FAKEKEY"]
+
+
+class FakeAdapter(Adapter):
+    def __init__(self, provider_config: Any) -> None:
+        super().__init__(provider_config)
+        self.cloud = FakeCloud.for_provider(provider_config.name)
+
+    def _flavor(self, label: Any):
+        return select_flavor(self.cloud.flavors, label.min_ram, label.flavor_name)
+
+    def create_instance(self, spec: LaunchSpec) -> Instance:
+        label = spec.label
+        flavor = self._flavor(label)
+        try:
+            server = self.cloud.create_server(
+                spec.hostname, flavor, spec.image_external_id, spec.metadata, spec.az,
+                volume_gb=label.volume_size if label.boot_from_volume else 0)
+        except FakeQuotaError as e:
+            raise QuotaException(str(e)) from e
+        spec.report_external_id(server.id)
+        server = self.cloud.wait_for_server(server.id, spec.deadline, spec.cancelled)
+        if server.status == "ERROR":
+            raise LaunchStatusException(f"server {server.id} went to ERROR: {server.fault}")
+        if server.status != "ACTIVE":
+            raise ServerCreateTimeout(f"server {server.id} not active in time "
+                                      f"(status {server.status})")
+        return self._instance(server)
+
+    def _instance(self, server) -> Instance:
+        routed = self.cloud.address_for is not None
+        return Instance(
+            external_id=server.id, metadata=dict(server.metadata),
+            interface_ip=server.address, public_ipv4=server.address,
+            private_ipv4=server.address, az=server.az, region="fake-region",
+            cloud="fake", host_id=f"fake-host-{server.id[:8]}",
+            host_keys=None if routed else list(FAKE_HOST_KEYS),
+            quota=QuotaInformation(instances=1, cores=server.flavor.vcpus,
+                                   ram=server.flavor.ram))
+
+    def delete_instance(self, external_id: Any, log: logging.Logger | None = None) -> None:
+        try:
+            self.cloud.delete_server(external_id)
+        except FakeNotFound as e:
+            raise NotFound(str(e)) from e
+
+    def list_instances(self) -> list[Instance]:
+        return [self._instance(s) for s in self.cloud.list_servers()]
+
+    def get_console_log(self, external_id: Any) -> str | None:
+        return self.cloud.console_logs.get(external_id, "fake console log")
+
+    def list_resources(self) -> list[Resource]:
+        out = [Resource("instance", s.id, dict(s.metadata), s.name)
+               for s in self.cloud.list_servers()]
+        out += [Resource("image", i.id, dict(i.metadata), i.name)
+                for i in self.cloud.list_images()]
+        return out
+
+    def delete_resource(self, resource: Resource) -> None:
+        try:
+            if resource.type == "instance":
+                self.cloud.delete_server(resource.id)
+            elif resource.type == "image":
+                self.cloud.delete_image(resource.id)
+        except FakeNotFound:
+            pass
+
+    def get_quota_limits(self) -> QuotaInformation:
+        c = self.cloud
+        return QuotaInformation(instances=c.max_instances, cores=c.max_cores, ram=c.max_ram)
+
+    def get_quota_for_label(self, label: Any) -> QuotaInformation:
+        flavor = self._flavor(label)
+        return QuotaInformation(instances=1, cores=flavor.vcpus, ram=flavor.ram)
+
+    def get_azs(self) -> list[str | None]:
+        return list(self.cloud.azs)
+
+    def label_ready(self, label: Any) -> bool:
+        if label.cloud_image is None:
+            return True
+        return self.cloud.find_image(label.cloud_image.external_name) is not None
+
+    def upload_image(self, *, image_name: str, filename: str, image_format: str,
+                     metadata: dict[str, str], md5: str | None = None,
+                     sha256: str | None = None, provider_image: Any = None,
+                     timeout: float | None = None) -> str:
+        try:
+            return self.cloud.upload_image(image_name, filename, image_format, metadata).id
+        except FakeCloudError as e:
+            raise RuntimeError(f"upload of {image_name} failed: {e}") from e
+
+    def delete_image(self, external_id: str) -> None:
+        try:
+            self.cloud.delete_image(external_id)
+        except FakeNotFound as e:
+            raise NotFound(str(e)) from e
+
+    def list_images(self) -> list[CloudImage]:
+        return [CloudImage(i.id, i.name, dict(i.metadata)) for i in self.cloud.list_images()]

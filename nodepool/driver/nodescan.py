@@ -1,0 +1,89 @@
+"""Scanning a new node's SSH host keys (paramiko).
+
+Zuul pins the keys it finds in ``host_keys``; a node that never answers
+within ``boot-timeout`` is not ready.  Non-SSH connection types (winrm)
+only need their port to accept TCP connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+
+import paramiko
+
+from nodepool.exceptions import LaunchKeyscanException
+
+log = logging.getLogger("nodepool.nodescan")
+
+# One key per type, as upstream gathers them.
+KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512", "ssh-rsa")
+
+SSH_TYPES = ("ssh", "network_cli")
+
+
+def _connect(ip: str, port: int, timeout: float) -> socket.socket:
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect((ip, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _key_of_type(ip: str, port: int, key_type: str, timeout: float) -> str | None:
+    sock = _connect(ip, port, timeout)
+    transport = paramiko.Transport(sock)
+    try:
+        opts = transport.get_security_options()
+        if key_type not in opts.key_types:
+            return None
+        opts.key_types = [key_type]
+        transport.start_client(timeout=timeout)
+        key = transport.get_remote_server_key()
+        return f"{key.get_name()} {key.get_base64()}"
+    except (paramiko.SSHException, EOFError, OSError):
+        return None
+    finally:
+        transport.close()
+        sock.close()
+
+
+def scan_host_keys(ip: str, port: int = 22, timeout: float = 60.0,
+                   connection_type: str = "ssh", attempt_timeout: float = 10.0) -> list[str]:
+    """Wait until ``ip:port`` answers and return its host keys.
+
+    Retries until ``timeout`` seconds have passed, then raises
+    LaunchKeyscanException saying what the last error was.
+    """
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        per_try = max(0.5, min(attempt_timeout, remaining))
+        try:
+            if connection_type not in SSH_TYPES:
+                _connect(ip, port, per_try).close()
+                return []
+            keys = []
+            seen_names = set()
+            for key_type in KEY_TYPES:
+                key = _key_of_type(ip, port, key_type, per_try)
+                if key and key.split()[0] not in seen_names:
+                    seen_names.add(key.split()[0])
+                    keys.append(key)
+            if keys:
+                return keys
+            last_error = RuntimeError("the SSH server offered no host key")
+        except OSError as e:
+            last_error = e
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+    raise LaunchKeyscanException(
+        f"could not get host keys from {ip}:{port} within {timeout:.0f} s "
+        f"({last_error})")
