@@ -170,6 +170,18 @@ class Provider:
         """Whether the label's image is available in this provider."""
         return True
 
+    def delete_node(self, node: Any) -> None:
+        """Release the node's cloud resources (the node is locked and
+        ``deleting``); the caller removes the record afterwards."""
+
+    def node_deleted(self, node: Any) -> None:
+        """Called after a node's record is gone (static hosts re-register
+        here)."""
+
+    def cleanup_leaked_resources(self) -> dict[str, int]:
+        """Delete cloud resources tagged as ours that no record knows."""
+        return {}
+
 
 class Driver:
     """One instance per driver for the life of the process."""

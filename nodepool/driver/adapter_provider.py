@@ -101,6 +101,11 @@ class AdapterProvider(Provider):
     def launches_in_flight(self) -> int:
         return len(self._launches)
 
+    def check_reusable(self, node: Node) -> bool:
+        """Whether a ready node may be handed out again (static hosts
+        check liveness here)."""
+        return True
+
     # Labels and images ----------------------------------------------------
 
     def hostname_for(self, node: Node) -> str:
@@ -326,7 +331,7 @@ class AdapterProvider(Provider):
         self._executor.submit(launcher.run)
         return handle
 
-    def delete_instance(self, node: Node) -> None:
+    def delete_node(self, node: Node) -> None:
         """Delete the node's server (if any) and wait until it is gone."""
         if node.external_id is None:
             return

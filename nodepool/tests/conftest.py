@@ -94,3 +94,46 @@ def zk_client(zk_info: ZKInfo) -> Iterator[ZooKeeperClient]:
 @pytest.fixture
 def zk(zk_client: ZooKeeperClient) -> ZooKeeper:
     return ZooKeeper(zk_client)
+
+
+@pytest.fixture
+def fake_cloud_reset() -> Iterator[None]:
+    from nodepool.driver.fake.cloud import FakeCloud
+    FakeCloud.reset_all()
+    yield
+    FakeCloud.reset_all()
+
+
+@pytest.fixture
+def zuul(zk_info: ZKInfo):
+    from nodepool.tests.helpers import FakeZuul
+    client = FakeZuul(zk_info)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def launcher_factory(tmp_path, fake_cloud_reset):
+    """Start launchers (in this process) on config text; stopped after the
+    test.  Returns a function(config_text, **kwargs) -> NodePool."""
+    from nodepool.launcher import NodePool
+    from nodepool.tests.helpers import wait_for
+
+    started = []
+
+    def start(config_text: str, name: str = "nodepool.yaml", **kwargs):
+        path = tmp_path / name
+        path.write_text(config_text)
+        kwargs.setdefault("cleanup_interval", 1.0)
+        kwargs.setdefault("delete_interval", 1.0)
+        kwargs.setdefault("watermark_sleep", 0.2)
+        launcher = NodePool(str(path), **kwargs)
+        launcher.start()
+        started.append(launcher)
+        wait_for(lambda: launcher.ready or not launcher.is_alive(), 30, what="launcher ready")
+        assert launcher.is_alive(), "launcher died on start"
+        return launcher
+
+    yield start
+    for launcher in started:
+        launcher.stop()

@@ -94,6 +94,17 @@ class TreeCache(Generic[R]):
             if t is not threading.current_thread():
                 t.join(5)
 
+    def barrier(self, timeout: float | None = None) -> bool:
+        """Wait until every event received so far has been applied.
+
+        Callers use it after a ZooKeeper round trip (such as taking a lock)
+        that happened after someone else's change, to be sure the cache
+        shows that change.
+        """
+        done = threading.Event()
+        self._events.put(("barrier", done))
+        return done.wait(timeout)
+
     def wait_synced(self, timeout: float | None = None) -> bool:
         """Block until the first full snapshot has been applied."""
         return self._synced.wait(timeout)
@@ -144,6 +155,9 @@ class TreeCache(Generic[R]):
             if item is _STOP:
                 self._playback.put((_STOP, None, None))
                 return
+            if isinstance(item, tuple) and item[0] == "barrier":
+                self._playback.put(("barrier", None, item[1]))
+                continue
             try:
                 if item is _RESYNC:
                     self._issue_resync()
@@ -179,6 +193,9 @@ class TreeCache(Generic[R]):
             kind, arg, result = self._playback.get()
             if kind is _STOP:
                 return
+            if kind == "barrier":
+                result.set()
+                continue
             try:
                 if kind == "snapshot":
                     self._apply_snapshot(arg)

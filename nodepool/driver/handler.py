@@ -1,0 +1,224 @@
+"""Serving one accepted node request from one pool.
+
+The pool worker locks a request, marks it ``pending`` and hands it to a
+handler.  The handler fills the request's slots (one per entry of
+``node_types``, in order) with reusable ready nodes or new launches, and
+when every launch is over either fulfils the request (all nodes ready) or
+declines it (so another pool may try; the last one to decline fails it).
+A request that vanishes meanwhile (Zuul cancelled it) is normal: its nodes
+go back to the ready pool.  Multi-node requests get all nodes or none.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from nodepool.driver.launch import ABORTED, READY, LaunchHandle, NodeLogger
+from nodepool.zk import ZKLockException, models
+from nodepool.zk.models import Node, NodeRequest
+
+log = logging.getLogger("nodepool.driver.handler")
+
+
+class NodeRequestHandler:
+    """Drives one request; ``poll()`` returns True when it is finished."""
+
+    def __init__(self, worker: Any, request: NodeRequest) -> None:
+        self.worker = worker
+        self.zk = worker.zk
+        self.provider = worker.provider
+        self.pool = worker.pool
+        self.request = request
+        self.slots: list[Node | None] = [None] * len(request.node_types)
+        self.launches: dict[int, LaunchHandle] = {}
+        self.az: str | None = None
+        self.failed_reason: str | None = None
+        self.done = False
+        self.waiting = False
+        self.log = NodeLogger(logging.getLogger("nodepool.NodeRequestHandler"), {
+            "event_id": request.event_id, "request": request.id})
+
+    # Filling slots ----------------------------------------------------
+
+    def run(self) -> None:
+        """Reuse what we can and start launches for the rest."""
+        self.log.info("Accepted by %s for %s", self.worker.id, self.request.node_types)
+        if self.request.reuse:
+            self._reuse_nodes()
+        self._launch_missing()
+
+    def _reuse_nodes(self) -> None:
+        for index, label_name in enumerate(self.request.node_types):
+            if self.slots[index] is not None or index in self.launches:
+                continue
+            node = self.worker.claim_ready_node(label_name, self.request, self.az)
+            if node is None:
+                continue
+            self.slots[index] = node
+            if self.az is None and node.az:
+                self.az = node.az
+            self.log.info("Reusing ready node %s for %s", node.id, label_name)
+
+    def _launch_missing(self) -> None:
+        self.waiting = False
+        for index, label_name in enumerate(self.request.node_types):
+            if self.slots[index] is not None or index in self.launches:
+                continue
+            if not self.provider.can_launch:
+                self.waiting = True
+                continue
+            label = self.pool.labels[label_name]
+            quota = self.provider.quota_for_label(label)
+            if not self.worker.has_room_for(quota):
+                self.waiting = True
+                continue
+            self._start_launch(index, label, quota)
+
+    def _start_launch(self, index: int, label: Any, quota: Any) -> None:
+        image_external_id, image_id = self.provider.image_external_id(label)
+        if self.az is None:
+            self.az = self.provider.choose_az(self.pool)
+        node = Node()
+        node.state = models.INIT
+        node.type = [label.name]
+        node.provider = self.provider.provider.name
+        node.pool = self.pool.name
+        node.launcher = self.worker.id
+        node.allocated_to = self.request.id
+        node.tenant_name = self.request.tenant_name
+        node.requestor = self.request.requestor
+        node.attributes = self.pool.node_attributes
+        node.az = self.az
+        node.image_id = image_id
+        node.cloud = getattr(self.provider.provider, "cloud", None)
+        node.region = getattr(self.provider.provider, "region_name", None)
+        node.resources = quota.to_dict()
+        image = getattr(label, "image", None)
+        if image is not None:
+            node.username = image.username
+            node.python_path = image.python_path
+            node.shell_type = image.shell_type
+            node.connection_type = image.connection_type
+            node.connection_port = image.connection_port
+        # Created unlocked in ``init`` (not a cleanup state), then locked
+        # before it becomes ``building``, so no deleter can take it.
+        self.zk.store_node(node)
+        self.provider.note_node_created(node, quota)
+        self.zk.lock_node(node, blocking=True, timeout=30)
+        node.state = models.BUILDING
+        node.hostname = self.provider.hostname_for(node)
+        self.zk.store_node(node)
+        self.log.info("Launching node %s (%s) in %s", node.id, label.name, self.az)
+        self.launches[index] = self.provider.launch(
+            node, label, self.pool, self.request, image_external_id,
+            on_done=lambda h: self.worker.wake())
+
+    # Progress ------------------------------------------------------------
+
+    def poll(self) -> bool:
+        """Advance; True when the request is finished (fulfilled,
+        declined, or gone)."""
+        if self.done:
+            return True
+        if any(not h.complete for h in self.launches.values()):
+            return False
+        for index, handle in list(self.launches.items()):
+            del self.launches[index]
+            if handle.state == READY:
+                self.slots[index] = handle.node
+            elif handle.state == ABORTED:
+                # Out of cloud quota: the node is cleaned up; try again when
+                # there is room.
+                self.zk.unlock_node(handle.node)
+                self.waiting = True
+            else:
+                self.slots[index] = handle.node
+                self.failed_reason = handle.error or "launch failed"
+        if not self._request_exists():
+            self.log.info("Request vanished; returning its nodes to the pool")
+            self._release_nodes()
+            self._unlock_request()
+            self.done = True
+            return True
+        if self.failed_reason is not None:
+            self._decline(f"node launch failed: {self.failed_reason}")
+            return True
+        if any(slot is None for slot in self.slots):
+            if self.request.reuse:
+                self._reuse_nodes()
+            self._launch_missing()
+            return False
+        self._fulfil()
+        return True
+
+    def _request_exists(self) -> bool:
+        return self.zk.kazoo.exists(f"/nodepool/requests/{self.request.id}") is not None
+
+    def _fulfil(self) -> None:
+        request = self.request
+        request.nodes = [node.id for node in self.slots]
+        request.state = models.FULFILLED
+        # Zuul's executor locks the nodes next, so they must be free.
+        self._unlock_nodes()
+        try:
+            self.zk.store_request(request)
+            self.log.info("Fulfilled with nodes %s", request.nodes)
+        except Exception:
+            self.log.exception("Could not store the fulfilled request")
+            self._release_nodes()
+        self._unlock_request()
+        self.done = True
+
+    def _decline(self, reason: str) -> None:
+        self.log.warning("Declining: %s", reason)
+        # Ready nodes go straight back to the pool (the request's
+        # ``nodes`` stays empty, so nobody else refers to them); failed
+        # ones are unlocked for the deleter.
+        self._release_nodes()
+        self.worker.decline(self.request, reason)
+        self._unlock_request()
+        self.done = True
+
+    # Cleanup -------------------------------------------------------------
+
+    def _unlock_nodes(self) -> None:
+        for node in self.slots:
+            if node is not None and node.lock is not None:
+                self.zk.unlock_node(node)
+
+    def _release_nodes(self) -> None:
+        """Unallocate ready nodes and unlock everything we hold."""
+        for index, node in enumerate(self.slots):
+            if node is None:
+                continue
+            if node.lock is None:
+                try:
+                    self.zk.lock_node(node, blocking=True, timeout=10)
+                except ZKLockException:
+                    self.log.warning("Could not lock node %s to release it", node.id)
+                    continue
+            try:
+                if node.state == models.READY and node.allocated_to == self.request.id:
+                    node.allocated_to = None
+                    self.zk.store_node(node)
+                elif node.state not in (models.READY, models.FAILED):
+                    # A half-built node: the deleter takes it from here.
+                    if node.state in (models.BUILDING, models.INIT):
+                        node.state = models.FAILED
+                        self.zk.store_node(node)
+            except Exception:
+                self.log.exception("Could not release node %s", node.id)
+            finally:
+                self.zk.unlock_node(node)
+            self.slots[index] = None
+
+    def _unlock_request(self) -> None:
+        self.zk.unlock_request(self.request)
+
+    def abandon(self) -> None:
+        """Stop handling (shutdown or session loss): cancel launches and
+        release what we can; the request's lost-lock cleanup does the rest."""
+        for handle in self.launches.values():
+            handle.cancel()
+        self.done = True

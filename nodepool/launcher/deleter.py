@@ -1,0 +1,197 @@
+"""Deleting nodes nobody owns any more, as soon as that becomes true.
+
+Rule (WIRE.md): an *unlocked* node in a cleanup state (``used``,
+``in-use``, ``building``, ``failed``, ``deleting``, ``deleted``,
+``aborted``) belongs to nobody and is deleted: a crashed launcher or Zuul
+executor leaves exactly such nodes behind.  Also handled here, because they
+are decided from the same node cache:
+
+* ready nodes still allocated to a request that is gone (Zuul hands nodes
+  back that way when a build ends early) are unallocated for reuse;
+* ready nodes older than their label's ``max-ready-age`` are deleted;
+* held nodes past their ``hold_expiration`` or ``max-hold-age`` are deleted.
+
+The worker is woken by node-cache events and keeps a slow timer as a
+safety net.  Deletions run in parallel; one that fails is retried with a
+growing delay, never dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from nodepool.driver.launch import NodeLogger
+from nodepool.zk import ZKLockException, models
+from nodepool.zk.models import Node
+
+log = logging.getLogger("nodepool.DeletedNodeWorker")
+
+DELETE_THREADS = 16
+MAX_BACKOFF = 60.0
+
+
+class DeletedNodeWorker(threading.Thread):
+    def __init__(self, launcher: Any, interval: float = 5.0) -> None:
+        super().__init__(name="DeletedNodeWorker", daemon=True)
+        self.launcher = launcher
+        self.interval = interval
+        self._wake = threading.Event()
+        self._running = True
+        self._busy: set[str] = set()
+        self._busy_lock = threading.Lock()
+        self._retry_after: dict[str, tuple[float, float]] = {}
+        self._executor = ThreadPoolExecutor(DELETE_THREADS,
+                                            thread_name_prefix="NodeDeleter")
+
+    def node_changed(self, key: str, old: Node | None, new: Node | None) -> None:
+        if new is not None and (new.state in models.CLEANUP_STATES
+                                or new.state in (models.READY, models.HOLD)):
+            self._wake.set()
+
+    def reconnected(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._running = False
+        self._wake.set()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def run(self) -> None:
+        while self._running:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if not self._running:
+                break
+            if not self.launcher.zk_client.connected:
+                continue
+            try:
+                self._pass()
+            except Exception:
+                log.exception("Error in delete pass")
+
+    # Deciding ----------------------------------------------------------------
+
+    def _pass(self) -> None:
+        now = time.time()
+        config = self.launcher.config
+        providers = self.launcher.providers
+        request_ids = set(self.launcher.request_cache.keys())
+        for node in self.launcher.node_cache.items():
+            if node.locked or node.provider not in providers:
+                continue
+            if node.id in self._busy:
+                continue
+            retry = self._retry_after.get(node.id)
+            if retry is not None and time.monotonic() < retry[0]:
+                continue
+            if node.state in models.CLEANUP_STATES:
+                self._submit(self._delete_node, node)
+            elif node.state == models.READY:
+                if node.allocated_to and node.allocated_to not in request_ids:
+                    self._submit(self._unallocate, node)
+                elif node.allocated_to is None and self._too_old(node, now, config):
+                    self._submit(self._delete_node, node, expected=models.READY)
+            elif node.state == models.HOLD and self._hold_expired(node, now, config):
+                self._submit(self._delete_node, node, expected=models.HOLD)
+
+    @staticmethod
+    def _too_old(node: Node, now: float, config: Any) -> bool:
+        ages = [config.labels[t].max_ready_age for t in node.type if t in config.labels]
+        ages = [a for a in ages if a and a > 0]
+        return bool(ages) and now - node.state_time > min(ages)
+
+    @staticmethod
+    def _hold_expired(node: Node, now: float, config: Any) -> bool:
+        limit = config.max_hold_age
+        if node.hold_expiration and node.hold_expiration > 0:
+            limit = min(limit, node.hold_expiration)
+        if limit == math.inf:
+            return False
+        return now - node.state_time > limit
+
+    def _submit(self, fn: Any, node: Node, **kw: Any) -> None:
+        with self._busy_lock:
+            if node.id in self._busy:
+                return
+            self._busy.add(node.id)
+        try:
+            self._executor.submit(self._run, fn, node, kw)
+        except RuntimeError:
+            with self._busy_lock:
+                self._busy.discard(node.id)
+
+    def _run(self, fn: Any, cached: Node, kw: dict) -> None:
+        try:
+            fn(cached, **kw)
+            self._retry_after.pop(cached.id, None)
+        except Exception:
+            delay = min(MAX_BACKOFF, self._retry_after.get(cached.id, (0, 1.0))[1] * 2)
+            self._retry_after[cached.id] = (time.monotonic() + delay, delay)
+            log.exception("Could not clean up node %s; retrying in %.0f s", cached.id, delay)
+        finally:
+            with self._busy_lock:
+                self._busy.discard(cached.id)
+            self._wake.set()
+
+    # Acting ----------------------------------------------------------------
+
+    def _lock(self, cached: Node) -> Node | None:
+        node = Node.fromDict(cached.toDict(), cached.id)
+        try:
+            self.launcher.zk.lock_node(node, blocking=False)
+        except ZKLockException:
+            return None
+        return node
+
+    def _delete_node(self, cached: Node, expected: str | None = None) -> None:
+        node = self._lock(cached)
+        if node is None:
+            return
+        zk = self.launcher.zk
+        try:
+            if expected is not None and node.state != expected:
+                return
+            if expected is None and node.state not in models.CLEANUP_STATES:
+                return
+            delete_node(self.launcher, node)
+        finally:
+            if node.lock is not None:
+                zk.unlock_node(node)
+
+    def _unallocate(self, cached: Node) -> None:
+        node = self._lock(cached)
+        if node is None:
+            return
+        zk = self.launcher.zk
+        try:
+            if node.state != models.READY or not node.allocated_to:
+                return
+            if zk.kazoo.exists(f"/nodepool/requests/{node.allocated_to}") is not None:
+                return
+            NodeLogger(log, {"node": node.id}).info(
+                "Unallocating node from vanished request %s", node.allocated_to)
+            node.allocated_to = None
+            zk.store_node(node)
+        finally:
+            zk.unlock_node(node)
+
+
+def delete_node(launcher: Any, node: Node) -> None:
+    """Delete a locked node: cloud resources first, then the record."""
+    nlog = NodeLogger(log, {"node": node.id})
+    provider = launcher.providers.get(node.provider)
+    if provider is None:
+        raise RuntimeError(f"provider {node.provider} is not configured here")
+    if node.state != models.DELETING:
+        node.state = models.DELETING
+        launcher.zk.store_node(node)
+    nlog.info("Deleting node (%s, external id %s)", ",".join(node.type), node.external_id)
+    provider.delete_node(node)
+    launcher.zk.delete_node(node)
+    nlog.info("Deleted node")
+    provider.node_deleted(node)

@@ -1,0 +1,342 @@
+"""The launcher: config, ZooKeeper, providers and their pool workers.
+
+``NodePool`` is the main thread of ``nodepool-launcher``.  It loads the
+configuration (and reloads it when the file changes), keeps one live
+provider per configured provider and one ``PoolWorker`` per pool, keeps
+``min-ready`` nodes, and runs the delete, cleanup and stats workers.  A
+provider that fails to start is reported and retried; the others run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from nodepool import config as nodepool_config
+from nodepool.driver import registry
+from nodepool.launcher.cleanup import CleanupWorker
+from nodepool.launcher.deleter import DeletedNodeWorker
+from nodepool.launcher.min_ready import MinReady
+from nodepool.launcher.pool_worker import PoolWorker
+from nodepool.launcher.stats_worker import StatsWorker
+from nodepool.zk import ZooKeeper, ZooKeeperClient, build_hosts
+from nodepool.zk import client as zkclient
+from nodepool.zk.cache import ImageCache, NodeCache, RequestCache
+from nodepool.zk.components import (
+    RUNNING,
+    ComponentRegistry,
+    LauncherComponent,
+)
+from nodepool.zk.exceptions import ZKConnectionError
+
+log = logging.getLogger("nodepool.NodePool")
+
+COORDINATION_ROOT = "/nodepool/pool-coordination"
+
+
+class NodePool(threading.Thread):
+    """The launcher's main loop."""
+
+    def __init__(self, config_path: str, secure_path: str | None = None, *,
+                 watermark_sleep: float = 1.0, cleanup_interval: float = 60.0,
+                 delete_interval: float = 5.0, hostname: str | None = None) -> None:
+        super().__init__(name="NodePool", daemon=True)
+        self.config_path = config_path
+        self.secure_path = secure_path
+        self.watermark_sleep = watermark_sleep
+        self.cleanup_interval = cleanup_interval
+        self.delete_interval = delete_interval
+        self.hostname = hostname or socket.gethostname()
+        self.config: Any = None
+        self._config_mtime: float | None = None
+        self.zk_client: ZooKeeperClient | None = None
+        self.zk: Any = None
+        self.node_cache: Any = None
+        self.request_cache: Any = None
+        self.image_cache: Any = None
+        self.providers: dict[str, Any] = {}
+        self._provider_configs: dict[str, Any] = {}
+        self.pool_workers: dict[str, PoolWorker] = {}
+        self.component: LauncherComponent | None = None
+        self._pool_cache: tuple[float, list] | None = None
+        self._running = True
+        self._wake = threading.Event()
+        self.ready = False
+        self._workers: list[Any] = []
+        self.min_ready: MinReady | None = None
+
+    # Public state ----------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Orderly stop: no new work, in-flight handlers abandoned (their
+        requests are reset by any launcher's lost-request cleanup), locks
+        released with the session."""
+        log.info("Stopping launcher")
+        self._running = False
+        self._wake.set()
+        for worker in list(self.pool_workers.values()):
+            worker.stop()
+        for worker in list(self.pool_workers.values()):
+            worker.join(10)
+        for worker in self._workers:
+            worker.stop()
+        for worker in self._workers:
+            worker.join(10)
+        for provider in list(self.providers.values()):
+            try:
+                provider.stop()
+            except Exception:
+                log.exception("Error stopping provider")
+        for cache in (self.node_cache, self.request_cache, self.image_cache):
+            if cache is not None:
+                cache.stop()
+        if self.component is not None:
+            self.component.unregister()
+        if self.zk_client is not None:
+            self.zk_client.disconnect()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(10)
+
+    # Start-up --------------------------------------------------------------
+
+    def load_config(self) -> Any:
+        registry.reset_all()
+        mtime = os.stat(self.config_path).st_mtime
+        config = nodepool_config.load_config(self.config_path, self.secure_path)
+        self._config_mtime = mtime
+        return config
+
+    def _connect(self) -> None:
+        config = self.config
+        self.zk_client = ZooKeeperClient(
+            build_hosts(config.zookeeper_servers), config.zookeeper_tls_cert,
+            config.zookeeper_tls_key, config.zookeeper_tls_ca,
+            timeout=config.zookeeper_timeout)
+        while self._running:
+            try:
+                self.zk_client.connect(timeout=10)
+                break
+            except ZKConnectionError as e:
+                log.error("%s; retrying", e)
+                time.sleep(1)
+        self.zk = ZooKeeper(self.zk_client)
+        self.zk_client.add_listener(self._on_connection)
+        self.node_cache = NodeCache(self.zk)
+        self.request_cache = RequestCache(self.zk)
+        self.image_cache = ImageCache(self.zk)
+        self.node_cache.add_listener(self._on_node_change)
+        self.request_cache.add_listener(self._on_request_change)
+        self.image_cache.add_listener(lambda *a: self._wake_pools())
+        for cache in (self.node_cache, self.request_cache, self.image_cache):
+            cache.start()
+        for cache in (self.node_cache, self.request_cache, self.image_cache):
+            cache.wait_synced(60)
+
+    def start_services(self) -> None:
+        """Load config, connect, and start the helper workers (not the
+        main loop)."""
+        if self.config is None:
+            self.config = self.load_config()
+        self._connect()
+        self.component = LauncherComponent(self.hostname)
+        self.component.register(self.zk)
+        self.component.update(state=RUNNING)
+        self.min_ready = MinReady(self)
+        self._workers = [
+            DeletedNodeWorker(self, self.delete_interval),
+            CleanupWorker(self, self.cleanup_interval),
+            StatsWorker(self),
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    def run(self) -> None:
+        try:
+            if self.zk is None:
+                self.start_services()
+        except Exception:
+            log.exception("Launcher could not start")
+            self._running = False
+            return
+        while self._running:
+            try:
+                self._main_pass()
+                self.ready = True
+            except Exception:
+                log.exception("Error in launcher main loop")
+            self._wake.wait(self.watermark_sleep)
+            self._wake.clear()
+            # Coalesce bursts of events into one pass.
+            time.sleep(0.01)
+
+    # Events ------------------------------------------------------------------
+
+    def _wake_pools(self) -> None:
+        for worker in list(self.pool_workers.values()):
+            worker.wake()
+
+    def _on_request_change(self, key: str, old: Any, new: Any) -> None:
+        self._wake_pools()
+        if (new is not None and new.requestor == MinReady.REQUESTOR) or (
+                old is not None and old.requestor == MinReady.REQUESTOR):
+            self._wake.set()
+
+    def _on_node_change(self, key: str, old: Any, new: Any) -> None:
+        self._wake_pools()
+        for worker in self._workers:
+            notify = getattr(worker, "node_changed", None)
+            if notify is not None:
+                notify(key, old, new)
+        # Ready counts changed: min-ready may need a top-up.
+        if (old is None or new is None or old.state != new.state
+                or old.allocated_to != new.allocated_to):
+            self._wake.set()
+
+    def _on_connection(self, event: str) -> None:
+        if event == zkclient.LOST:
+            log.warning("ZooKeeper session lost: abandoning in-flight requests")
+            for worker in list(self.pool_workers.values()):
+                worker.session_lost()
+        elif event == zkclient.CONNECTED:
+            for worker in self._workers:
+                notify = getattr(worker, "reconnected", None)
+                if notify is not None:
+                    notify()
+            self._wake_pools()
+            self._wake.set()
+
+    # Main pass -------------------------------------------------------------
+
+    def _main_pass(self) -> None:
+        self._reload_config_if_changed()
+        if not self.zk_client.connected:
+            return
+        self._sync_providers()
+        self._sync_pool_workers()
+        if self.min_ready is not None:
+            self.min_ready.run()
+
+    def _reload_config_if_changed(self) -> None:
+        try:
+            mtime = os.stat(self.config_path).st_mtime
+        except OSError:
+            return
+        if mtime == self._config_mtime:
+            return
+        try:
+            config = self.load_config()
+        except Exception as e:
+            self._config_mtime = mtime
+            log.error("Configuration %s is invalid; keeping the previous one:\n%s",
+                      self.config_path, e)
+            return
+        log.info("Configuration %s reloaded", self.config_path)
+        self.config = config
+
+    def _sync_providers(self) -> None:
+        wanted = self.config.providers
+        for name in list(self.providers):
+            if name not in wanted or wanted[name] != self._provider_configs[name]:
+                self._stop_provider(name)
+        for name, provider_config in wanted.items():
+            if name in self.providers:
+                # Same config: keep the running provider, but point it at
+                # the new config objects (pools compare equal).
+                self.providers[name].provider = provider_config
+                self._provider_configs[name] = provider_config
+                continue
+            try:
+                driver = registry.get_driver(provider_config.driver_name)
+                provider = driver.getProvider(provider_config)
+                provider.start(self.zk, self.node_cache, self.image_cache)
+            except Exception:
+                log.exception("Provider %s could not start; will retry", name)
+                continue
+            log.info("Started provider %s", name)
+            self.providers[name] = provider
+            self._provider_configs[name] = provider_config
+
+    def _stop_provider(self, name: str) -> None:
+        for key in [k for k, w in self.pool_workers.items() if w.provider_name == name]:
+            worker = self.pool_workers.pop(key)
+            worker.stop()
+            worker.join(10)
+        provider = self.providers.pop(name)
+        self._provider_configs.pop(name, None)
+        try:
+            provider.stop()
+        except Exception:
+            log.exception("Error stopping provider %s", name)
+        log.info("Stopped provider %s", name)
+
+    def _sync_pool_workers(self) -> None:
+        wanted = {}
+        for name, provider_config in self.config.providers.items():
+            if name not in self.providers:
+                continue
+            for pool_name in provider_config.pools:
+                wanted[f"{name}-{pool_name}"] = (name, pool_name)
+        for key in list(self.pool_workers):
+            worker = self.pool_workers[key]
+            if key not in wanted or not worker.is_alive():
+                self.pool_workers.pop(key)
+                worker.stop()
+                if worker.is_alive():
+                    worker.join(10)
+        for key, (provider_name, pool_name) in wanted.items():
+            if key not in self.pool_workers:
+                worker = PoolWorker(self, provider_name, pool_name)
+                self.pool_workers[key] = worker
+                worker.start()
+                worker.wake()
+
+    # Shared helpers for pool workers ----------------------------------------
+
+    def pool_components(self, fresh: bool = False) -> list[Any]:
+        """Registered pool components (cached for a moment; ``fresh``
+        reads ZooKeeper now, for decisions such as failing a request)."""
+        now = time.monotonic()
+        cached = self._pool_cache
+        if not fresh and cached is not None and now - cached[0] < 1.0:
+            return cached[1]
+        pools = ComponentRegistry(self.zk).all("pool")
+        self._pool_cache = (now, pools)
+        return pools
+
+    @contextlib.contextmanager
+    def pool_coordination(self, worker: PoolWorker) -> Iterator[None]:
+        """Serialise capacity decisions with other launchers serving the
+        same pool, so two launchers never both fill the last slot.
+
+        Only taken when another launcher registered the same provider
+        pool.  After the lock is ours, the node cache is brought up to date
+        (a barrier) so the other launcher's new nodes are counted.
+        """
+        peers = [p for p in self.pool_components()
+                 if p.provider_name == worker.provider_name and p.name == worker.pool_name
+                 and p.id != worker.id]
+        if not peers:
+            yield
+            return
+        lock = self.zk.kazoo.Lock(
+            f"{COORDINATION_ROOT}/{worker.provider_name}/{worker.pool_name}", worker.id)
+        if not lock.acquire(timeout=30):
+            yield
+            return
+        try:
+            self.node_cache.barrier(10)
+            yield
+        finally:
+            try:
+                lock.release()
+            except Exception:
+                log.exception("Could not release pool coordination lock")

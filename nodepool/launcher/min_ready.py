@@ -1,0 +1,130 @@
+"""Keeping ``min-ready`` ready nodes per label.
+
+For each label short of ready, unallocated nodes, the launcher submits
+requests like Zuul's (one node each, priority ``900`` so real work comes
+first, ``reuse: false``, ephemeral so they vanish with the launcher).  When
+one is fulfilled its nodes are unallocated and the request deleted, which
+leaves ready nodes in the pool.
+
+Several launchers must not each top up the same label: the label is
+assigned to one of the pools that serve it by rendezvous hashing over the
+registered pool ids, and only that pool's launcher submits for it.
+Adding or losing a launcher reassigns labels without coordination.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from typing import Any
+
+from nodepool.zk import ZKLockException, models
+from nodepool.zk.models import NodeRequest
+
+log = logging.getLogger("nodepool.MinReady")
+
+
+def _score(label: str, pool_id: str) -> bytes:
+    return hashlib.sha256(f"{label}\0{pool_id}".encode()).digest()
+
+
+def owner_pool(label: str, pool_ids: list[str]) -> str | None:
+    """The pool responsible for topping up ``label`` (rendezvous hash)."""
+    if not pool_ids:
+        return None
+    return max(pool_ids, key=lambda pool_id: _score(label, pool_id))
+
+
+class MinReady:
+    REQUESTOR = "NodePool:min-ready"
+    PRIORITY = "900"
+
+    def __init__(self, launcher: Any) -> None:
+        self.launcher = launcher
+
+    def run(self) -> None:
+        launcher = self.launcher
+        requests = [r for r in launcher.request_cache.items()
+                    if r.requestor == self.REQUESTOR]
+        for request in requests:
+            if request.state in (models.FULFILLED, models.FAILED):
+                self._finish(request)
+        outstanding: Counter[str] = Counter()
+        for request in requests:
+            if request.state in (models.REQUESTED, models.PENDING):
+                outstanding.update(request.node_types)
+        ready: Counter[str] = Counter()
+        for node in launcher.node_cache.items():
+            if node.state == models.READY and node.allocated_to is None:
+                ready.update(node.type)
+        our_pools = {w.id: w for w in launcher.pool_workers.values()}
+        components = launcher.pool_components()
+        for label in launcher.config.labels.values():
+            if label.min_ready <= 0:
+                continue
+            deficit = label.min_ready - ready[label.name] - outstanding[label.name]
+            if deficit <= 0:
+                continue
+            serving = [p.id for p in components
+                       if label.name in (p.supported_labels or [])]
+            owner = owner_pool(label.name, serving)
+            if owner not in our_pools:
+                continue
+            if not self._label_available(label.name):
+                continue
+            for _ in range(deficit):
+                self._submit(label.name)
+
+    def _label_available(self, label_name: str) -> bool:
+        for worker in self.launcher.pool_workers.values():
+            try:
+                pool = worker.pool
+                label = pool.labels.get(label_name)
+                if label is not None and worker.provider.label_ready(label):
+                    return True
+            except Exception:
+                log.exception("Could not check label %s", label_name)
+        return False
+
+    def _submit(self, label_name: str) -> None:
+        request = NodeRequest()
+        request.state = models.REQUESTED
+        request.node_types = [label_name]
+        request.requestor = self.REQUESTOR
+        request.reuse = False
+        try:
+            self.launcher.zk.store_request(request, priority=self.PRIORITY, ephemeral=True)
+            log.info("Requested a %s node to keep min-ready (request %s)",
+                     label_name, request.id)
+        except Exception:
+            log.exception("Could not submit min-ready request for %s", label_name)
+
+    def _finish(self, cached: NodeRequest) -> None:
+        """Hand a fulfilled request's nodes to the ready pool; drop it."""
+        zk = self.launcher.zk
+        request = NodeRequest.fromDict(cached.toDict(), cached.id)
+        try:
+            zk.lock_request(request, blocking=False)
+        except ZKLockException:
+            return
+        try:
+            if request.state == models.FULFILLED:
+                for node_id in request.nodes:
+                    node = zk.get_node(node_id)
+                    if node is None:
+                        continue
+                    try:
+                        zk.lock_node(node, blocking=True, timeout=10)
+                    except ZKLockException:
+                        log.warning("Could not lock node %s to unallocate it", node_id)
+                        continue
+                    try:
+                        if node.allocated_to == request.id:
+                            node.allocated_to = None
+                            zk.store_node(node)
+                    finally:
+                        zk.unlock_node(node)
+            zk.delete_request(request)
+        finally:
+            zk.unlock_request(request)

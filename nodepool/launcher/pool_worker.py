@@ -1,0 +1,389 @@
+"""One thread per provider pool: takes node requests it can serve.
+
+Woken by ZooKeeper watch events (a new or changed request, a node freed or
+deleted) and by launch completions, with a timer only as a safety net.
+Each pass it polls its active handlers, then walks the open requests in
+priority order and, for each, decides: leave it to a better pool, decline
+it, wait (no capacity now), or accept it.
+
+Capacity is checked *before* a request is locked, so a request that does
+not fit now stays open for any other pool that has room, instead of being
+held while this pool waits.  Requests that wait reserve what they need,
+so a large request is not starved by a stream of small ones behind it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+from nodepool.driver.handler import NodeRequestHandler
+from nodepool.driver.quota import QuotaInformation
+from nodepool.exceptions import RuntimeConfigurationException
+from nodepool.zk import ZKLockException, models
+from nodepool.zk.components import PoolComponent
+from nodepool.zk.models import Node, NodeRequest
+
+log = logging.getLogger("nodepool.PoolWorker")
+
+# Safety-net wake-up; normally events wake the worker at once.
+SAFETY_INTERVAL = 5.0
+# Nodes claimed for reuse are skipped until the cache shows them taken.
+CLAIM_MEMORY = 10.0
+
+
+class PoolWorker(threading.Thread):
+    """Serves requests for one ``<provider>-<pool>``."""
+
+    def __init__(self, launcher: Any, provider_name: str, pool_name: str) -> None:
+        super().__init__(name=f"PoolWorker.{provider_name}-{pool_name}", daemon=True)
+        self.launcher = launcher
+        self.zk = launcher.zk
+        self.provider_name = provider_name
+        self.pool_name = pool_name
+        self.id = (f"{socket.getfqdn()}-PoolWorker.{provider_name}-{pool_name}-"
+                   f"{uuid.uuid4().hex}")
+        self.handlers: list[NodeRequestHandler] = []
+        self._wake = threading.Event()
+        self._running = True
+        self._claimed: dict[str, float] = {}
+        self._room: QuotaInformation | None = None
+        self.component = PoolComponent(launcher.hostname)
+        self.component.id = self.id
+        self.component.name = pool_name
+        self.component.provider_name = provider_name
+        self.log = logging.getLogger(f"nodepool.PoolWorker.{provider_name}-{pool_name}")
+
+    # Current configuration (re-read every pass: reloads take effect) ----
+
+    @property
+    def provider(self) -> Any:
+        return self.launcher.providers[self.provider_name]
+
+    @property
+    def provider_config(self) -> Any:
+        return self.launcher.config.providers[self.provider_name]
+
+    @property
+    def pool(self) -> Any:
+        return self.provider_config.pools[self.pool_name]
+
+    # Thread --------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._running = False
+        self._wake.set()
+
+    def run(self) -> None:
+        try:
+            self._update_component(register=True)
+        except Exception:
+            self.log.exception("Could not register pool component")
+        while self._running:
+            self._wake.wait(SAFETY_INTERVAL)
+            self._wake.clear()
+            if not self._running:
+                break
+            if not self.zk.zk_client.connected:
+                continue
+            try:
+                self._pass()
+            except Exception:
+                self.log.exception("Error in pool worker pass")
+                time.sleep(0.5)
+        for handler in self.handlers:
+            handler.abandon()
+        self.component.unregister()
+
+    def _update_component(self, register: bool = False) -> None:
+        pool = self.pool
+        labels = sorted(pool.labels)
+        priority = pool.effective_priority
+        paused = any(h.waiting for h in self.handlers)
+        if register:
+            self.component.supported_labels = labels
+            self.component.priority = priority
+            self.component.paused = paused
+            self.component.register(self.zk)
+            return
+        c = self.component
+        if (c.supported_labels, c.priority, c.paused) != (labels, priority, paused):
+            self.component.update(supported_labels=labels, priority=priority, paused=paused)
+
+    def session_lost(self) -> None:
+        """Our session expired: every lock we held is gone."""
+        for handler in self.handlers:
+            handler.abandon()
+        self.handlers = []
+        self.wake()
+
+    # A pass ------------------------------------------------------------------
+
+    def _pass(self) -> None:
+        self._poll_handlers()
+        if self.provider.provider.max_concurrency != 0:
+            with self.launcher.pool_coordination(self):
+                self._assign_requests()
+        self._poll_handlers()
+        self._update_component()
+
+    def _poll_handlers(self) -> None:
+        active = []
+        for handler in self.handlers:
+            try:
+                finished = handler.poll()
+            except Exception:
+                handler.log.exception("Error polling request handler")
+                finished = False
+            if not finished:
+                active.append(handler)
+        self.handlers = active
+
+    # Capacity ------------------------------------------------------------
+
+    def _our_nodes(self) -> list[Node]:
+        return self.launcher.node_cache.items()
+
+    def has_room_for(self, need: QuotaInformation) -> bool:
+        """Used by handlers to relaunch (e.g. after a quota abort)."""
+        room = self.provider.available_quota(self.pool, self._our_nodes())
+        return room.fits(need)
+
+    def _reusable(self, label: str, az: str | None = None) -> list[Node]:
+        now = time.monotonic()
+        out = []
+        for node in self.launcher.node_cache.items():
+            if (node.state != models.READY or node.allocated_to is not None or node.locked
+                    or node.provider != self.provider_name or node.pool != self.pool_name
+                    or label not in node.type):
+                continue
+            claimed = self._claimed.get(node.id)
+            if claimed is not None and now - claimed < CLAIM_MEMORY:
+                continue
+            if az is not None and node.az is not None and node.az != az:
+                continue
+            out.append(node)
+        return sorted(out, key=lambda n: n.state_time)
+
+    def claim_ready_node(self, label: str, request: NodeRequest,
+                         az: str | None) -> Node | None:
+        """Lock and allocate a ready node of this pool for ``request``."""
+        for cached in self._reusable(label, az):
+            node = Node.fromDict(cached.toDict(), cached.id)
+            try:
+                self.zk.lock_node(node, blocking=False)
+            except ZKLockException:
+                continue
+            self._claimed[node.id] = time.monotonic()
+            if (node.state != models.READY or node.allocated_to is not None
+                    or not self.provider.check_reusable(node)):
+                self.zk.unlock_node(node)
+                continue
+            node.allocated_to = request.id
+            node.tenant_name = request.tenant_name
+            node.requestor = request.requestor
+            try:
+                self.zk.store_node(node)
+            except Exception:
+                self.log.exception("Could not allocate node %s", node.id)
+                self.zk.unlock_node(node)
+                continue
+            return node
+        return None
+
+    def _tenant_room(self, tenant: str | None, need: QuotaInformation) -> bool:
+        limits = self.launcher.config.tenant_resource_limits.get(tenant or "")
+        if not limits:
+            return True
+        used = QuotaInformation()
+        for node in self.launcher.node_cache.items():
+            if node.tenant_name == tenant and node.resources:
+                used.add(QuotaInformation({k: v for k, v in node.resources.items()
+                                           if isinstance(v, (int, float))}))
+        room = QuotaInformation(dict(limits)).subtract(used)
+        return room.fits(need)
+
+    # Routing ---------------------------------------------------------------
+
+    def _candidates(self, request: NodeRequest, pools: list[Any]) -> list[Any]:
+        """Other registered pools that could serve the whole request."""
+        wanted = set(request.node_types)
+        return [p for p in pools
+                if p.id != self.id and p.id not in request.declined_by
+                and wanted <= set(p.supported_labels or [])]
+
+    def _decline_reason(self, request: NodeRequest) -> str | None:
+        pool = self.pool
+        if pool.max_servers <= 0:
+            return "pool is disabled by max-servers"
+        missing = sorted(set(request.node_types) - set(pool.labels))
+        if missing:
+            return f"node type(s) {missing} not available"
+        for label_name in set(request.node_types):
+            label = pool.labels[label_name]
+            error = self.provider.label_error(label)
+            if error:
+                return f"label {label_name} cannot be served: {error}"
+            if not self.provider.label_ready(label):
+                return f"image of label {label_name} is not available"
+        if self.provider.can_launch:
+            need = self._quota_of(request.node_types)
+            if need is not None and not self.provider.can_ever_fit(pool, need):
+                return "it would exceed quota"
+        elif len(request.node_types) > self.provider.max_nodes_for(request.node_types):
+            return "it would exceed quota"
+        return None
+
+    def _quota_of(self, labels: list[str]) -> QuotaInformation | None:
+        total = QuotaInformation()
+        for label_name in labels:
+            try:
+                total.add(self.provider.quota_for_label(self.pool.labels[label_name]))
+            except RuntimeConfigurationException:
+                return None
+        return total
+
+    def _assign_requests(self) -> None:
+        pool = self.pool
+        pools = self.launcher.pool_components()
+        mine = set(pool.labels)
+        requests = [r for r in self.launcher.request_cache.items()
+                    if r.state == models.REQUESTED and self.id not in r.declined_by]
+        if not requests:
+            return
+        # Requests we can serve first, then by priority.
+        requests.sort(key=lambda r: (len(set(r.node_types) - mine), r.sort_key()))
+        active = {h.request.id for h in self.handlers}
+        room: QuotaInformation | None = None
+        max_concurrency = self.provider.provider.max_concurrency
+        for request in requests:
+            if not self._running:
+                return
+            if request.id in active:
+                continue
+            decision = self._route(request, pools)
+            if decision == "skip":
+                continue
+            if decision == "decline":
+                self._lock_and_decline(request, self._decline_reason(request) or "declined")
+                continue
+            # Accept if it fits now; otherwise reserve and wait.
+            new_labels = self._new_nodes_needed(request)
+            if new_labels and not self.provider.can_launch:
+                continue
+            need = self._quota_of(new_labels) or QuotaInformation()
+            if new_labels:
+                if room is None:
+                    room = self.provider.available_quota(pool, self._our_nodes())
+                if not room.fits(need) or not self._tenant_room(request.tenant_name, need):
+                    room.subtract(need)
+                    continue
+                if (max_concurrency and max_concurrency > 0
+                        and self.provider.launches_in_flight() + len(new_labels)
+                        > max_concurrency):
+                    continue
+            if self._accept(request):
+                if new_labels and room is not None:
+                    room.subtract(need)
+                active.add(request.id)
+
+    def _route(self, request: NodeRequest, pools: list[Any]) -> str:
+        """``skip`` (leave it to another pool or later), ``decline`` or
+        ``accept`` (subject to capacity)."""
+        pool = self.pool
+        candidates = self._candidates(request, pools)
+        if request.provider and request.provider != self.provider_name:
+            if any(p.provider_name == request.provider for p in candidates):
+                return "skip"
+        if not set(request.node_types) <= set(pool.labels):
+            return "skip" if candidates else "decline"
+        my_priority = pool.effective_priority
+        if any(not p.paused and (p.priority if p.priority is not None else 100) < my_priority
+               for p in candidates):
+            return "skip"
+        if self._decline_reason(request) is not None:
+            return "decline"
+        return "accept"
+
+    def _new_nodes_needed(self, request: NodeRequest) -> list[str]:
+        if not request.reuse:
+            return list(request.node_types)
+        needed = []
+        available: dict[str, int] = {}
+        for label in request.node_types:
+            if label not in available:
+                available[label] = len(self._reusable(label))
+            if available[label] > 0:
+                available[label] -= 1
+            else:
+                needed.append(label)
+        return needed
+
+    # Decisions ---------------------------------------------------------------
+
+    def _lock_request(self, request: NodeRequest) -> NodeRequest | None:
+        fresh = NodeRequest.fromDict(request.toDict(), request.id)
+        try:
+            self.zk.lock_request(fresh, blocking=False)
+        except ZKLockException:
+            return None
+        if fresh.state != models.REQUESTED or self.id in fresh.declined_by:
+            self.zk.unlock_request(fresh)
+            return None
+        return fresh
+
+    def _lock_and_decline(self, request: NodeRequest, reason: str) -> None:
+        fresh = self._lock_request(request)
+        if fresh is None:
+            return
+        try:
+            self.decline(fresh, reason)
+        finally:
+            self.zk.unlock_request(fresh)
+
+    def decline(self, request: NodeRequest, reason: str) -> None:
+        """Add our id to ``declined_by``; fail the request when every
+        registered pool has declined it.  The request must be locked."""
+        if self.id not in request.declined_by:
+            request.declined_by.append(self.id)
+        registered = {p.id for p in self.launcher.pool_components(fresh=True)}
+        registered.add(self.id)
+        if registered <= set(request.declined_by):
+            request.state = models.FAILED
+            request.nodes = []
+            self.log.info("Request %s failed: declined by every pool (%s)",
+                          request.id, reason)
+        else:
+            request.state = models.REQUESTED
+            self.log.info("Declined request %s: %s", request.id, reason)
+        try:
+            self.zk.store_request(request)
+        except Exception:
+            self.log.exception("Could not store declined request %s", request.id)
+
+    def _accept(self, request: NodeRequest) -> bool:
+        fresh = self._lock_request(request)
+        if fresh is None:
+            return False
+        fresh.state = models.PENDING
+        try:
+            self.zk.store_request(fresh)
+        except Exception:
+            self.log.exception("Could not mark request %s pending", fresh.id)
+            self.zk.unlock_request(fresh)
+            return False
+        handler = NodeRequestHandler(self, fresh)
+        self.handlers.append(handler)
+        try:
+            handler.run()
+        except Exception:
+            handler.log.exception("Error starting request handler")
+            handler.failed_reason = "internal error starting the request"
+        return True

@@ -1,0 +1,156 @@
+"""Test helpers: start a launcher, and play Zuul's part of the protocol."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.recipe.lock import Lock
+
+from nodepool.zk import models
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0,
+             interval: float = 0.02, what: str | None = None) -> Any:
+    """Poll until ``predicate()`` is truthy; return its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+class FakeZuul:
+    """Makes node requests exactly as Zuul 14 does, on its own session:
+    persistent sequential znodes with Zuul's keys, node locks with kazoo's
+    Lock recipe, in-use/used transitions, and request deletion."""
+
+    def __init__(self, zk_info: Any, system_id: str | None = None) -> None:
+        self.client = KazooClient(hosts=zk_info.hosts, use_ssl=True, certfile=zk_info.cert,
+                                  keyfile=zk_info.key, ca=zk_info.ca)
+        self.client.start(timeout=10)
+        self.system_id = system_id or uuid.uuid4().hex
+        self.locks: dict[str, Lock] = {}
+
+    def close(self) -> None:
+        for lock in self.locks.values():
+            try:
+                lock.release()
+            except Exception:
+                pass
+        self.client.stop()
+        self.client.close()
+
+    def submit(self, labels: list[str], priority: str = "200", relative_priority: int = 0,
+               provider: str | None = None, tenant: str = "tenant-one") -> str:
+        now = time.time()
+        data = {
+            "requestor_data": {"build_set_uuid": uuid.uuid4().hex, "tenant_name": tenant,
+                               "pipeline_name": "check", "job_uuid": uuid.uuid4().hex,
+                               "job_name": "test-job", "span_info": None},
+            "node_types": labels,
+            "requestor": self.system_id,
+            "created_time": now,
+            "provider": provider,
+            "state": "requested",
+            "state_time": now,
+            "relative_priority": relative_priority,
+            "event_id": uuid.uuid4().hex,
+            "tenant_name": tenant,
+        }
+        path = self.client.create(f"/nodepool/requests/{priority}-",
+                                  json.dumps(data).encode(), sequence=True, makepath=True)
+        return path.rsplit("/", 1)[1]
+
+    def request(self, request_id: str) -> dict | None:
+        try:
+            data, _ = self.client.get(f"/nodepool/requests/{request_id}")
+        except Exception:
+            return None
+        return json.loads(data)
+
+    def node(self, node_id: str) -> dict | None:
+        try:
+            data, _ = self.client.get(f"/nodepool/nodes/{node_id}")
+        except Exception:
+            return None
+        return json.loads(data)
+
+    def wait_request(self, request_id: str, states=("fulfilled", "failed"),
+                     timeout: float = 30.0) -> dict:
+        def done():
+            r = self.request(request_id)
+            return r if r and r["state"] in states else None
+        return wait_for(done, timeout, what=f"request {request_id} in {states}")
+
+    def write_node(self, node_id: str, **changes: Any) -> None:
+        data = self.node(node_id)
+        data.update(changes)
+        data["id"] = node_id
+        self.client.set(f"/nodepool/nodes/{node_id}", json.dumps(data).encode())
+
+    def lock_node(self, node_id: str, timeout: float = 30) -> None:
+        lock = Lock(self.client, f"/nodepool/nodes/{node_id}/lock")
+        assert lock.acquire(timeout=timeout)
+        self.locks[node_id] = lock
+
+    def unlock_node(self, node_id: str) -> None:
+        self.locks.pop(node_id).release()
+
+    def accept(self, request_id: str) -> list[str]:
+        """What Zuul's executor does on fulfilment: check, lock, in-use,
+        delete the request."""
+        request = self.request(request_id)
+        nodes = request["nodes"]
+        for node_id in nodes:
+            assert self.node(node_id)["allocated_to"] == request_id
+            self.lock_node(node_id)
+            self.write_node(node_id, state=models.IN_USE,
+                            user_data={"zuul_system": self.system_id})
+        self.client.delete(f"/nodepool/requests/{request_id}")
+        return nodes
+
+    def return_nodes(self, node_ids: list[str], state: str = models.USED) -> None:
+        for node_id in node_ids:
+            if self.node(node_id)["state"] == models.IN_USE:
+                self.write_node(node_id, state=state)
+            self.unlock_node(node_id)
+
+    def delete_request(self, request_id: str) -> None:
+        try:
+            self.client.delete(f"/nodepool/requests/{request_id}")
+        except Exception:
+            pass
+
+
+def fake_config(zk_info: Any, *, labels: list[dict] | None = None, pools: str | None = None,
+                extra: str = "", provider_extra: str = "", max_servers: int = 20,
+                name: str = "fake-provider") -> str:
+    """A launcher config using the fake cloud with one pool."""
+    labels = labels if labels is not None else [{"name": "fake-label", "min-ready": 0}]
+    label_yaml = "".join(f"  - name: {lbl['name']}\n    min-ready: {lbl.get('min-ready', 0)}\n"
+                         + (f"    max-ready-age: {lbl['max-ready-age']}\n"
+                            if "max-ready-age" in lbl else "")
+                         for lbl in labels)
+    if pools is None:
+        pool_labels = "".join(
+            f"          - name: {lbl['name']}\n"
+            f"            cloud-image: fake-image\n"
+            f"            min-ram: 8192\n" for lbl in labels)
+        pools = (f"      - name: main\n        max-servers: {max_servers}\n"
+                 f"        labels:\n{pool_labels}")
+    return (zk_info.config_yaml()
+            + f"labels:\n{label_yaml}"
+            + extra
+            + "providers:\n"
+            + f"  - name: {name}\n    cloud: fake\n"
+            + provider_extra
+            + "    cloud-images:\n      - name: fake-image\n        image-name: Fake Precise\n"
+            + f"    pools:\n{pools}")
