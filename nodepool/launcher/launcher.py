@@ -96,6 +96,14 @@ class NodePool(threading.Thread):
                 provider.stop()
             except Exception:
                 log.exception("Error stopping provider")
+        # Let cancelled launches record their outcome while we still have
+        # a session (bounded: a cloud call may hang).
+        joiners = [threading.Thread(target=p.join, daemon=True)
+                   for p in self.providers.values()]
+        for t in joiners:
+            t.start()
+        for t in joiners:
+            t.join(10)
         for cache in (self.node_cache, self.request_cache, self.image_cache):
             if cache is not None:
                 cache.stop()

@@ -79,9 +79,9 @@ class FakeZuul:
     def node(self, node_id: str) -> dict | None:
         try:
             data, _ = self.client.get(f"/nodepool/nodes/{node_id}")
+            return json.loads(data)
         except Exception:
             return None
-        return json.loads(data)
 
     def wait_request(self, request_id: str, states=("fulfilled", "failed"),
                      timeout: float = 30.0) -> dict:

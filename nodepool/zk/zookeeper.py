@@ -76,6 +76,24 @@ def is_lock_child(name: str) -> bool:
     return LOCK_MARKER in name
 
 
+class RecordLock(Lock):
+    """kazoo's Lock recipe, except that it never creates the record it
+    locks.
+
+    The stock recipe creates missing parents of the lock dir; locking a
+    node that is being deleted would then resurrect it as an empty znode.
+    Here only the lock dir itself is created, and locking a vanished
+    record fails.
+    """
+
+    def _ensure_path(self):
+        try:
+            self.client.create(self.path)
+        except NodeExistsError:
+            pass
+        self.assured_path = True
+
+
 class ZooKeeper:
     """Operations on nodepool's ZooKeeper data over one client session."""
 
@@ -130,12 +148,16 @@ class ZooKeeper:
     # Locks -------------------------------------------------------------
 
     def _lock(self, path: str, blocking: bool, timeout: float | None,
-              identifier: str | None, ephemeral: bool = True) -> Lock:
-        lock = Lock(self.kazoo, path, identifier=identifier)
+              identifier: str | None, ephemeral: bool = True,
+              record_lock: bool = False) -> Lock:
+        cls = RecordLock if record_lock else Lock
+        lock = cls(self.kazoo, path, identifier=identifier)
         try:
             got = lock.acquire(blocking=blocking, timeout=timeout, ephemeral=ephemeral)
         except LockTimeout as e:
             raise ZKLockException(f"timeout trying to lock {path}") from e
+        except NoNodeError as e:
+            raise ZKLockException(f"{path.rsplit('/', 1)[0]} does not exist") from e
         except Exception as e:
             raise ZKLockException(f"error locking {path}: {e}") from e
         if not got:
@@ -237,9 +259,8 @@ class ZooKeeper:
         """
         if node.lock is not None:
             raise ZKLockException(f"node {node.id} is already locked by this process")
-        if not self.kazoo.exists(node_path(node.id)):
-            raise ZKLockException(f"node {node.id} does not exist")
-        lock = self._lock(node_lock_path(node.id), blocking, timeout, identifier)
+        lock = self._lock(node_lock_path(node.id), blocking, timeout, identifier,
+                          record_lock=True)
         try:
             exists = self.refresh_node(node)
         except (ModelError, Exception):

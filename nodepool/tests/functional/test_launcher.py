@@ -3,7 +3,6 @@ playing Zuul's part of the protocol (WIRE.md)."""
 
 from nodepool.driver.fake.cloud import FakeCloud
 from nodepool.tests.helpers import fake_config, wait_for
-from nodepool.zk import models
 
 
 def test_request_fulfilled_and_used_node_deleted(zk_info, zuul, launcher_factory):
@@ -27,3 +26,274 @@ def test_request_fulfilled_and_used_node_deleted(zk_info, zuul, launcher_factory
     zuul.return_nodes(nodes)
     wait_for(lambda: zuul.node(node_id) is None, what="used node deleted")
     wait_for(lambda: not cloud.list_servers(), what="server deleted")
+
+
+def two_label_config(zk_info, **kw):
+    return fake_config(zk_info, labels=[{"name": "fake-label"}, {"name": "other-label"}], **kw)
+
+
+def test_multinode_request_in_node_types_order(zk_info, zuul, launcher_factory):
+    launcher_factory(two_label_config(zk_info))
+    labels = ["other-label", "fake-label", "other-label"]
+    request_id = zuul.submit(labels)
+    request = zuul.wait_request(request_id)
+    assert request["state"] == "fulfilled"
+    assert [zuul.node(n)["type"] for n in request["nodes"]] == [[lbl] for lbl in labels]
+    assert len(set(request["nodes"])) == 3
+    # The whole set shares one availability zone.
+    assert len({zuul.node(n)["az"] for n in request["nodes"]}) == 1
+
+
+def test_unknown_label_declined_then_failed(zk_info, zuul, launcher_factory):
+    launcher = launcher_factory(fake_config(zk_info))
+    request_id = zuul.submit(["no-such-label"])
+    request = zuul.wait_request(request_id)
+    assert request["state"] == "failed"
+    [worker] = launcher.pool_workers.values()
+    assert request["declined_by"] == [worker.id]
+    assert request["nodes"] == []
+
+
+def test_request_larger_than_max_servers_fails(zk_info, zuul, launcher_factory):
+    launcher_factory(fake_config(zk_info, max_servers=2))
+    request_id = zuul.submit(["fake-label"] * 3)
+    assert zuul.wait_request(request_id)["state"] == "failed"
+
+
+def test_ready_node_reused(zk_info, zuul, launcher_factory):
+    launcher_factory(fake_config(zk_info, labels=[{"name": "fake-label", "min-ready": 1}]))
+    cloud = FakeCloud.for_provider("fake-provider")
+
+    def ready_unallocated():
+        return [n for n in launcher_nodes(zuul)
+                if n["state"] == "ready" and n["allocated_to"] is None]
+    [ready] = wait_for(ready_unallocated, what="min-ready node")
+    creates = cloud.create_calls
+    request_id = zuul.submit(["fake-label"])
+    request = zuul.wait_request(request_id)
+    assert request["nodes"] == [ready["_id"]]
+    # min-ready launches a replacement; reuse itself created nothing.
+    wait_for(lambda: len(ready_unallocated()) == 1, what="min-ready replacement")
+    assert cloud.create_calls == creates + 1
+
+
+def launcher_nodes(zuul):
+    out = []
+    for node_id in zuul.client.get_children("/nodepool/nodes"):
+        data = zuul.node(node_id)
+        if data is not None:
+            data["_id"] = node_id
+            out.append(data)
+    return out
+
+
+def test_min_ready_replaces_used_node(zk_info, zuul, launcher_factory):
+    launcher_factory(fake_config(zk_info, labels=[{"name": "fake-label", "min-ready": 2}]))
+
+    def ready_ids():
+        return sorted(n["_id"] for n in launcher_nodes(zuul)
+                      if n["state"] == "ready" and n["allocated_to"] is None)
+    first = wait_for(lambda: len(ready_ids()) == 2 and ready_ids(), what="2 ready")
+    request_id = zuul.submit(["fake-label"])
+    zuul.wait_request(request_id)
+    zuul.return_nodes(zuul.accept(request_id))
+    wait_for(lambda: len(ready_ids()) == 2 and set(ready_ids()) != set(first),
+             what="min-ready refilled")
+    # No min-ready requests are left behind.
+    wait_for(lambda: not [r for r in zuul.client.get_children("/nodepool/requests")
+                          if r.startswith("900-")], what="min-ready requests cleaned")
+
+
+def test_requests_served_in_priority_order(zk_info, zuul, launcher_factory):
+    launcher_factory(fake_config(zk_info, max_servers=1))
+    # Occupy the only slot so the next requests queue up.
+    first = zuul.submit(["fake-label"])
+    zuul.wait_request(first)
+    held = zuul.accept(first)
+    low = zuul.submit(["fake-label"], priority="300")
+    normal_late = zuul.submit(["fake-label"], priority="200", relative_priority=5)
+    normal_early = zuul.submit(["fake-label"], priority="200", relative_priority=1)
+    high = zuul.submit(["fake-label"], priority="100")
+    order = []
+    pending = [low, normal_late, normal_early, high]
+    zuul.return_nodes(held)
+    while pending:
+        done = wait_for(lambda: [r for r in pending
+                                 if zuul.request(r)["state"] == "fulfilled"], what="next")
+        assert len(done) == 1, done
+        order.append(done[0])
+        pending.remove(done[0])
+        zuul.return_nodes(zuul.accept(done[0]))
+    assert order == [high, normal_early, normal_late, low]
+
+
+def test_quota_wait_then_resume_when_node_deleted(zk_info, zuul, launcher_factory):
+    launcher_factory(fake_config(zk_info))
+    cloud = FakeCloud.for_provider("fake-provider")
+    cloud.max_instances = 2
+    a = zuul.submit(["fake-label", "fake-label"])
+    zuul.wait_request(a)
+    nodes = zuul.accept(a)
+    waiting = zuul.submit(["fake-label"])
+    import time
+    time.sleep(1.0)
+    # At quota: the request waits, it is neither failed nor declined.
+    request = zuul.request(waiting)
+    assert request["state"] == "requested" and not request.get("declined_by")
+    zuul.return_nodes(nodes)
+    assert zuul.wait_request(waiting)["state"] == "fulfilled"
+
+
+def test_launch_retry_then_success(zk_info, zuul, launcher_factory):
+    launcher_factory(fake_config(zk_info))
+    cloud = FakeCloud.for_provider("fake-provider")
+    cloud.fail_next_creates(1, status_error=True)
+    cloud.fail_next_creates(1)
+    request = zuul.wait_request(zuul.submit(["fake-label"]))
+    assert request["state"] == "fulfilled"
+    # Failed attempts' servers were deleted; only the good one remains.
+    wait_for(lambda: len(cloud.list_servers()) == 1, what="half-built server removed")
+
+
+def test_launch_failure_fails_request_and_cleans_up(zk_info, zuul, launcher_factory):
+    launcher_factory(fake_config(zk_info, provider_extra="    launch-retries: 2\n"))
+    cloud = FakeCloud.for_provider("fake-provider")
+    cloud.fail_next_creates(5, status_error=True)
+    request = zuul.wait_request(zuul.submit(["fake-label", "fake-label"]))
+    assert request["state"] == "failed"
+    wait_for(lambda: not launcher_nodes(zuul), what="failed nodes deleted")
+    wait_for(lambda: not cloud.list_servers(), what="servers deleted")
+
+
+def test_launch_timeout(zk_info, zuul, launcher_factory):
+    launcher_factory(fake_config(
+        zk_info, provider_extra="    launch-retries: 1\n    launch-timeout: 1\n"))
+    cloud = FakeCloud.for_provider("fake-provider")
+    cloud.set_hold_in_build(True)
+    request = zuul.wait_request(zuul.submit(["fake-label"]))
+    assert request["state"] == "failed"
+    cloud.set_hold_in_build(False)
+    wait_for(lambda: not cloud.list_servers(), what="timed-out server deleted")
+
+
+def test_cloud_over_quota_error_waits_not_fails(zk_info, zuul, launcher_factory):
+    launcher_factory(fake_config(zk_info))
+    cloud = FakeCloud.for_provider("fake-provider")
+    cloud.quota_exceeded_next_creates(2)
+    request = zuul.wait_request(zuul.submit(["fake-label"]))
+    assert request["state"] == "fulfilled"
+    assert request["declined_by"] == []
+
+
+def test_held_node_untouched_until_expiry(zk_info, zuul, launcher_factory):
+    launcher_factory(fake_config(zk_info))
+    request_id = zuul.submit(["fake-label"])
+    zuul.wait_request(request_id)
+    [node_id] = zuul.accept(request_id)
+    zuul.write_node(node_id, state="hold", hold_job="t p j r", comment="debug",
+                    hold_expiration=2)
+    zuul.unlock_node(node_id)
+    import time
+    time.sleep(1.0)
+    assert zuul.node(node_id)["state"] == "hold"
+    wait_for(lambda: zuul.node(node_id) is None, timeout=10, what="expired hold deleted")
+
+
+def test_vanished_request_returns_nodes_to_pool(zk_info, zuul, launcher_factory):
+    launcher_factory(fake_config(zk_info))
+    cloud = FakeCloud.for_provider("fake-provider")
+    cloud.boot_delay = 0.5
+    request_id = zuul.submit(["fake-label"])
+    wait_for(lambda: zuul.request(request_id)["state"] == "pending", what="pending")
+    zuul.delete_request(request_id)
+    wait_for(lambda: [n for n in launcher_nodes(zuul)
+                      if n["state"] == "ready" and n["allocated_to"] is None],
+             what="node back in the ready pool")
+
+
+def test_in_use_node_of_dead_executor_reclaimed(zk_info, zuul, launcher_factory):
+    launcher_factory(fake_config(zk_info))
+    request_id = zuul.submit(["fake-label"])
+    zuul.wait_request(request_id)
+    [node_id] = zuul.accept(request_id)
+    # The executor dies: its lock goes away while the node is in-use.
+    zuul.unlock_node(node_id)
+    wait_for(lambda: zuul.node(node_id) is None, what="orphaned in-use node deleted")
+
+
+def test_leaked_instance_deleted_after_two_passes(zk_info, zuul, launcher_factory):
+    launcher_factory(fake_config(zk_info))
+    cloud = FakeCloud.for_provider("fake-provider")
+    leaked = cloud.add_server("np9999999999", {"nodepool_provider_name": "fake-provider",
+                                               "nodepool_node_id": "9999999999"})
+    foreign = cloud.add_server("someone-else", {"owner": "not-nodepool"})
+    other = cloud.add_server("other-provider", {"nodepool_provider_name": "elsewhere",
+                                                "nodepool_node_id": "1"})
+    wait_for(lambda: leaked.id not in {s.id for s in cloud.list_servers()},
+             timeout=15, what="leaked server deleted")
+    ids = {s.id for s in cloud.list_servers()}
+    assert foreign.id in ids and other.id in ids
+
+
+def test_config_reload_adds_label(zk_info, zuul, launcher_factory, tmp_path):
+    launcher = launcher_factory(fake_config(zk_info))
+    request_id = zuul.submit(["other-label"])
+    assert zuul.wait_request(request_id)["state"] == "failed"
+    import os
+    import time
+    path = tmp_path / "nodepool.yaml"
+    path.write_text(two_label_config(zk_info))
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    wait_for(lambda: "other-label" in launcher.config.labels, what="reload")
+    request_id = zuul.submit(["other-label"])
+    assert zuul.wait_request(request_id)["state"] == "fulfilled"
+
+
+def test_bad_config_reload_keeps_running(zk_info, zuul, launcher_factory, tmp_path):
+    launcher = launcher_factory(fake_config(zk_info))
+    import os
+    import time
+    path = tmp_path / "nodepool.yaml"
+    path.write_text("labels: [oops\n")
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    time.sleep(0.5)
+    assert launcher.is_alive()
+    assert zuul.wait_request(zuul.submit(["fake-label"]))["state"] == "fulfilled"
+
+
+def test_malformed_request_does_not_kill_launcher(zk_info, zuul, launcher_factory):
+    launcher = launcher_factory(fake_config(zk_info))
+    zuul.client.create("/nodepool/requests/200-", b"{garbage", sequence=True)
+    zuul.client.create("/nodepool/requests/200-", b'{"state": "requested", "node_types": 5}',
+                       sequence=True)
+    assert zuul.wait_request(zuul.submit(["fake-label"]))["state"] == "fulfilled"
+    assert launcher.is_alive()
+
+
+def test_two_launchers_one_provider(zk_info, zuul, launcher_factory):
+    config = fake_config(zk_info, max_servers=4)
+    first = launcher_factory(config, name="a.yaml", hostname="launcher-a")
+    second = launcher_factory(config, name="b.yaml", hostname="launcher-b")
+    requests = [zuul.submit(["fake-label"]) for _ in range(10)]
+    seen_nodes = set()
+    served = 0
+    import time
+    deadline = time.monotonic() + 60
+    pending = list(requests)
+    while pending and time.monotonic() < deadline:
+        live = [n for n in launcher_nodes(zuul) if n["state"] != "deleted"]
+        assert len(live) <= 4, f"max-servers exceeded: {len(live)}"
+        for request_id in list(pending):
+            r = zuul.request(request_id)
+            if r["state"] == "fulfilled":
+                assert not (set(r["nodes"]) & seen_nodes), "node allocated twice"
+                seen_nodes.update(r["nodes"])
+                zuul.return_nodes(zuul.accept(request_id))
+                pending.remove(request_id)
+                served += 1
+            assert r["state"] != "failed"
+        time.sleep(0.02)
+    assert served == 10
+    launchers = {zuul.node(n)["launcher"] for n in seen_nodes if zuul.node(n)} | set()
+    assert first.is_alive() and second.is_alive()
+    del launchers

@@ -1,0 +1,102 @@
+"""``nodepool-launcher``: the daemon shell around :class:`NodePool`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+
+from nodepool.cmd import DaemonApp
+from nodepool.config import load_config
+from nodepool.exceptions import ConfigError
+
+log = logging.getLogger("nodepool.launcher")
+
+
+class NodePoolLauncherApp(DaemonApp):
+    app_name = "nodepool-launcher"
+    description = "Fulfil Zuul's node requests from clouds and static hosts"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool = None
+        self.webapp = None
+        self._done = threading.Event()
+
+    @property
+    def pid_name(self) -> str:
+        # Upstream's default pidfile name for the launcher.
+        return "nodepool"
+
+    def parser(self) -> argparse.ArgumentParser:
+        parser = super().parser()
+        parser.add_argument("--no-webapp", action="store_true",
+                            help="do not start the web API")
+        return parser
+
+    def run(self) -> int:
+        from nodepool.launcher import NodePool
+
+        args = self.args
+        assert args is not None
+        try:
+            config = load_config(args.config, args.secure)
+        except ConfigError as e:
+            log.error("Invalid configuration:\n%s", e)
+            return 1
+        self.pool = NodePool(args.config, args.secure)
+        self.pool.config = config
+        # Connect before serving the web API so it has ZooKeeper to read.
+        self.pool.start_services()
+        self.pool.start()
+        if not args.no_webapp:
+            self._start_webapp(config)
+        log.info("nodepool-launcher started")
+        while not self._done.wait(1.0):
+            if not self.pool.is_alive():
+                log.error("The launcher's main thread ended; exiting")
+                return 1
+        return 0
+
+    def _start_webapp(self, config) -> None:
+        try:
+            from nodepool.webapp import WebApp
+        except ImportError:
+            log.warning("Web API not available in this build")
+            return
+        try:
+            self.webapp = WebApp(
+                zk_getter=lambda: self.pool.zk,
+                config_getter=lambda: self.pool.config,
+                ready=lambda: self.pool.ready,
+                listen_address=config.webapp["listen_address"],
+                port=config.webapp["port"],
+                node_cache_getter=lambda: self.pool.node_cache,
+                request_cache_getter=lambda: self.pool.request_cache)
+            self.webapp.start()
+        except Exception:
+            log.exception("Could not start the web API")
+
+    def reload(self) -> None:
+        log.info("Reload requested; the configuration is re-read on the next pass")
+        if self.pool is not None:
+            self.pool.wake()
+
+    def stop(self) -> None:
+        if self.webapp is not None:
+            try:
+                self.webapp.stop()
+            except Exception:
+                log.exception("Error stopping the web API")
+        if self.pool is not None:
+            self.pool.stop()
+        self._done.set()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return NodePoolLauncherApp().main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
