@@ -27,7 +27,7 @@ from nodepool.launcher.pool_worker import PoolWorker
 from nodepool.launcher.stats_worker import StatsWorker
 from nodepool.zk import ZooKeeper, ZooKeeperClient, build_hosts
 from nodepool.zk import client as zkclient
-from nodepool.zk.cache import ImageCache, NodeCache, RequestCache
+from nodepool.zk.cache import ImageCache, NodeCache, PoolComponentCache, RequestCache
 from nodepool.zk.components import (
     RUNNING,
     ComponentRegistry,
@@ -60,11 +60,11 @@ class NodePool(threading.Thread):
         self.node_cache: Any = None
         self.request_cache: Any = None
         self.image_cache: Any = None
+        self.component_cache: Any = None
         self.providers: dict[str, Any] = {}
         self._provider_configs: dict[str, Any] = {}
         self.pool_workers: dict[str, PoolWorker] = {}
         self.component: LauncherComponent | None = None
-        self._pool_cache: tuple[float, list] | None = None
         self._running = True
         self._wake = threading.Event()
         self.ready = False
@@ -104,9 +104,8 @@ class NodePool(threading.Thread):
             t.start()
         for t in joiners:
             t.join(10)
-        for cache in (self.node_cache, self.request_cache, self.image_cache):
-            if cache is not None:
-                cache.stop()
+        for cache in self._caches:
+            cache.stop()
         if self.component is not None:
             self.component.unregister()
         if self.zk_client is not None:
@@ -141,13 +140,20 @@ class NodePool(threading.Thread):
         self.node_cache = NodeCache(self.zk)
         self.request_cache = RequestCache(self.zk)
         self.image_cache = ImageCache(self.zk)
+        self.component_cache = PoolComponentCache(self.zk)
+        self.component_cache.add_listener(lambda *a: self._wake_pools())
         self.node_cache.add_listener(self._on_node_change)
         self.request_cache.add_listener(self._on_request_change)
         self.image_cache.add_listener(lambda *a: self._wake_pools())
-        for cache in (self.node_cache, self.request_cache, self.image_cache):
+        for cache in self._caches:
             cache.start()
-        for cache in (self.node_cache, self.request_cache, self.image_cache):
+        for cache in self._caches:
             cache.wait_synced(60)
+
+    @property
+    def _caches(self) -> list[Any]:
+        return [c for c in (self.node_cache, self.request_cache, self.image_cache,
+                            self.component_cache) if c is not None]
 
     def start_services(self) -> None:
         """Load config, connect, and start the helper workers (not the
@@ -303,6 +309,9 @@ class NodePool(threading.Thread):
         for key, (provider_name, pool_name) in wanted.items():
             if key not in self.pool_workers:
                 worker = PoolWorker(self, provider_name, pool_name)
+                # Registered before it serves anything, so every pool of
+                # this launcher is visible to the others' routing at once.
+                worker.register()
                 self.pool_workers[key] = worker
                 worker.start()
                 worker.wake()
@@ -310,15 +319,12 @@ class NodePool(threading.Thread):
     # Shared helpers for pool workers ----------------------------------------
 
     def pool_components(self, fresh: bool = False) -> list[Any]:
-        """Registered pool components (cached for a moment; ``fresh``
-        reads ZooKeeper now, for decisions such as failing a request)."""
-        now = time.monotonic()
-        cached = self._pool_cache
-        if not fresh and cached is not None and now - cached[0] < 1.0:
-            return cached[1]
-        pools = ComponentRegistry(self.zk).all("pool")
-        self._pool_cache = (now, pools)
-        return pools
+        """Registered pool components (from the watch-driven cache;
+        ``fresh`` reads ZooKeeper now, for decisions such as failing a
+        request)."""
+        if fresh or self.component_cache is None or not self.component_cache.synced:
+            return ComponentRegistry(self.zk).all("pool")
+        return self.component_cache.items()
 
     @contextlib.contextmanager
     def pool_coordination(self, worker: PoolWorker) -> Iterator[None]:

@@ -50,9 +50,11 @@ class MinReady:
         for request in requests:
             if request.state in (models.FULFILLED, models.FAILED):
                 self._finish(request)
+        # Fulfilled ones count too until their nodes are unallocated (their
+        # nodes are not "ready and unallocated" yet).
         outstanding: Counter[str] = Counter()
         for request in requests:
-            if request.state in (models.REQUESTED, models.PENDING):
+            if request.state in (models.REQUESTED, models.PENDING, models.FULFILLED):
                 outstanding.update(request.node_types)
         ready: Counter[str] = Counter()
         for node in launcher.node_cache.items():
@@ -100,14 +102,15 @@ class MinReady:
         except Exception:
             log.exception("Could not submit min-ready request for %s", label_name)
 
-    def _finish(self, cached: NodeRequest) -> None:
-        """Hand a fulfilled request's nodes to the ready pool; drop it."""
+    def _finish(self, cached: NodeRequest) -> bool:
+        """Hand a fulfilled request's nodes to the ready pool; drop it.
+        True when done here."""
         zk = self.launcher.zk
         request = NodeRequest.fromDict(cached.toDict(), cached.id)
         try:
             zk.lock_request(request, blocking=False)
         except ZKLockException:
-            return
+            return False
         try:
             if request.state == models.FULFILLED:
                 for node_id in request.nodes:
@@ -128,3 +131,4 @@ class MinReady:
             zk.delete_request(request)
         finally:
             zk.unlock_request(request)
+        return True

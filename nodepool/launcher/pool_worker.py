@@ -81,11 +81,15 @@ class PoolWorker(threading.Thread):
         self._running = False
         self._wake.set()
 
-    def run(self) -> None:
+    def register(self) -> None:
         try:
             self._update_component(register=True)
         except Exception:
             self.log.exception("Could not register pool component")
+
+    def run(self) -> None:
+        if self.component.path is None:
+            self.register()
         while self._running:
             self._wake.wait(SAFETY_INTERVAL)
             self._wake.clear()

@@ -70,8 +70,11 @@ class StatsWorker(threading.Thread):
     def emit(self) -> None:
         stats = statsmod.get_stats()
         components = self.launcher.pool_components()
+        config = self.launcher.config
         providers = {p.provider_name for p in components if p.provider_name}
+        providers.update(config.providers)
         labels = {label for p in components for label in (p.supported_labels or [])}
+        labels.update(config.labels)
         totals: Counter = Counter()
         by_provider: Counter = Counter()
         by_label: Counter = Counter()

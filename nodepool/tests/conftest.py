@@ -137,3 +137,47 @@ def launcher_factory(tmp_path, fake_cloud_reset):
     yield start
     for launcher in started:
         launcher.stop()
+
+
+class StatsdListener:
+    """A UDP listener standing in for statsd; collects raw metric lines."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.lines: list[str] = []
+        self._running = True
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while self._running:
+            try:
+                data = self.sock.recv(65535)
+            except OSError:
+                continue
+            self.lines.extend(data.decode().splitlines())
+
+    def stop(self) -> None:
+        self._running = False
+        self._thread.join(2)
+        self.sock.close()
+
+    def has(self, prefix: str) -> bool:
+        return any(line.startswith(prefix) for line in list(self.lines))
+
+
+@pytest.fixture
+def statsd(monkeypatch) -> Iterator[StatsdListener]:
+    from nodepool import stats
+    listener = StatsdListener()
+    monkeypatch.setenv("STATSD_HOST", "127.0.0.1")
+    monkeypatch.setenv("STATSD_PORT", str(listener.port))
+    stats.reset_stats()
+    yield listener
+    listener.stop()
+    stats.reset_stats()

@@ -32,6 +32,7 @@ from kazoo.protocol.states import EventType
 from nodepool.zk import client as zkclient
 from nodepool.zk.models import ImageBuild, ImageUpload, Node, NodeRequest, Record
 from nodepool.zk.zookeeper import (
+    COMPONENT_ROOT,
     IMAGE_ROOT,
     NODE_ROOT,
     REQUEST_ROOT,
@@ -497,3 +498,47 @@ class ImageCache(TreeCache[Record]):
             if upload.state == state and (best is None or upload.state_time > best.state_time):
                 best = upload
         return best
+
+
+class PoolComponentCache(TreeCache[Any]):
+    """Registered pool components by znode name (routing decisions read
+    these on every pass, so they come from a watch, not a poll)."""
+
+    root = f"{COMPONENT_ROOT}/pool"
+    name = "PoolComponentCache"
+
+    def _wants_data(self, path: str) -> bool:
+        return len(self._relative(path)) == 1
+
+    def _parse(self, name: str, data: bytes) -> Any:
+        from nodepool.zk.components import PoolComponent, parse_component
+        return parse_component(PoolComponent, f"{self.root}/{name}", data)
+
+    def _read_snapshot(self) -> Any:
+        kazoo = self.zk.kazoo
+        return [(n, kazoo.get_async(f"{self.root}/{n}")) for n in kazoo.get_children(self.root)]
+
+    def _apply_snapshot(self, snapshot: Any) -> None:
+        fresh = {}
+        for name, result in snapshot:
+            try:
+                data, _ = result.get()
+            except NoNodeError:
+                continue
+            component = self._parse(name, data)
+            if component is not None:
+                fresh[name] = component
+        self._replace_all(fresh)
+
+    def _on_data(self, path: str, data: bytes, stat: Any) -> None:
+        name = self._relative(path)[0]
+        component = self._parse(name, data)
+        if component is None:
+            self._remove(name)
+        else:
+            self._set(name, component)
+
+    def _on_deleted(self, path: str) -> None:
+        parts = self._relative(path)
+        if len(parts) == 1:
+            self._remove(parts[0])

@@ -151,6 +151,21 @@ _KINDS: dict[str, type[Component]] = {
 }
 
 
+def parse_component(cls: type[Component], path: str, data: bytes) -> Component | None:
+    """A component record from znode data, or None (logged) if malformed."""
+    try:
+        d = json.loads(data.decode("utf8"))
+        if not isinstance(d, dict):
+            raise ValueError("not an object")
+    except ValueError as e:
+        log.warning("Skipping unparsable component record %s: %s", path, e)
+        return None
+    component = cls(d.get("hostname"))
+    component._load(d)
+    component.path = path
+    return component
+
+
 class ComponentRegistry:
     """Reads the registered components of one kind."""
 
@@ -169,15 +184,7 @@ class ComponentRegistry:
             if got is None:
                 continue
             path, data, _ = got
-            try:
-                d = json.loads(data.decode("utf8"))
-                if not isinstance(d, dict):
-                    raise ValueError("not an object")
-            except ValueError as e:
-                log.warning("Skipping unparsable component record %s: %s", path, e)
-                continue
-            component = cls(d.get("hostname"))
-            component._load(d)
-            component.path = path
-            out.append(component)
+            component = parse_component(cls, path, data)
+            if component is not None:
+                out.append(component)
         return out

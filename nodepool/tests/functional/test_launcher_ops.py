@@ -1,0 +1,119 @@
+"""Launcher operability: metrics, limits, ages, lost requests, reloads."""
+
+import json
+import os
+import time
+
+from nodepool.tests.helpers import fake_config, wait_for
+from nodepool.zk import models
+
+
+def nodes(zuul):
+    out = {}
+    if not zuul.client.exists("/nodepool/nodes"):
+        return out
+    for node_id in zuul.client.get_children("/nodepool/nodes"):
+        data = zuul.node(node_id)
+        if data is not None:
+            out[node_id] = data
+    return out
+
+
+def test_launch_and_node_metrics(zk_info, zuul, launcher_factory, statsd):
+    launcher_factory(fake_config(zk_info))
+    request_id = zuul.submit(["fake-label"])
+    assert zuul.wait_request(request_id)["state"] == "fulfilled"
+    wait_for(lambda: statsd.has("nodepool.launch.ready:1|c"), what="launch counter")
+    assert statsd.has("nodepool.launch.provider.fake-provider.ready:")
+    assert statsd.has(f"nodepool.launch.requestor.{zuul.system_id}.ready:")
+    wait_for(lambda: statsd.has("nodepool.nodes.ready:1|g"), timeout=15, what="node gauges")
+    assert statsd.has("nodepool.provider.fake-provider.nodes.ready:")
+    assert statsd.has("nodepool.label.fake-label.nodes.ready:")
+
+
+def test_tenant_resource_limits_make_requests_wait(zk_info, zuul, launcher_factory):
+    extra = ("tenant-resource-limits:\n  - tenant-name: tenant-one\n"
+             "    max-servers: 1\n")
+    launcher_factory(fake_config(zk_info, extra=extra))
+    first = zuul.submit(["fake-label"])
+    zuul.wait_request(first)
+    used = zuul.accept(first)
+    second = zuul.submit(["fake-label"])
+    other_tenant = zuul.submit(["fake-label"], tenant="tenant-two")
+    assert zuul.wait_request(other_tenant)["state"] == "fulfilled"
+    time.sleep(0.5)
+    assert zuul.request(second)["state"] == "requested"
+    zuul.return_nodes(used)
+    assert zuul.wait_request(second)["state"] == "fulfilled"
+
+
+def test_max_ready_age_deletes_stale_ready_nodes(zk_info, zuul, launcher_factory):
+    launcher_factory(fake_config(
+        zk_info, labels=[{"name": "fake-label", "min-ready": 1, "max-ready-age": 1}]))
+    first = wait_for(lambda: [i for i, n in nodes(zuul).items() if n["state"] == "ready"],
+                     what="min-ready node")
+    wait_for(lambda: first[0] not in nodes(zuul), timeout=15, what="stale node deleted")
+
+
+def test_lost_pending_request_is_reset_and_served(zk_info, zuul, launcher_factory):
+    # A request some launcher accepted and then died with.
+    zuul.client.create("/nodepool/requests/200-0000000000", json.dumps({
+        "state": "pending", "state_time": time.time(), "node_types": ["fake-label"],
+        "declined_by": [], "nodes": [], "reuse": True, "requestor": zuul.system_id,
+        "requestor_data": None, "provider": None, "relative_priority": 0,
+        "event_id": "e", "created_time": time.time(), "tenant_name": None,
+    }).encode(), makepath=True)
+    launcher_factory(fake_config(zk_info))
+    assert zuul.wait_request("200-0000000000")["state"] == "fulfilled"
+
+
+def test_provider_preference(zk_info, zuul, launcher_factory):
+    config = fake_config(zk_info, name="fake-a")
+    second = fake_config(zk_info, name="fake-b").split("providers:\n", 1)[1]
+    launcher_factory(config + second)
+    for preferred in ("fake-a", "fake-b", "fake-b"):
+        request_id = zuul.submit(["fake-label"], provider=preferred)
+        request = zuul.wait_request(request_id)
+        assert zuul.node(request["nodes"][0])["provider"] == preferred
+
+
+def test_provider_removed_on_reload(zk_info, zuul, launcher_factory, tmp_path):
+    config = fake_config(zk_info, name="fake-a")
+    second = fake_config(zk_info, name="fake-b").split("providers:\n", 1)[1]
+    launcher = launcher_factory(config + second)
+    wait_for(lambda: len(launcher.pool_workers) == 2, what="two pool workers")
+    path = tmp_path / "nodepool.yaml"
+    path.write_text(config)
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    wait_for(lambda: list(launcher.providers) == ["fake-a"], what="provider removed")
+    wait_for(lambda: len(launcher.pool_components(fresh=True)) == 1,
+             what="pool unregistered")
+    request = zuul.wait_request(zuul.submit(["fake-label"], provider="fake-b"))
+    assert zuul.node(request["nodes"][0])["provider"] == "fake-a"
+
+
+def test_min_ready_not_duplicated_by_two_launchers(zk_info, zuul, launcher_factory):
+    config = fake_config(zk_info, labels=[{"name": "fake-label", "min-ready": 3}])
+    launcher_factory(config, name="a.yaml", hostname="a")
+    launcher_factory(config, name="b.yaml", hostname="b")
+
+    def ready():
+        return [n for n in nodes(zuul).values()
+                if n["state"] == models.READY and n["allocated_to"] is None]
+    wait_for(lambda: len(ready()) >= 3, what="min-ready filled")
+    time.sleep(1.5)
+    assert len([n for n in nodes(zuul).values() if n["state"] != "deleting"]) == 3
+
+
+def test_registers_launcher_and_pool_components(zk_info, zuul, launcher_factory):
+    launcher = launcher_factory(fake_config(zk_info))
+    [worker] = launcher.pool_workers.values()
+    pools = zuul.client.get_children("/nodepool/components/pool")
+    [data] = [json.loads(zuul.client.get(f"/nodepool/components/pool/{p}")[0])
+              for p in pools]
+    assert data["id"] == worker.id
+    assert data["supported_labels"] == ["fake-label"]
+    assert data["provider_name"] == "fake-provider" and data["name"] == "main"
+    assert "-PoolWorker.fake-provider-main-" in worker.id
+    launchers = zuul.client.get_children("/nodepool/components/launcher")
+    assert len(launchers) == 1
