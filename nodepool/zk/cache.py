@@ -375,14 +375,34 @@ class RequestCache(TreeCache[NodeRequest]):
 
 class ImageCache(TreeCache[Record]):
     """Builds (key ``(image, build)``) and uploads (key ``(image, build,
-    provider, upload)``), plus the images' pause flags."""
+    provider, upload)``), plus the images' ``pause`` and ``request-build``
+    flags."""
 
     root = IMAGE_ROOT
     name = "ImageCache"
+    FLAGS = ("pause", "request-build")
 
     def __init__(self, zk: ZooKeeper) -> None:
         super().__init__(zk)
         self.paused: set[str] = set()
+        self.build_requests: set[str] = set()
+        self._flag_listeners: list[Callable[[str, str], None]] = []
+
+    def add_flag_listener(self, listener: Callable[[str, str], None]) -> None:
+        """``listener(image, flag)``: called on the playback thread when an
+        image's ``pause`` or ``request-build`` znode appears or goes (the
+        builder wakes on these).  Must be quick."""
+        self._flag_listeners.append(listener)
+
+    def _flag_set(self, flag: str) -> set[str]:
+        return self.paused if flag == "pause" else self.build_requests
+
+    def _flag_changed(self, image: str, flag: str) -> None:
+        for listener in list(self._flag_listeners):
+            try:
+                listener(image, flag)
+            except Exception:
+                log.exception("%s: error in flag listener %r", self.name, listener)
 
     @staticmethod
     def _key(parts: list[str]) -> tuple | None:
@@ -410,14 +430,15 @@ class ImageCache(TreeCache[Record]):
         # a recursive walk is cheap.
         kazoo = self.zk.kazoo
         out = []
-        paused = set()
+        flags: dict[str, set[str]] = {flag: set() for flag in self.FLAGS}
         for image in kazoo.get_children(self.root):
             try:
                 children = kazoo.get_children(f"{self.root}/{image}")
             except NoNodeError:
                 continue
-            if "pause" in children:
-                paused.add(image)
+            for flag in self.FLAGS:
+                if flag in children:
+                    flags[flag].add(image)
             for build_id in self._kids(f"{self.root}/{image}/builds"):
                 bpath = f"{self.root}/{image}/builds/{build_id}"
                 out.append(((image, build_id), kazoo.get_async(bpath)))
@@ -426,7 +447,7 @@ class ImageCache(TreeCache[Record]):
                     for upload_id in self._kids(ipath):
                         out.append(((image, build_id, provider, upload_id),
                                     kazoo.get_async(f"{ipath}/{upload_id}")))
-        return paused, out
+        return flags, out
 
     def _kids(self, path: str) -> list[str]:
         try:
@@ -436,7 +457,7 @@ class ImageCache(TreeCache[Record]):
             return []
 
     def _apply_snapshot(self, snapshot: Any) -> None:
-        paused, entries = snapshot
+        flags, entries = snapshot
         fresh: dict[Any, Record] = {}
         for key, result in entries:
             try:
@@ -446,8 +467,14 @@ class ImageCache(TreeCache[Record]):
             record = self._parse(key, data, stat)
             if record is not None:
                 fresh[key] = record
-        self.paused = paused
+        changed = []
+        for flag, images in flags.items():
+            old = self._flag_set(flag)
+            changed += [(image, flag) for image in old ^ images]
+        self.paused, self.build_requests = flags["pause"], flags["request-build"]
         self._replace_all(fresh)
+        for image, flag in changed:
+            self._flag_changed(image, flag)
 
     def _on_data(self, path: str, data: bytes, stat: Any) -> None:
         key = self._key(self._relative(path))
@@ -461,13 +488,15 @@ class ImageCache(TreeCache[Record]):
 
     def _on_created(self, path: str) -> None:
         parts = self._relative(path)
-        if len(parts) == 2 and parts[1] == "pause":
-            self.paused.add(parts[0])
+        if len(parts) == 2 and parts[1] in self.FLAGS:
+            self._flag_set(parts[1]).add(parts[0])
+            self._flag_changed(parts[0], parts[1])
 
     def _on_deleted(self, path: str) -> None:
         parts = self._relative(path)
-        if len(parts) == 2 and parts[1] == "pause":
-            self.paused.discard(parts[0])
+        if len(parts) == 2 and parts[1] in self.FLAGS:
+            self._flag_set(parts[1]).discard(parts[0])
+            self._flag_changed(parts[0], parts[1])
             return
         key = self._key(parts)
         if key is not None:
@@ -476,6 +505,10 @@ class ImageCache(TreeCache[Record]):
             # A whole image removed (erase): drop everything under it.
             for k in [k for k in self.keys() if k[0] == parts[0]]:
                 self._remove(k)
+            for flag in self.FLAGS:
+                if parts[0] in self._flag_set(flag):
+                    self._flag_set(flag).discard(parts[0])
+                    self._flag_changed(parts[0], flag)
 
     # Queries --------------------------------------------------------------
 

@@ -257,11 +257,6 @@ class Node(Record):
         self.connection_port = 22 if port is None else port
         self.hold_expiration = _hold_expiration(d.get("hold_expiration"))
 
-    def toDict(self) -> dict[str, Any]:
-        d = super().toDict()
-        if d["created_time"] is None:
-            d["created_time"] = self.state_time
-        return d
 
 
 def _hold_expiration(value: Any) -> int | None:
@@ -350,12 +345,6 @@ class NodeRequest(Record):
         self.event_id = d.get("event_id")
         self.created_time = _as_float(d.get("created_time"))
         self.tenant_name = d.get("tenant_name")
-
-    def toDict(self) -> dict[str, Any]:
-        d = super().toDict()
-        if d["created_time"] is None:
-            d["created_time"] = self.state_time
-        return d
 
 
 class ImageBuild(Record):

@@ -231,6 +231,8 @@ class ZooKeeper:
 
     def store_node(self, node: Node) -> None:
         """Create the node (assigning a sequential id) or overwrite it."""
+        if node.id is None and node.created_time is None:
+            node.created_time = node.state_time
         data = node.serialize()
         if node.id is None:
             path = self.kazoo.create(f"{NODE_ROOT}/", data, sequence=True, makepath=True)
@@ -345,8 +347,11 @@ class ZooKeeper:
         requests are ephemeral so they vanish with the launcher that made
         them.
         """
-        if request.event_id is None and request.id is None:
-            request.event_id = uuid.uuid4().hex
+        if request.id is None:
+            if request.event_id is None:
+                request.event_id = uuid.uuid4().hex
+            if request.created_time is None:
+                request.created_time = time.time()
         data = request.serialize()
         if request.id is None:
             path = self.kazoo.create(
@@ -492,12 +497,18 @@ class ZooKeeper:
                 out.append(build)
         return sorted(out, key=lambda b: b.state_time, reverse=True)
 
-    def store_build(self, image: str, build: ImageBuild) -> str:
-        """Create (new uuid4-hex id) or overwrite a build record."""
+    def store_build(self, image: str, build: ImageBuild, create: bool = False) -> str:
+        """Create (new uuid4-hex id) or overwrite a build record.
+
+        With ``create`` the record is created under the ``build.id`` the
+        caller chose (the builder names the build before taking the
+        image's build lock, so the lock's identifier can name it too).
+        """
         build.image_name = image
         data = build.serialize()
-        if build.id is None:
-            build.id = uuid.uuid4().hex
+        if build.id is None or create:
+            if build.id is None:
+                build.id = uuid.uuid4().hex
             self.kazoo.create(build_path(image, build.id), data, makepath=True)
         else:
             self.kazoo.set(build_path(image, build.id), data)
@@ -584,24 +595,52 @@ class ZooKeeper:
     # Image locks (builder) ----------------------------------------------
 
     def lock_image_builds(self, image: str, blocking: bool = True,
-                          timeout: float | None = None) -> Lock:
-        """Serialises builds of one image across builders."""
-        return self._lock(f"{build_path(image)}/lock", blocking, timeout, None)
+                          timeout: float | None = None,
+                          identifier: str | None = None) -> Lock:
+        """Serialises builds of one image across builders; ``identifier``
+        (the lock contender's data) tells others which build is underway."""
+        return self._lock(f"{build_path(image)}/lock", blocking, timeout, identifier)
 
     def lock_build(self, image: str, build_id: str, blocking: bool = True,
                    timeout: float | None = None) -> Lock:
-        return self._lock(f"{build_path(image, build_id)}/lock", blocking, timeout, None)
+        """Lock one build record; fails (never re-creates it) if it is gone."""
+        return self._lock(f"{build_path(image, build_id)}/lock", blocking, timeout, None,
+                          record_lock=True)
 
     def lock_image_uploads(self, image: str, build_id: str, provider: str,
                            blocking: bool = True, timeout: float | None = None) -> Lock:
-        """One uploader per build and provider."""
+        """One uploader per build and provider.
+
+        The ``providers/<provider>/images`` dirs are created as needed, but
+        never the build itself: locking the uploads of a build that was
+        just deleted fails instead of resurrecting an empty build znode.
+        """
+        base = build_path(image, build_id)
+        for path in (f"{base}/providers", f"{base}/providers/{provider}",
+                     upload_path(image, build_id, provider)):
+            try:
+                self.kazoo.create(path)
+            except NodeExistsError:
+                pass
+            except NoNodeError as e:
+                raise ZKLockException(f"build {image}-{build_id} does not exist") from e
         return self._lock(f"{upload_path(image, build_id, provider)}/lock",
-                          blocking, timeout, None)
+                          blocking, timeout, None, record_lock=True)
 
     def lock_upload(self, image: str, build_id: str, provider: str, upload_id: str,
                     blocking: bool = True, timeout: float | None = None) -> Lock:
+        """Lock one upload record; fails (never re-creates it) if it is gone."""
         return self._lock(f"{upload_path(image, build_id, provider, upload_id)}/lock",
-                          blocking, timeout, None)
+                          blocking, timeout, None, record_lock=True)
+
+    def lock_holder(self, lock_dir: str) -> str | None:
+        """The identifier (contender data) of whoever holds the lock at
+        ``lock_dir``; None when nobody does, "" when the holder gave none."""
+        for name in self.lock_contenders(lock_dir):
+            got = self._get(f"{lock_dir}/{name}")
+            if got is not None:
+                return got[0].decode("utf8", "replace")
+        return None
 
     def unlock(self, lock: Lock | None) -> None:
         self._release(lock)
