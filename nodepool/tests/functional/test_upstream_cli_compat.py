@@ -1,0 +1,83 @@
+"""Upstream Nodepool 11.0.0's own CLI reads what our daemons write.
+
+Operators may keep upstream's ``nodepool`` command (or scripts built on
+it) while running our launcher.  Marked slow: the first run installs
+nodepool==11.0.0 into a virtualenv of its own (about 30 s).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from nodepool.tests.helpers import fake_config
+
+VERSION = "11.0.0"
+VENV = pathlib.Path(os.environ.get("NODEPOOL_UPSTREAM_VENV",
+                                   f"/tmp/nodepool-upstream-{VERSION}-venv"))
+
+pytestmark = pytest.mark.slow
+
+CLOUDS_YAML = """\
+clouds:
+  fake:
+    auth:
+      auth_url: http://127.0.0.1:9/identity
+      username: nobody
+      password: unused
+      project_name: none
+    region_name: fake-region
+"""
+
+
+@pytest.fixture(scope="session")
+def upstream_nodepool() -> pathlib.Path:
+    exe = VENV / "bin" / "nodepool"
+    marker = VENV / ".installed"
+    if not marker.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        # 11.0.0 imports cachetools without declaring it.
+        result = subprocess.run([str(VENV / "bin" / "pip"), "install", "-q",
+                                 f"nodepool=={VERSION}", "cachetools"],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.fail(f"could not install nodepool=={VERSION}: {result.stderr[-2000:]}")
+        marker.write_text("ok\n")
+    return exe
+
+
+def test_upstream_cli_lists_our_nodes_and_requests(upstream_nodepool, zk_info, zuul,
+                                                   launcher_factory, tmp_path):
+    config = fake_config(zk_info, labels=[{"name": "fake-label", "min-ready": 1}])
+    launcher_factory(config)
+    request_id = zuul.submit(["fake-label", "fake-label"])
+    request = zuul.wait_request(request_id)
+    assert request["state"] == "fulfilled"
+    waiting = zuul.submit(["no-such-label"])
+    zuul.wait_request(waiting)
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(CLOUDS_YAML)
+    env = dict(os.environ, OS_CLIENT_CONFIG_FILE=str(clouds))
+    env.pop("STATSD_HOST", None)
+
+    def run(*args):
+        result = subprocess.run([str(upstream_nodepool), "-c", str(tmp_path / "nodepool.yaml"),
+                                 *args], capture_output=True, text=True, env=env, timeout=60)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    listing = run("list", "--detail")
+    for node_id in request["nodes"]:
+        assert node_id in listing
+    assert "fake-provider" in listing and "ready" in listing
+    requests = run("request-list")
+    assert waiting in requests and "failed" in requests
+    run("image-list")
+    run("dib-image-list")
+    info = run("info", "fake-provider")
+    for node_id in request["nodes"]:
+        assert node_id in info

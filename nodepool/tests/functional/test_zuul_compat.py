@@ -1,0 +1,87 @@
+"""End to end with the released Zuul 14.3.0 client code.
+
+Zuul's own ``ZooKeeperNodepool`` and ``Nodepool`` classes (from a
+virtualenv of their own, installed on first use) submit requests to a
+running launcher, accept, use and return nodes.  Marked slow: the first
+run installs Zuul (about 30 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+from nodepool.tests.helpers import fake_config, wait_for
+
+ZUUL_VERSION = "14.3.0"
+VENV = pathlib.Path(os.environ.get("NODEPOOL_ZUUL_VENV",
+                                   f"/tmp/nodepool-zuul-{ZUUL_VERSION}-venv"))
+DRIVER = pathlib.Path(__file__).resolve().parent.parent / "zuul_compat" / "drive_zuul.py"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def zuul_python() -> pathlib.Path:
+    python = VENV / "bin" / "python"
+    marker = VENV / ".zuul-installed"
+    if not marker.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        result = subprocess.run([str(python), "-m", "pip", "install", "-q",
+                                 f"zuul=={ZUUL_VERSION}"], capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.fail(f"could not install zuul=={ZUUL_VERSION}: {result.stderr[-2000:]}")
+        marker.write_text("ok\n")
+    return python
+
+
+def drive(zuul_python, zk_info, scenario: str) -> dict:
+    result = subprocess.run(
+        [str(zuul_python), str(DRIVER), zk_info.hosts, zk_info.ca, zk_info.cert,
+         zk_info.key, scenario], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_zuul_request_fulfilled_used_and_returned(zuul_python, zk_info, zuul,
+                                                  launcher_factory):
+    launcher_factory(fake_config(zk_info))
+    result = drive(zuul_python, zk_info, "fulfil")
+    assert result["state"] == "fulfilled"
+    assert ["%s" % result["request_id"], "fulfilled"] in result["events"]
+    assert result["provider"] == "fake-provider"
+    assert result["request_exists_after_accept"] is False
+    assert len(result["node_data"]) == 2
+    for node in result["node_data"]:
+        assert node["locked"] and node["allocated_to"] == result["request_id"]
+        assert node["interface_ip"] and node["host_keys"]
+        assert node["connection_type"] == "ssh" and node["connection_port"] == 22
+    assert result["in_use"] == ["in-use", "in-use"]
+    # Used nodes are deleted by the launcher.
+    for node in result["node_data"]:
+        wait_for(lambda n=node: zuul.node(n["id"]) is None, what=f"node {node['id']} deleted")
+
+
+def test_zuul_sees_failed_request(zuul_python, zk_info, launcher_factory):
+    launcher_factory(fake_config(zk_info))
+    result = drive(zuul_python, zk_info, "fail")
+    assert result["state"] == "failed"
+    assert result["nodes"] == [] and result["declined_by"]
+
+
+def test_zuul_early_return_nodes_are_reused(zuul_python, zk_info, zuul, launcher_factory):
+    launcher_factory(fake_config(zk_info))
+    result = drive(zuul_python, zk_info, "early-return")
+    ids = [n["id"] for n in result["node_data"]]
+
+    def unallocated_ready():
+        return all((zuul.node(i) or {}).get("state") == "ready"
+                   and (zuul.node(i) or {}).get("allocated_to") is None for i in ids)
+    wait_for(unallocated_ready, what="nodes back in the pool")
+    request = zuul.wait_request(zuul.submit(["fake-label", "fake-label"]))
+    assert sorted(request["nodes"]) == sorted(ids)
