@@ -49,6 +49,8 @@ class NodePoolLauncherApp(DaemonApp):
         self.pool.config = config
         # Connect before serving the web API so it has ZooKeeper to read.
         self.pool.start_services()
+        if self._stop_event.is_set():
+            return 0
         self.pool.start()
         if not args.no_webapp:
             self._start_webapp(config)

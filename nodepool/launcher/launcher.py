@@ -148,7 +148,8 @@ class NodePool(threading.Thread):
         for cache in self._caches:
             cache.start()
         for cache in self._caches:
-            cache.wait_synced(60)
+            while self._running and not cache.wait_synced(0.5):
+                pass
 
     @property
     def _caches(self) -> list[Any]:
@@ -161,6 +162,8 @@ class NodePool(threading.Thread):
         if self.config is None:
             self.config = self.load_config()
         self._connect()
+        if not self._running:
+            return
         self.component = LauncherComponent(self.hostname)
         self.component.register(self.zk)
         self.component.update(state=RUNNING)
@@ -177,6 +180,8 @@ class NodePool(threading.Thread):
         try:
             if self.zk is None:
                 self.start_services()
+            if not self._running:
+                return
         except Exception:
             log.exception("Launcher could not start")
             self._running = False

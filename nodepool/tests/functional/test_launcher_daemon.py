@@ -1,0 +1,78 @@
+"""The nodepool-launcher process: signals, stack dumps, orderly stop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from nodepool.tests.helpers import fake_config, wait_for
+
+
+def start_daemon(tmp_path, config_text, *extra):
+    cfg = tmp_path / "nodepool.yaml"
+    cfg.write_text(config_text)
+    log = tmp_path / "launcher.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nodepool.cmd.launcher", "-f", "--no-webapp", "-c", str(cfg),
+         "-p", str(tmp_path / "launcher.pid"), *extra],
+        stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    return proc, log
+
+
+def test_sigusr2_dumps_stacks_and_sigterm_stops(tmp_path, zk_info, zuul):
+    proc, log = start_daemon(tmp_path, fake_config(zk_info))
+    try:
+        request_id = zuul.submit(["fake-label"])
+        assert zuul.wait_request(request_id)["state"] == "fulfilled"
+        assert (tmp_path / "launcher.pid").read_text().strip() == str(proc.pid)
+        os.kill(proc.pid, signal.SIGUSR2)
+        wait_for(lambda: "Thread: PoolWorker.fake-provider-main" in log.read_text(),
+                 what="stack dump in the log")
+        text = log.read_text()
+        assert "nodepool.stack_dump" in text
+        assert "Thread: DeletedNodeWorker" in text and "Thread: MainThread" in text
+        time.sleep(0.3)
+        assert proc.poll() is None, "daemon died after SIGUSR2"
+        # Still serving after the dump.
+        assert zuul.wait_request(zuul.submit(["fake-label"]))["state"] == "fulfilled"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert not (tmp_path / "launcher.pid").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_invalid_config_exits_with_message(tmp_path, zk_info):
+    proc, log = start_daemon(tmp_path, fake_config(zk_info) + "  - bogus\n")
+    assert proc.wait(30) == 1
+    assert "nodepool.yaml" in log.read_text()
+
+
+def test_logging_config_is_used(tmp_path, zk_info):
+    logfile = tmp_path / "custom.log"
+    logconf = tmp_path / "logging.yaml"
+    logconf.write_text(f"""\
+version: 1
+formatters:
+  simple:
+    format: 'CUSTOM %(name)s %(message)s'
+handlers:
+  file:
+    class: logging.FileHandler
+    filename: {logfile}
+    formatter: simple
+root:
+  level: INFO
+  handlers: [file]
+""")
+    proc, _ = start_daemon(tmp_path, fake_config(zk_info), "-l", str(logconf))
+    try:
+        wait_for(lambda: logfile.exists() and "CUSTOM nodepool" in logfile.read_text(),
+                 what="custom log output")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
