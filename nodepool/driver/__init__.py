@@ -178,6 +178,9 @@ class Provider:
         """Called after a node's record is gone (static hosts re-register
         here)."""
 
+    def launches_in_flight(self) -> int:
+        return 0
+
     def cleanup_leaked_resources(self) -> dict[str, int]:
         """Delete cloud resources tagged as ours that no record knows."""
         return {}

@@ -24,6 +24,7 @@ from nodepool.driver.adapter import (
     META_PROVIDER,
     META_UPLOAD_ID,
     Adapter,
+    Resource,
 )
 from nodepool.driver.launch import LaunchHandle, NodeLauncher
 from nodepool.driver.quota import QuotaInformation
@@ -59,6 +60,7 @@ class AdapterProvider(Provider):
         # vanished before the cache ever showed it.
         self._pending: dict[str, tuple[str, QuotaInformation, float]] = {}
         self._leak_sightings: set[tuple[str, str]] = set()
+        self._image_leak_sightings: set[tuple[str, str]] = set()
         self._launches: set[LaunchHandle] = set()
         self.running = False
 
@@ -349,9 +351,38 @@ class AdapterProvider(Provider):
 
     def cleanup_leaked_resources(self) -> dict[str, int]:
         """Delete resources tagged as ours whose records are gone, once
-        they have been seen leaked on two consecutive passes."""
+        they have been seen leaked on two consecutive passes.
+
+        Uploaded images are left out: the builder owns them and cleans
+        their leaks (:meth:`cleanup_leaked_images`), so a leaked image is
+        only ever deleted by one kind of daemon.
+        """
+        resources = [r for r in self.adapter.list_resources() if r.type != "image"]
+        counts, self._leak_sightings = self._delete_leaked(resources, self._leak_sightings)
+        try:
+            for plural, count in self.adapter.cleanup_extra(log).items():
+                counts[plural] = counts.get(plural, 0) + count
+        except Exception:
+            log.exception("Error in driver cleanup of %s", self.provider.name)
+        self._report_leaks(counts)
+        return counts
+
+    def cleanup_leaked_images(self) -> dict[str, int]:
+        """Delete cloud images tagged with our build and upload ids whose
+        upload records are gone, once seen leaked on two consecutive
+        passes (the builder calls this for the providers it uploads to)."""
+        resources = [Resource("image", i.id, dict(i.metadata or {}), i.name)
+                     for i in self.adapter.list_images()]
+        counts, self._image_leak_sightings = self._delete_leaked(
+            resources, self._image_leak_sightings)
+        self._report_leaks(counts)
+        return counts
+
+    def _delete_leaked(self, resources: list[Resource], sightings: set[tuple[str, str]]
+                       ) -> tuple[dict[str, int], set[tuple[str, str]]]:
+        """Delete the leaked resources already in ``sightings``; returns the
+        counts deleted and the sightings for the next pass."""
         counts: dict[str, int] = {}
-        resources = self.adapter.list_resources()
         seen_now: set[tuple[str, str]] = set()
         for resource in resources:
             meta = resource.metadata or {}
@@ -361,25 +392,30 @@ class AdapterProvider(Provider):
                 continue
             key = (resource.type, resource.id)
             seen_now.add(key)
-            if key not in self._leak_sightings:
+            if key not in sightings:
                 continue
             log.info("Deleting leaked %s %s (%s) in %s", resource.type, resource.id,
                      resource.name, self.provider.name)
             try:
-                self.adapter.delete_resource(resource)
+                if resource.type == "image":
+                    self._delete_image_quietly(resource.id)
+                else:
+                    self.adapter.delete_resource(resource)
                 counts[resource.plural] = counts.get(resource.plural, 0) + 1
             except Exception:
                 log.exception("Could not delete leaked %s %s", resource.type, resource.id)
-        self._leak_sightings = seen_now
+        return counts, seen_now
+
+    def _delete_image_quietly(self, external_id: str) -> None:
         try:
-            for plural, count in self.adapter.cleanup_extra(log).items():
-                counts[plural] = counts.get(plural, 0) + count
-        except Exception:
-            log.exception("Error in driver cleanup of %s", self.provider.name)
+            self.adapter.delete_image(external_id)
+        except NotFound:
+            pass
+
+    def _report_leaks(self, counts: dict[str, int]) -> None:
         stats = statsmod.get_stats()
         for plural, count in counts.items():
             stats.incr(f"nodepool.provider.{self.provider.name}.leaked.{plural}", count)
-        return counts
 
     def _is_leaked(self, rtype: str, meta: dict[str, Any]) -> bool:
         if rtype == "image":

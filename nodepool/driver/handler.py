@@ -27,8 +27,6 @@ class NodeRequestHandler:
     def __init__(self, worker: Any, request: NodeRequest) -> None:
         self.worker = worker
         self.zk = worker.zk
-        self.provider = worker.provider
-        self.pool = worker.pool
         self.request = request
         self.slots: list[Node | None] = [None] * len(request.node_types)
         self.launches: dict[int, LaunchHandle] = {}
@@ -38,6 +36,15 @@ class NodeRequestHandler:
         self.waiting = False
         self.log = NodeLogger(logging.getLogger("nodepool.NodeRequestHandler"), {
             "event_id": request.event_id, "request": request.id})
+
+    @property
+    def provider(self) -> Any:
+        # Looked up each time: a reload may replace the provider object.
+        return self.worker.provider
+
+    @property
+    def pool(self) -> Any:
+        return self.worker.pool
 
     # Filling slots ----------------------------------------------------
 

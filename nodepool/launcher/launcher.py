@@ -45,13 +45,15 @@ class NodePool(threading.Thread):
 
     def __init__(self, config_path: str, secure_path: str | None = None, *,
                  watermark_sleep: float = 1.0, cleanup_interval: float = 60.0,
-                 delete_interval: float = 5.0, hostname: str | None = None) -> None:
+                 delete_interval: float = 5.0, hostname: str | None = None,
+                 stop_grace: float = 10.0) -> None:
         super().__init__(name="NodePool", daemon=True)
         self.config_path = config_path
         self.secure_path = secure_path
         self.watermark_sleep = watermark_sleep
         self.cleanup_interval = cleanup_interval
         self.delete_interval = delete_interval
+        self.stop_grace = stop_grace
         self.hostname = hostname or socket.gethostname()
         self.config: Any = None
         self._config_mtime: float | None = None
@@ -63,6 +65,8 @@ class NodePool(threading.Thread):
         self.component_cache: Any = None
         self.providers: dict[str, Any] = {}
         self._provider_configs: dict[str, Any] = {}
+        # Replaced providers finishing their launches in flight.
+        self._retiring: list[Any] = []
         self.pool_workers: dict[str, PoolWorker] = {}
         self.component: LauncherComponent | None = None
         self._running = True
@@ -76,22 +80,25 @@ class NodePool(threading.Thread):
     def wake(self) -> None:
         self._wake.set()
 
-    def stop(self) -> None:
-        """Orderly stop: no new work, in-flight handlers abandoned (their
-        requests are reset by any launcher's lost-request cleanup), locks
-        released with the session."""
+    def stop(self, grace: float | None = None) -> None:
+        """Orderly stop: no new requests are taken; requests in progress
+        get up to ``grace`` seconds to finish (launches complete, requests
+        fulfilled); whatever is left is abandoned and its locks released
+        with the session, so another launcher's lost-request cleanup picks
+        it up."""
         log.info("Stopping launcher")
         self._running = False
         self._wake.set()
+        grace = self.stop_grace if grace is None else grace
         for worker in list(self.pool_workers.values()):
-            worker.stop()
+            worker.stop(grace)
         for worker in list(self.pool_workers.values()):
-            worker.join(10)
+            worker.join(grace + 10)
         for worker in self._workers:
             worker.stop()
         for worker in self._workers:
             worker.join(10)
-        for provider in list(self.providers.values()):
+        for provider in list(self.providers.values()) + self._retiring:
             try:
                 provider.stop()
             except Exception:
@@ -262,15 +269,21 @@ class NodePool(threading.Thread):
         self.config = config
 
     def _sync_providers(self) -> None:
+        """Start new providers, replace changed ones, stop removed ones.
+
+        A changed provider is replaced without stopping its pool workers:
+        new launches go to the new provider object while the old one
+        finishes its launches in flight and is then stopped.
+        """
         wanted = self.config.providers
         for name in list(self.providers):
-            if name not in wanted or wanted[name] != self._provider_configs[name]:
+            if name not in wanted:
                 self._stop_provider(name)
         for name, provider_config in wanted.items():
-            if name in self.providers:
-                # Same config: keep the running provider, but point it at
-                # the new config objects (pools compare equal).
-                self.providers[name].provider = provider_config
+            current = self.providers.get(name)
+            if current is not None and provider_config == self._provider_configs[name]:
+                # Same config: keep it, but use the new config objects.
+                current.provider = provider_config
                 self._provider_configs[name] = provider_config
                 continue
             try:
@@ -280,9 +293,20 @@ class NodePool(threading.Thread):
             except Exception:
                 log.exception("Provider %s could not start; will retry", name)
                 continue
-            log.info("Started provider %s", name)
+            if current is not None:
+                log.info("Provider %s changed; replacing it", name)
+                self._retiring.append(current)
+            else:
+                log.info("Started provider %s", name)
             self.providers[name] = provider
             self._provider_configs[name] = provider_config
+        for old in list(self._retiring):
+            if old.launches_in_flight() == 0:
+                self._retiring.remove(old)
+                try:
+                    old.stop()
+                except Exception:
+                    log.exception("Error stopping replaced provider")
 
     def _stop_provider(self, name: str) -> None:
         for key in [k for k, w in self.pool_workers.items() if w.provider_name == name]:

@@ -51,6 +51,7 @@ class PoolWorker(threading.Thread):
         self._wake = threading.Event()
         self._running = True
         self._claimed: dict[str, float] = {}
+        self._stop_deadline = 0.0
         self._room: QuotaInformation | None = None
         self.component = PoolComponent(launcher.hostname)
         self.component.id = self.id
@@ -77,7 +78,10 @@ class PoolWorker(threading.Thread):
     def wake(self) -> None:
         self._wake.set()
 
-    def stop(self) -> None:
+    def stop(self, grace: float = 0.0) -> None:
+        """Stop taking requests; let handlers finish for up to ``grace``
+        seconds, then abandon the rest."""
+        self._stop_deadline = time.monotonic() + grace
         self._running = False
         self._wake.set()
 
@@ -102,7 +106,17 @@ class PoolWorker(threading.Thread):
             except Exception:
                 self.log.exception("Error in pool worker pass")
                 time.sleep(0.5)
+        # Draining: no new requests, but let accepted ones finish.
+        while (any(h.launches for h in self.handlers)
+               and time.monotonic() < self._stop_deadline):
+            self._wake.wait(0.1)
+            self._wake.clear()
+            try:
+                self._poll_handlers()
+            except Exception:
+                self.log.exception("Error polling handlers while stopping")
         for handler in self.handlers:
+            handler.log.warning("Abandoning request at shutdown")
             handler.abandon()
         self.component.unregister()
 

@@ -297,3 +297,38 @@ def test_two_launchers_one_provider(zk_info, zuul, launcher_factory):
     launchers = {zuul.node(n)["launcher"] for n in seen_nodes if zuul.node(n)} | set()
     assert first.is_alive() and second.is_alive()
     del launchers
+
+
+def test_stop_finishes_launch_in_flight(zk_info, zuul, launcher_factory):
+    launcher = launcher_factory(fake_config(zk_info))
+    cloud = FakeCloud.for_provider("fake-provider")
+    cloud.boot_delay = 1.0
+    request_id = zuul.submit(["fake-label"])
+    wait_for(lambda: zuul.request(request_id)["state"] == "pending", what="pending")
+    launcher.stop(grace=10)
+    request = zuul.request(request_id)
+    assert request["state"] == "fulfilled"
+    # Nothing is left locked by the stopped launcher.
+    node_id = request["nodes"][0]
+    assert not zuul.client.get_children(f"/nodepool/nodes/{node_id}/lock")
+
+
+def test_pool_change_replaces_provider_without_dropping_requests(
+        zk_info, zuul, launcher_factory, tmp_path):
+    launcher = launcher_factory(fake_config(zk_info, max_servers=5))
+    cloud = FakeCloud.for_provider("fake-provider")
+    cloud.boot_delay = 1.0
+    [worker] = launcher.pool_workers.values()
+    old_provider = launcher.providers["fake-provider"]
+    request_id = zuul.submit(["fake-label"])
+    wait_for(lambda: zuul.request(request_id)["state"] == "pending", what="pending")
+    import os
+    import time
+    path = tmp_path / "nodepool.yaml"
+    path.write_text(fake_config(zk_info, max_servers=6))
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    wait_for(lambda: launcher.providers["fake-provider"] is not old_provider, what="replaced")
+    assert zuul.wait_request(request_id)["state"] == "fulfilled"
+    # The same pool worker (same id in declined_by/components) kept running.
+    assert list(launcher.pool_workers.values()) == [worker]
+    assert launcher.pool_workers and worker.pool.max_servers == 6

@@ -1,0 +1,93 @@
+"""Caches that keep the OpenStack driver from asking the cloud twice.
+
+Operators' clouds have been brought down by nodepool's API traffic
+(OPERATORS.md row 6).  Most of it is avoidable: flavors, zones, networks
+and image names rarely change, and the state of every server in flight can
+be read from one listing.  Every cache here is single-flight: when it must
+be filled, one caller asks the cloud while the others wait for its answer
+instead of sending their own.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+
+class Memo:
+    """One value, fetched on first use and kept until cleared."""
+
+    def __init__(self, fetch: Callable[[], Any]) -> None:
+        self._fetch = fetch
+        self._lock = threading.Lock()
+        self._value: Any = None
+        self._set = False
+
+    def get(self) -> Any:
+        with self._lock:
+            if not self._set:
+                self._value, self._set = self._fetch(), True
+            return self._value
+
+    def clear(self) -> None:
+        with self._lock:
+            self._set = False
+
+
+class NameCache:
+    """Ids looked up by name.  Only hits are kept: a name that is missing
+    now (an image not yet uploaded) is looked up again next time."""
+
+    def __init__(self, find: Callable[[str], str | None]) -> None:
+        self._find = find
+        self._lock = threading.Lock()
+        self._ids: dict[str, str] = {}
+
+    def get(self, name: str) -> str | None:
+        with self._lock:
+            if name not in self._ids:
+                found = self._find(name)
+                if found is None:
+                    return None
+                self._ids[name] = found
+            return self._ids[name]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._ids.clear()
+
+
+class ServerListCache:
+    """The project's servers from one ``GET /servers/detail``, at most
+    ``ttl`` seconds old.
+
+    Every launch waits for its server to become ACTIVE and every delete
+    for it to disappear; polling ``GET /servers/<id>`` per server is what
+    melts an API when a hundred launches are in flight.  Instead all of
+    them read this listing, refreshed by whichever waiter finds it stale.
+    """
+
+    def __init__(self, fetch: Callable[[], Iterable[Any]], ttl: float) -> None:
+        self._fetch = fetch
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._servers: dict[str, Any] = {}
+        # monotonic time at which the cached listing was *requested*: a
+        # server created before then is certainly in it.
+        self._fetched_at = float("-inf")
+
+    def get(self) -> tuple[dict[str, Any], float]:
+        """(servers by id, monotonic time the listing was requested),
+        refreshed first when the cached listing is ``ttl`` old."""
+        with self._lock:
+            if time.monotonic() - self._fetched_at >= self.ttl:
+                started = time.monotonic()
+                self._servers = {s.id: s for s in self._fetch()}
+                self._fetched_at = started
+            return self._servers, self._fetched_at
+
+    def next_refresh(self) -> float:
+        """Seconds until the cached listing may be refreshed."""
+        return max(0.0, self._fetched_at + self.ttl - time.monotonic())
