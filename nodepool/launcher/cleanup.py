@@ -9,13 +9,23 @@ Each task is isolated: one failing is logged and the others still run.
 * leaked cloud resources of each provider (tagged as ours, no record,
   seen on two passes);
 * node znodes that are empty or unparsable (left by a lock taken on a node
-  being deleted), removed after two sightings.
+  being deleted), removed after two sightings;
+* node requests whose data is not a request at all (not JSON, not an
+  object, ``node_types`` not a list of labels), seen on two passes: they
+  are rewritten as ``failed`` with every key Zuul reads, so the requestor
+  learns of it instead of waiting forever;
+* node records of providers that no running launcher serves any more
+  (after a grace period): only the record goes, since no launcher can
+  reach the cloud; tagged servers left behind are found by the leak
+  cleanup of a launcher that serves the provider again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 from typing import Any
 
 from nodepool.zk import ZKLockException, models
@@ -24,16 +34,21 @@ from nodepool.zk.models import ModelError, NodeRequest
 log = logging.getLogger("nodepool.CleanupWorker")
 
 REQUEST_LOCK_MAX_AGE = 8 * 3600
+ORPHAN_GRACE = 600.0
 
 
 class CleanupWorker(threading.Thread):
-    def __init__(self, launcher: Any, interval: float = 60.0) -> None:
+    def __init__(self, launcher: Any, interval: float = 60.0,
+                 orphan_grace: float = ORPHAN_GRACE) -> None:
         super().__init__(name="CleanupWorker", daemon=True)
         self.launcher = launcher
         self.interval = interval
+        self.orphan_grace = orphan_grace
         self._wake = threading.Event()
         self._running = True
         self._broken_seen: set[str] = set()
+        self._bad_requests_seen: dict[str, int] = {}
+        self._orphans: dict[str, float] = {}
 
     def stop(self) -> None:
         self._running = False
@@ -55,7 +70,8 @@ class CleanupWorker(threading.Thread):
             if not self.launcher.zk_client.connected:
                 continue
             for task in (self.cleanup_request_locks, self.reset_lost_requests,
-                         self.cleanup_leaked_resources, self.cleanup_broken_nodes):
+                         self.cleanup_leaked_resources, self.cleanup_broken_nodes,
+                         self.fail_malformed_requests, self.cleanup_orphaned_nodes):
                 if not self._running:
                     break
                 try:
@@ -145,3 +161,77 @@ class CleanupWorker(threading.Thread):
                 log.warning("Removing broken node znode %s", node_id)
                 zk.delete_raw_node(node_id)
         self._broken_seen = broken
+
+    def fail_malformed_requests(self) -> None:
+        zk = self.launcher.zk
+        cached = set(self.launcher.request_cache.keys())
+        seen: dict[str, int] = {}
+        for request_id in zk.request_ids():
+            if request_id in cached:
+                continue
+            got = zk._get(f"/nodepool/requests/{request_id}")
+            if got is None:
+                continue
+            data, stat = got
+            reason = _malformed_reason(data)
+            if reason is None:
+                continue
+            seen[request_id] = stat.version
+            if self._bad_requests_seen.get(request_id) != stat.version:
+                continue
+            failed = NodeRequest(request_id)
+            failed.state = models.FAILED
+            failed.created_time = time.time()
+            if zk.set_if_version(f"/nodepool/requests/{request_id}", failed.serialize(),
+                                 stat.version) is not None:
+                log.warning("Failed malformed node request %s: %s", request_id, reason)
+        self._bad_requests_seen = seen
+
+    def cleanup_orphaned_nodes(self) -> None:
+        """Drop records of nodes whose provider no launcher serves."""
+        zk = self.launcher.zk
+        served = {p.provider_name for p in self.launcher.pool_components(fresh=True)}
+        served.update(self.launcher.config.providers)
+        now = time.monotonic()
+        orphans: dict[str, float] = {}
+        for node in self.launcher.node_cache.items():
+            if node.provider in served or node.locked:
+                continue
+            if node.state in (models.HOLD, models.IN_USE) or (
+                    node.state == models.READY and node.allocated_to):
+                continue
+            first = self._orphans.get(node.id, now)
+            orphans[node.id] = first
+            if now - first < self.orphan_grace:
+                continue
+            fresh = zk.get_node(node.id)
+            if fresh is None:
+                continue
+            try:
+                zk.lock_node(fresh, blocking=False)
+            except ZKLockException:
+                continue
+            log.warning("Removing record of node %s: provider %s is not served by any "
+                        "launcher (its cloud resources, if any, were not deleted)",
+                        node.id, node.provider)
+            zk.delete_node(fresh)
+            orphans.pop(node.id, None)
+        self._orphans = orphans
+
+
+def _malformed_reason(data: bytes) -> str | None:
+    """Why a request znode cannot be a request at all, or None.
+
+    Only structural problems count; records that merely have unknown keys
+    or state values written by a newer Zuul are left alone.
+    """
+    try:
+        d = json.loads(data.decode("utf8"))
+    except (UnicodeDecodeError, ValueError):
+        return "not valid JSON"
+    if not isinstance(d, dict):
+        return "not a JSON object"
+    node_types = d.get("node_types")
+    if not isinstance(node_types, list) or not all(isinstance(t, str) for t in node_types):
+        return "node_types is not a list of labels"
+    return None

@@ -46,7 +46,7 @@ class NodePool(threading.Thread):
     def __init__(self, config_path: str, secure_path: str | None = None, *,
                  watermark_sleep: float = 1.0, cleanup_interval: float = 60.0,
                  delete_interval: float = 5.0, hostname: str | None = None,
-                 stop_grace: float = 10.0) -> None:
+                 stop_grace: float = 10.0, orphan_grace: float = 600.0) -> None:
         super().__init__(name="NodePool", daemon=True)
         self.config_path = config_path
         self.secure_path = secure_path
@@ -54,6 +54,7 @@ class NodePool(threading.Thread):
         self.cleanup_interval = cleanup_interval
         self.delete_interval = delete_interval
         self.stop_grace = stop_grace
+        self.orphan_grace = orphan_grace
         self.hostname = hostname or socket.gethostname()
         self.config: Any = None
         self._config_mtime: float | None = None
@@ -177,7 +178,7 @@ class NodePool(threading.Thread):
         self.min_ready = MinReady(self)
         self._workers = [
             DeletedNodeWorker(self, self.delete_interval),
-            CleanupWorker(self, self.cleanup_interval),
+            CleanupWorker(self, self.cleanup_interval, self.orphan_grace),
             StatsWorker(self),
         ]
         for worker in self._workers:

@@ -72,9 +72,9 @@ class FakeZuul:
     def request(self, request_id: str) -> dict | None:
         try:
             data, _ = self.client.get(f"/nodepool/requests/{request_id}")
+            return json.loads(data)
         except Exception:
             return None
-        return json.loads(data)
 
     def node(self, node_id: str) -> dict | None:
         try:
@@ -87,7 +87,7 @@ class FakeZuul:
                      timeout: float = 30.0) -> dict:
         def done():
             r = self.request(request_id)
-            return r if r and r["state"] in states else None
+            return r if r and r.get("state") in states else None
         return wait_for(done, timeout, what=f"request {request_id} in {states}")
 
     def write_node(self, node_id: str, **changes: Any) -> None:

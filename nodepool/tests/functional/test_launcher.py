@@ -261,13 +261,17 @@ def test_bad_config_reload_keeps_running(zk_info, zuul, launcher_factory, tmp_pa
     assert zuul.wait_request(zuul.submit(["fake-label"]))["state"] == "fulfilled"
 
 
-def test_malformed_request_does_not_kill_launcher(zk_info, zuul, launcher_factory):
+def test_malformed_request_is_failed_and_launcher_lives(zk_info, zuul, launcher_factory):
     launcher = launcher_factory(fake_config(zk_info))
-    zuul.client.create("/nodepool/requests/200-", b"{garbage", sequence=True)
-    zuul.client.create("/nodepool/requests/200-", b'{"state": "requested", "node_types": 5}',
-                       sequence=True)
+    garbage = zuul.client.create("/nodepool/requests/200-", b"{garbage", sequence=True)
+    bad_types = zuul.client.create("/nodepool/requests/200-",
+                                   b'{"state": "requested", "node_types": 5}', sequence=True)
     assert zuul.wait_request(zuul.submit(["fake-label"]))["state"] == "fulfilled"
     assert launcher.is_alive()
+    for path in (garbage, bad_types):
+        request = zuul.wait_request(path.rsplit("/", 1)[1], timeout=15)
+        assert request["state"] == "failed"
+        assert "requestor_data" in request and "event_id" in request
 
 
 def test_two_launchers_one_provider(zk_info, zuul, launcher_factory):

@@ -117,3 +117,26 @@ def test_registers_launcher_and_pool_components(zk_info, zuul, launcher_factory)
     assert "-PoolWorker.fake-provider-main-" in worker.id
     launchers = zuul.client.get_children("/nodepool/components/launcher")
     assert len(launchers) == 1
+
+
+def test_records_of_unserved_provider_removed_after_grace(zk_info, zuul, launcher_factory):
+    from nodepool.zk import ZooKeeper
+    from nodepool.zk.models import Node
+    client = zk_info.client()
+    client.connect(10)
+    zk = ZooKeeper(client)
+    try:
+        ids = {}
+        for state in ("ready", "used", "hold"):
+            node = Node()
+            node.state = state
+            node.type = ["fake-label"]
+            node.provider = "retired-provider"
+            zk.store_node(node)
+            ids[state] = node.id
+        launcher_factory(fake_config(zk_info), orphan_grace=1.0)
+        wait_for(lambda: ids["ready"] not in nodes(zuul) and ids["used"] not in nodes(zuul),
+                 timeout=15, what="orphaned records removed")
+        assert ids["hold"] in nodes(zuul)
+    finally:
+        client.disconnect()
