@@ -21,6 +21,7 @@ import time
 import uuid
 from typing import Any
 
+from nodepool import stats as statsmod
 from nodepool.driver.handler import NodeRequestHandler
 from nodepool.driver.quota import QuotaInformation
 from nodepool.exceptions import RuntimeConfigurationException
@@ -34,6 +35,8 @@ log = logging.getLogger("nodepool.PoolWorker")
 SAFETY_INTERVAL = 5.0
 # Nodes claimed for reuse are skipped until the cache shows them taken.
 CLAIM_MEMORY = 10.0
+# Pool gauges are sent at most this often.
+STATS_INTERVAL = 10.0
 
 
 class PoolWorker(threading.Thread):
@@ -52,6 +55,7 @@ class PoolWorker(threading.Thread):
         self._running = True
         self._claimed: dict[str, float] = {}
         self._stop_deadline = 0.0
+        self._last_stats = 0.0
         self._room: QuotaInformation | None = None
         self.component = PoolComponent(launcher.hostname)
         self.component.id = self.id
@@ -151,6 +155,27 @@ class PoolWorker(threading.Thread):
                 self._assign_requests()
         self._poll_handlers()
         self._update_component()
+        self._emit_stats()
+
+    def _emit_stats(self) -> None:
+        stats = statsmod.get_stats()
+        now = time.monotonic()
+        if not stats.enabled or now - self._last_stats < STATS_INTERVAL:
+            return
+        self._last_stats = now
+        provider = self.provider_config
+        labels = set(self.pool.labels)
+        addressable = sum(1 for r in self.launcher.request_cache.items()
+                          if r.state == models.REQUESTED and set(r.node_types) <= labels)
+        max_servers = sum(p.max_servers for p in provider.pools.values())
+        with stats.pipeline() as pipe:
+            pipe.gauge(f"nodepool.provider.{provider.name}.max_servers", max_servers)
+            pipe.gauge(f"nodepool.provider.{provider.name}.pool.{self.pool_name}"
+                       ".addressable_requests", addressable)
+            for tenant, limits in self.launcher.config.tenant_resource_limits.items():
+                for key, value in limits.items():
+                    pipe.gauge(f"nodepool.tenant_limits.{statsmod.normalize(tenant)}."
+                               f"{statsmod.normalize(key)}", value)
 
     def _poll_handlers(self) -> None:
         active = []

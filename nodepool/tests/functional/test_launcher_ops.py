@@ -29,6 +29,9 @@ def test_launch_and_node_metrics(zk_info, zuul, launcher_factory, statsd):
     wait_for(lambda: statsd.has("nodepool.nodes.ready:1|g"), timeout=15, what="node gauges")
     assert statsd.has("nodepool.provider.fake-provider.nodes.ready:")
     assert statsd.has("nodepool.label.fake-label.nodes.ready:")
+    wait_for(lambda: statsd.has("nodepool.provider.fake-provider.max_servers:20|g"),
+             what="max_servers gauge")
+    assert statsd.has("nodepool.provider.fake-provider.pool.main.addressable_requests:")
 
 
 def test_tenant_resource_limits_make_requests_wait(zk_info, zuul, launcher_factory):
