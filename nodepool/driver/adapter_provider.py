@@ -8,6 +8,7 @@ with two sightings.  Drivers supply only an :class:`Adapter`.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import random
@@ -55,10 +56,12 @@ class AdapterProvider(Provider):
         self._label_quota: dict[str, QuotaInformation] = {}
         self._label_errors: dict[str, str] = {}
         self._label_ready: dict[str, tuple[float, bool]] = {}
-        # Nodes we created whose records the node cache has not shown yet:
-        # id -> (pool name, quota, when).  Entries expire in case a record
-        # vanished before the cache ever showed it.
-        self._pending: dict[str, tuple[str, QuotaInformation, float]] = {}
+        # Capacity promised to launches whose node records the node cache
+        # does not show yet: token -> [pool name, quota, when, node id].
+        # Entries expire in case a record vanished before the cache ever
+        # showed it.
+        self._pending: dict[int, list] = {}
+        self._tokens = itertools.count()
         self._leak_sightings: set[tuple[str, str]] = set()
         self._image_leak_sightings: set[tuple[str, str]] = set()
         self._launches: set[LaunchHandle] = set()
@@ -237,11 +240,15 @@ class AdapterProvider(Provider):
     def _node_known(self, node_id: str | None) -> bool:
         if not node_id:
             return False
-        if node_id in self._pending:
+        if self._pending_node(node_id):
             return True
         if self.node_cache is not None:
             return self.node_cache.get(node_id) is not None
         return self.zk.get_node(node_id) is not None
+
+    def _pending_node(self, node_id: str) -> bool:
+        with self._lock:
+            return any(entry[3] == node_id for entry in self._pending.values())
 
     def node_quota(self, node: Node) -> QuotaInformation:
         if node.resources:
@@ -257,10 +264,24 @@ class AdapterProvider(Provider):
                         break
         return QuotaInformation(instances=1)
 
-    def note_node_created(self, node: Node, quota: QuotaInformation) -> None:
-        """Count a just-created node until the node cache shows it."""
+    def reserve(self, pool_name: str, quota: QuotaInformation) -> int:
+        """Count a node about to be created until the node cache shows it;
+        returns a token for :meth:`bind`."""
+        token = next(self._tokens)
         with self._lock:
-            self._pending[node.id] = (node.pool, quota, time.monotonic())
+            self._pending[token] = [pool_name, quota, time.monotonic(), None]
+        return token
+
+    def bind(self, token: int, node_id: str) -> None:
+        """The reserved node now has a record with this id."""
+        with self._lock:
+            entry = self._pending.get(token)
+            if entry is not None:
+                entry[3] = node_id
+
+    def unreserve(self, token: int) -> None:
+        with self._lock:
+            self._pending.pop(token, None)
 
     def _our_nodes(self, nodes: list[Node]) -> list[Node]:
         return [n for n in nodes if n.provider == self.provider.name]
@@ -277,9 +298,10 @@ class AdapterProvider(Provider):
             used.add(self.node_quota(node))
         with self._lock:
             stale = time.monotonic() - 60
-            for node_id in [i for i, p in self._pending.items() if i in seen or p[2] < stale]:
-                del self._pending[node_id]
-            for pool_name, quota, _ in self._pending.values():
+            for token in [t for t, e in self._pending.items()
+                          if e[3] in seen or e[2] < stale]:
+                del self._pending[token]
+            for pool_name, quota, _, _ in self._pending.values():
                 if pool is None or pool_name == pool.name:
                     used.add(quota)
         return used
@@ -312,8 +334,15 @@ class AdapterProvider(Provider):
     # Launch and delete ---------------------------------------------------
 
     def launch(self, node: Node, label: Any, pool: Any, request: Any,
-               image_external_id: str | None, on_done: Any = None) -> LaunchHandle:
-        """Start launching a locked ``building`` node in the background."""
+               image_external_id: str | None, on_done: Any = None,
+               reservation: int | None = None) -> LaunchHandle:
+        """Start launching a node in the background.
+
+        ``node`` is either a locked ``building`` record, or a new one
+        without an id: its record is then created (``init``, locked,
+        ``building``) by the launch thread, so the caller does not wait
+        for those round trips.
+        """
         handle = LaunchHandle(node)
         self._launches.add(handle)
 
@@ -328,7 +357,8 @@ class AdapterProvider(Provider):
             handle=handle, retries=getattr(self.provider, "launch_retries", 3),
             launch_timeout=getattr(self.provider, "launch_timeout", 3600),
             boot_timeout=getattr(self.provider, "boot_timeout", 60),
-            session_generation=self.zk.zk_client.session_generation, on_done=done)
+            session_generation=self.zk.zk_client.session_generation, on_done=done,
+            reservation=reservation)
         assert self._executor is not None
         self._executor.submit(launcher.run)
         return handle
@@ -427,7 +457,7 @@ class AdapterProvider(Provider):
         node_id = meta.get(META_NODE_ID)
         if not node_id:
             return False
-        if node_id in self._pending:
+        if self._pending_node(node_id):
             return False
         # Ask ZooKeeper, not the cache: a leak verdict must not be stale.
         return self.zk.get_node(node_id) is None

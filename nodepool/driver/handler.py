@@ -108,18 +108,12 @@ class NodeRequestHandler:
             node.shell_type = image.shell_type
             node.connection_type = image.connection_type
             node.connection_port = image.connection_port
-        # Created unlocked in ``init`` (not a cleanup state), then locked
-        # before it becomes ``building``, so no deleter can take it.
-        self.zk.store_node(node)
-        self.provider.note_node_created(node, quota)
-        self.zk.lock_node(node, blocking=True, timeout=30)
-        node.state = models.BUILDING
-        node.hostname = self.provider.hostname_for(node)
-        self.zk.store_node(node)
-        self.log.info("Launching node %s (%s) in %s", node.id, label.name, self.az)
+        # The launch thread creates and locks the record; capacity is
+        # reserved now so the next decisions count this node.
+        reservation = self.provider.reserve(self.pool.name, quota)
         self.launches[index] = self.provider.launch(
             node, label, self.pool, self.request, image_external_id,
-            on_done=lambda h: self.worker.wake())
+            on_done=lambda h: self.worker.wake(), reservation=reservation)
 
     # Progress ------------------------------------------------------------
 
@@ -140,7 +134,8 @@ class NodeRequestHandler:
                 self.zk.unlock_node(handle.node)
                 self.waiting = True
             else:
-                self.slots[index] = handle.node
+                if handle.node.id is not None:
+                    self.slots[index] = handle.node
                 self.failed_reason = handle.error or "launch failed"
         if not self._request_exists():
             self.log.info("Request vanished; returning its nodes to the pool")

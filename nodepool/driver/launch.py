@@ -77,7 +77,8 @@ class NodeLauncher:
                  label: Any, pool: Any, request: Any, image_external_id: str | None,
                  handle: LaunchHandle, retries: int, launch_timeout: float,
                  boot_timeout: float, session_generation: int,
-                 on_done: Callable[[LaunchHandle], None] | None = None) -> None:
+                 on_done: Callable[[LaunchHandle], None] | None = None,
+                 reservation: int | None = None) -> None:
         self.provider = provider
         self.adapter = adapter
         self.zk = zk
@@ -92,6 +93,7 @@ class NodeLauncher:
         self.boot_timeout = boot_timeout
         self.session_generation = session_generation
         self.on_done = on_done
+        self.reservation = reservation
         self.log = NodeLogger(logging.getLogger("nodepool.NodeLauncher"), {
             "event_id": getattr(request, "event_id", None),
             "request": getattr(request, "id", None), "node": node.id})
@@ -138,10 +140,35 @@ class NodeLauncher:
 
     # The launch --------------------------------------------------------
 
+    def _create_record(self) -> None:
+        """Store a new node: created unlocked in ``init`` (not a cleanup
+        state), locked, then ``building`` — so no deleter can take it."""
+        node = self.node
+        node.state = models.INIT
+        self.zk.store_node(node)
+        if self.reservation is not None:
+            self.provider.bind(self.reservation, node.id)
+        self.log.extra["node"] = node.id
+        self.zk.lock_node(node, blocking=True, timeout=30)
+        node.state = models.BUILDING
+        node.hostname = self.provider.hostname_for(node)
+        self._store()
+        self.log.info("Launching node (%s) in %s", ",".join(node.type), node.az)
+
     def run(self) -> None:
         start = time.monotonic()
         result = FAILED
         try:
+            if self.node.id is None:
+                try:
+                    self._create_record()
+                except Exception as e:
+                    self.log.exception("Could not create the node record")
+                    self.handle.error = f"could not create node record: {e}"
+                    if self.reservation is not None:
+                        self.provider.unreserve(self.reservation)
+                    self._finish(FAILED, start, store=self.node.id is not None)
+                    return
             result = self._launch()
         except Exception as e:
             self.log.exception("Launch failed")
@@ -254,9 +281,9 @@ class NodeLauncher:
             timeout=self.boot_timeout,
             connection_type=node.connection_type or "ssh")
 
-    def _finish(self, result: str, start: float) -> None:
+    def _finish(self, result: str, start: float, store: bool = True) -> None:
         node = self.node
-        if result != READY:
+        if result != READY and store:
             try:
                 node.state = result
                 if not self._session_lost():

@@ -336,6 +336,9 @@ class PoolWorker(threading.Thread):
                 if new_labels and room is not None:
                     room.subtract(need)
                 active.add(request.id)
+                # Accepting a long queue takes a while: hand out what has
+                # become ready meanwhile instead of waiting for the end.
+                self._poll_handlers()
 
     def _route(self, request: NodeRequest, pools: list[Any]) -> str:
         """``skip`` (leave it to another pool or later), ``decline`` or
