@@ -8,7 +8,6 @@ import sys
 import threading
 
 from nodepool.cmd import DaemonApp
-from nodepool.config import load_config
 from nodepool.exceptions import ConfigError
 
 log = logging.getLogger("nodepool.launcher")
@@ -40,13 +39,12 @@ class NodePoolLauncherApp(DaemonApp):
 
         args = self.args
         assert args is not None
+        self.pool = NodePool(args.config, args.secure)
         try:
-            config = load_config(args.config, args.secure)
+            config = self.pool.config = self.pool.load_config()
         except ConfigError as e:
             log.error("Invalid configuration:\n%s", e)
             return 1
-        self.pool = NodePool(args.config, args.secure)
-        self.pool.config = config
         # Connect before serving the web API so it has ZooKeeper to read.
         self.pool.start_services()
         if self._stop_event.is_set():
@@ -62,20 +60,15 @@ class NodePoolLauncherApp(DaemonApp):
         return 0
 
     def _start_webapp(self, config) -> None:
-        try:
-            from nodepool.webapp import WebApp
-        except ImportError:
-            log.warning("Web API not available in this build")
-            return
+        from nodepool.webapp import WebApp
+
         try:
             self.webapp = WebApp(
-                zk_getter=lambda: self.pool.zk,
-                config_getter=lambda: self.pool.config,
-                ready=lambda: self.pool.ready,
+                self.pool.zk, lambda: self.pool.config, lambda: self.pool.ready,
                 listen_address=config.webapp["listen_address"],
                 port=config.webapp["port"],
-                node_cache_getter=lambda: self.pool.node_cache,
-                request_cache_getter=lambda: self.pool.request_cache)
+                node_cache=self.pool.node_cache,
+                request_cache=self.pool.request_cache)
             self.webapp.start()
         except Exception:
             log.exception("Could not start the web API")

@@ -1,23 +1,419 @@
-"""The ``nodepool`` command line tool."""
+"""The ``nodepool`` command line tool.
+
+Every command but ``config-validate`` reads the configuration (for the
+ZooKeeper servers and TLS files, and for the diskimages and providers some
+commands check against) and opens its own ZooKeeper session.  Listings
+read ZooKeeper directly, in a few bulk round trips, and never write;
+commands that change a node lock it first, as every other actor does.
+
+Failures exit 1 with one line on stderr saying what went wrong and what to
+do about it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
+import os
+import signal
 import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
 
+from kazoo.exceptions import KazooException, NoNodeError
+
+from nodepool import status
 from nodepool.cmd import base_parser, setup_logging
 from nodepool.cmd.config_validator import validate
+from nodepool.cmd.context import (
+    CommandError,
+    Context,
+    emit,
+    error,
+    print_nodes,
+    znode_name,
+)
+from nodepool.exceptions import ConfigError
+from nodepool.zk import ZooKeeper, listing, models
+from nodepool.zk.exceptions import ZKException, ZKLockException
 
 log = logging.getLogger("nodepool.cmd")
 
+# How long hold and delete wait for a node's lock (as upstream).
+LOCK_TIMEOUT = 5.0
+# How long ``delete --now`` waits for a launcher to remove the node.
+DELETE_NOW_TIMEOUT = 60.0
+
+
+# --------------------------------------------------------------------------
+# Listings
+
+
+def cmd_list(ctx: Context) -> int:
+    table = status.node_list(listing.iter_nodes(ctx.zk),
+                             detail=ctx.args.detail or ctx.args.json)
+    emit(ctx, table, None if ctx.args.detail else status.NODE_BASIC_FIELDS)
+    return 0
+
+
+def _config_paused(ctx: Context) -> list[str]:
+    return [name for name, image in ctx.config.diskimages.items() if image.pause]
+
+
+def cmd_image_list(ctx: Context) -> int:
+    emit(ctx, status.image_list(listing.read_images(ctx.zk)))
+    return 0
+
+
+def cmd_dib_image_list(ctx: Context) -> int:
+    images = listing.read_images(ctx.zk, with_uploads=False)
+    emit(ctx, status.dib_image_list(images, _config_paused(ctx)))
+    return 0
+
+
+def cmd_image_status(ctx: Context) -> int:
+    images = listing.read_images(ctx.zk, with_uploads=False)
+    emit(ctx, status.image_status(images, _config_paused(ctx)))
+    return 0
+
+
+def cmd_request_list(ctx: Context) -> int:
+    emit(ctx, status.request_list(listing.read_requests(ctx.zk)))
+    return 0
+
+
+def cmd_label_list(ctx: Context) -> int:
+    emit(ctx, status.label_list(listing.read_components(ctx.zk, "pool")))
+    return 0
+
+
+# --------------------------------------------------------------------------
+# Nodes
+
+
+def _locked_node(ctx: Context, node_id: str, action: str) -> models.Node | None:
+    """The node, locked; None when its record cannot be parsed.  Raises
+    CommandError when it does not exist or another process holds it."""
+    znode_name(node_id, "node id")
+    zk = ctx.zk
+    try:
+        data, _ = zk.kazoo.get(f"/nodepool/nodes/{node_id}")
+    except NoNodeError as e:
+        raise CommandError(f"node {node_id} not found (see 'nodepool list')") from e
+    try:
+        node = models.Node.deserialize(data, node_id)
+    except models.ModelError:
+        return None
+    try:
+        zk.lock_node(node, blocking=True, timeout=LOCK_TIMEOUT)
+    except ZKLockException as e:
+        if zk.kazoo.exists(f"/nodepool/nodes/{node_id}") is None:
+            raise CommandError(f"node {node_id} not found (see 'nodepool list')") from e
+        raise CommandError(
+            f"cannot {action} node {node_id}: it is locked by another process "
+            f"(a launcher working on it or a Zuul executor using it) and the "
+            f"lock was not free within {LOCK_TIMEOUT:g} s; try again later") from e
+    return node
+
+
+def cmd_hold(ctx: Context) -> int:
+    node_id = ctx.args.id
+    node = _locked_node(ctx, node_id, "hold")
+    if node is None:
+        raise CommandError(f"node {node_id} has an unparsable record and cannot be "
+                           f"held; 'nodepool delete {node_id}' removes it")
+    try:
+        if node.state in (models.DELETING, models.DELETED):
+            raise CommandError(f"node {node_id} is being deleted ({node.state}) and "
+                               "cannot be held")
+        node.state = models.HOLD
+        if ctx.args.reason is not None:
+            node.comment = ctx.args.reason
+        ctx.zk.store_node(node)
+    finally:
+        ctx.zk.unlock_node(node)
+    print_nodes(ctx, [node_id])
+    return 0
+
+
+def cmd_delete(ctx: Context) -> int:
+    node_id = ctx.args.id
+    zk = ctx.zk
+    node = _locked_node(ctx, node_id, "delete")
+    if node is None:
+        _delete_unparsable(ctx, node_id)
+        return 0
+    try:
+        node.state = models.DELETING
+        zk.store_node(node)
+    finally:
+        zk.unlock_node(node)
+    if not ctx.args.now:
+        print_nodes(ctx, [node_id])
+        return 0
+    timeout = ctx.args.timeout
+    if not _wait_gone(zk, f"/nodepool/nodes/{node_id}", timeout):
+        print_nodes(ctx, [node_id])
+        raise CommandError(
+            f"node {node_id} is marked deleting but no launcher removed it within "
+            f"{timeout:g} s; a launcher serving provider {node.provider!r} "
+            "deletes it once it runs")
+    print_nodes(ctx, [node_id])
+    return 0
+
+
+def _delete_unparsable(ctx: Context, node_id: str) -> None:
+    """Remove a node record nothing can read.  No cloud resource can be
+    identified from it; the launchers' leak cleanup deletes any server
+    left behind."""
+    zk = ctx.zk
+    try:
+        lock = zk.lock_raw_node(node_id, blocking=True, timeout=LOCK_TIMEOUT)
+    except ZKLockException as e:
+        raise CommandError(f"cannot delete node {node_id}: it is locked by another "
+                           f"process ({e})") from e
+    try:
+        zk.delete_raw_node(node_id)
+    finally:
+        # Our contender znode went with the record.
+        lock.is_acquired = False
+    print(f"Removed the unparsable record of node {node_id}", file=sys.stderr)
+
+
+def _wait_gone(zk: ZooKeeper, path: str, timeout: float) -> bool:
+    changed = threading.Event()
+    deadline = time.monotonic() + timeout
+    while True:
+        changed.clear()
+        if zk.kazoo.exists(path, watch=lambda event: changed.set()) is None:
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        changed.wait(min(remaining, 5.0))
+
+
+# --------------------------------------------------------------------------
+# Images
+
+
+def _known_image(ctx: Context, image: str) -> None:
+    znode_name(image, "image name")
+    if image in ctx.config.diskimages:
+        return
+    if ctx.zk.kazoo.exists(f"/nodepool/images/{image}") is not None:
+        return
+    known = ", ".join(sorted(ctx.config.diskimages)) or "none"
+    raise CommandError(f"image {image!r} is neither a diskimage in {ctx.args.config} "
+                       f"nor known in ZooKeeper (configured diskimages: {known})")
+
+
+def cmd_image_build(ctx: Context) -> int:
+    image = ctx.args.image
+    diskimage = ctx.config.diskimages.get(image)
+    if diskimage is None or diskimage.abstract:
+        known = ", ".join(sorted(n for n, d in ctx.config.diskimages.items()
+                                 if not d.abstract)) or "none"
+        raise CommandError(f"{image!r} is not a diskimage in {ctx.args.config}; only "
+                           f"diskimage-builder images can be built (configured: {known})")
+    if diskimage.pause:
+        raise CommandError(f"image {image} is paused in {ctx.args.config} (pause: true); "
+                           "remove that setting to build it")
+    if ctx.zk.is_image_paused(image):
+        print(f"Image {image} is paused ('nodepool image-unpause {image}'); the build "
+              "waits until it is unpaused", file=sys.stderr)
+    ctx.zk.submit_build_request(image)
+    return 0
+
+
+def cmd_image_delete(ctx: Context) -> int:
+    a = ctx.args
+    for value, what in ((a.provider, "provider name"), (a.image, "image name"),
+                        (a.build_id, "build id"), (a.upload_id, "upload id")):
+        znode_name(value, what)
+    upload = ctx.zk.get_upload(a.image, a.build_id, a.provider, a.upload_id)
+    if upload is None:
+        raise CommandError(f"image upload {a.upload_id} of build {a.build_id} of image "
+                           f"{a.image} to provider {a.provider} not found "
+                           "(see 'nodepool image-list')")
+    if upload.state == models.UPLOADING:
+        raise CommandError("cannot delete an upload in progress (state uploading); "
+                           "try again once it is ready or failed")
+    upload.state = models.DELETING
+    upload.state_time = time.time()
+    ctx.zk.store_upload(a.image, a.build_id, a.provider, upload)
+    return 0
+
+
+def cmd_dib_image_delete(ctx: Context) -> int:
+    build_ref = znode_name(ctx.args.id, "build id")
+    image, sep, build_id = build_ref.rpartition("-")
+    if not sep or not image or not build_id:
+        raise CommandError(f"{build_ref!r} is not a build id; use the ID column of "
+                           "'nodepool dib-image-list' (<image>-<build id>)")
+    build = ctx.zk.get_build(image, build_id)
+    if build is None:
+        raise CommandError(f"build {build_ref} not found (see 'nodepool dib-image-list')")
+    if build.state == models.BUILDING:
+        raise CommandError(f"cannot delete build {build_ref}: it is still building")
+    build.state = models.DELETING
+    build.state_time = time.time()
+    ctx.zk.store_build(image, build)
+    return 0
+
+
+def cmd_image_pause(ctx: Context) -> int:
+    _known_image(ctx, ctx.args.image)
+    ctx.zk.set_image_paused(ctx.args.image, True)
+    return 0
+
+
+def cmd_image_unpause(ctx: Context) -> int:
+    _known_image(ctx, ctx.args.image)
+    ctx.zk.set_image_paused(ctx.args.image, False)
+    return 0
+
+
+def cmd_alien_image_list(ctx: Context) -> int:
+    from nodepool.cmd.provider_data import alien_images
+    return alien_images(ctx)
+
+
+# --------------------------------------------------------------------------
+# Provider data, image data, requests
+
+
+def cmd_info(ctx: Context) -> int:
+    from nodepool.cmd.provider_data import info
+    return info(ctx)
+
+
+def cmd_erase(ctx: Context) -> int:
+    from nodepool.cmd.provider_data import erase
+    return erase(ctx)
+
+
+def cmd_export_image_data(ctx: Context) -> int:
+    from nodepool.cmd.image_data import export_image_data
+    return export_image_data(ctx)
+
+
+def cmd_import_image_data(ctx: Context) -> int:
+    from nodepool.cmd.image_data import import_image_data
+    return import_image_data(ctx)
+
+
+def cmd_request(ctx: Context) -> int:
+    from nodepool.cmd.node_request import request_nodes
+    return request_nodes(ctx)
+
+
+def cmd_config_validate(ctx: Context) -> int:
+    return validate(ctx.args.config, ctx.args.secure)
+
+
+# --------------------------------------------------------------------------
+# Arguments
+
+
+def _add(sub: Any, name: str, func: Callable[[Context], int], help: str,
+         json_output: bool = False) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help, description=help)
+    parser.set_defaults(func=func)
+    if json_output:
+        parser.add_argument("--json", action="store_true",
+                            help="print one JSON document instead of a table")
+    return parser
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = base_parser("nodepool", "Administer nodepool nodes, images and requests")
+    parser = base_parser("nodepool", "Administer nodepool nodes, images and requests.")
     parser.add_argument("--debug", action="store_true", help="log debug output")
-    sub = parser.add_subparsers(dest="command", title="commands")
-    sub.add_parser("config-validate", help="validate the configuration file")
+    sub = parser.add_subparsers(dest="command", title="commands",
+                                description="valid commands", metavar="COMMAND")
+
+    p = _add(sub, "list", cmd_list, "list nodes", json_output=True)
+    p.add_argument("--detail", action="store_true", help="show every column")
+    _add(sub, "image-list", cmd_image_list, "list image uploads to providers",
+         json_output=True)
+    _add(sub, "dib-image-list", cmd_dib_image_list,
+         "list images built with diskimage-builder", json_output=True)
+    _add(sub, "image-status", cmd_image_status,
+         "list each image's pause flag and manual build request", json_output=True)
+    p = _add(sub, "image-build", cmd_image_build, "request a build of a diskimage")
+    p.add_argument("image", help="diskimage name")
+    p = _add(sub, "alien-image-list", cmd_alien_image_list,
+             "list cloud images tagged by nodepool that no upload record knows",
+             json_output=True)
+    p.add_argument("provider", nargs="?", help="only this provider")
+    p = _add(sub, "delete", cmd_delete, "mark a node for deletion", json_output=True)
+    p.add_argument("id", help="node id")
+    p.add_argument("--now", action="store_true",
+                   help="wait until a launcher has deleted it")
+    p.add_argument("--timeout", type=float, default=DELETE_NOW_TIMEOUT, metavar="SECONDS",
+                   help=f"how long --now waits (default {DELETE_NOW_TIMEOUT:g})")
+    p = _add(sub, "hold", cmd_hold, "put a node on hold (kept until deleted)",
+             json_output=True)
+    p.add_argument("id", help="node id")
+    p.add_argument("--reason", help="why; stored as the node's comment")
+    p = _add(sub, "image-delete", cmd_image_delete, "delete one image upload")
+    p.add_argument("--provider", required=True, help="provider name")
+    p.add_argument("--image", required=True, help="image name")
+    p.add_argument("--build-id", required=True, help="build id")
+    p.add_argument("--upload-id", required=True, help="upload id")
+    p = _add(sub, "dib-image-delete", cmd_dib_image_delete,
+             "delete a build, its files and all its uploads")
+    p.add_argument("id", help="build id as dib-image-list shows it (<image>-<build id>)")
+    _add(sub, "config-validate", cmd_config_validate, "validate the configuration file")
+    _add(sub, "request-list", cmd_request_list, "list node requests", json_output=True)
+    _add(sub, "label-list", cmd_label_list, "list the labels running launchers offer",
+         json_output=True)
+    p = _add(sub, "info", cmd_info, "show a provider's data in ZooKeeper",
+             json_output=True)
+    p.add_argument("provider", metavar="PROVIDER", help="provider name")
+    p = _add(sub, "erase", cmd_erase, "erase a provider's data from ZooKeeper")
+    p.add_argument("provider", metavar="PROVIDER", help="provider name")
+    p.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    p = _add(sub, "image-pause", cmd_image_pause, "stop building an image")
+    p.add_argument("image", help="image name")
+    p = _add(sub, "image-unpause", cmd_image_unpause, "resume building an image")
+    p.add_argument("image", help="image name")
+    p = _add(sub, "export-image-data", cmd_export_image_data,
+             "save image build and upload records to a file")
+    p.add_argument("path", help="file to write (created mode 0600)")
+    p = _add(sub, "import-image-data", cmd_import_image_data,
+             "restore image records saved by export-image-data")
+    p.add_argument("path", help="file to read")
+    p = _add(sub, "request", cmd_request,
+             "request nodes as Zuul does, wait, print them, then return or hold them",
+             json_output=True)
+    p.add_argument("labels", nargs="+", metavar="LABEL", help="one node per label")
+    p.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
+                   help="how long to wait for the request (default 300; 0: no limit)")
+    p.add_argument("--hold", action="store_true",
+                   help="keep the nodes on hold instead of returning them")
+    p.add_argument("--provider", help="prefer this provider")
+    p.add_argument("--reason", help="comment stored on held nodes")
     return parser
+
+
+# --------------------------------------------------------------------------
+# Entry point
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    ctx = Context(args)
+    try:
+        return args.func(ctx)
+    finally:
+        ctx.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,10 +425,41 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.logconfig, debug=args.debug)
     if not args.debug and not args.logconfig:
         logging.getLogger().setLevel(logging.WARNING)
-    if args.command == "config-validate":
-        return validate(args.config, args.secure)
-    parser.error(f"unknown command {args.command}")
-    return 1
+        # kazoo reports every failed connection attempt; our own message
+        # says it better.
+        logging.getLogger("kazoo").setLevel(logging.CRITICAL)
+    # A short-lived process building tens of thousands of small objects:
+    # the cyclic garbage collector would only slow it down.
+    gc.disable()
+    # Cleanup (deleting a request, releasing locks) runs on TERM as on ^C.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return run(args)
+    except KeyboardInterrupt:
+        print("nodepool: interrupted", file=sys.stderr)
+        return 130
+    except (CommandError, ConfigError, ZKException) as e:
+        error(str(e))
+        return 1
+    except NoNodeError as e:
+        error(f"a record vanished while the command ran ({e.__class__.__name__}); "
+              "try again")
+        return 1
+    except KazooException as e:
+        error(f"ZooKeeper error: {e.__class__.__name__} {e}; check that ZooKeeper "
+              "is reachable and try again")
+        return 1
+    except BrokenPipeError:
+        # Output piped into head & co.: stop quietly, and keep Python from
+        # complaining when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except Exception as e:
+        log.debug("Unexpected error", exc_info=True)
+        error(f"unexpected error: {e.__class__.__name__}: {e} (run with --debug for "
+              "the traceback)")
+        return 1
 
 
 if __name__ == "__main__":

@@ -53,6 +53,8 @@ class NodeRequestHandler:
         self.log.info("Accepted by %s for %s", self.worker.id, self.request.node_types)
         if self.request.reuse:
             self._reuse_nodes()
+        if self._requeue_if_stuck():
+            return
         self._launch_missing()
 
     def _reuse_nodes(self) -> None:
@@ -149,9 +151,34 @@ class NodeRequestHandler:
         if any(slot is None for slot in self.slots):
             if self.request.reuse:
                 self._reuse_nodes()
+            if self._requeue_if_stuck():
+                return True
             self._launch_missing()
             return False
         self._fulfil()
+        return True
+
+    def _requeue_if_stuck(self) -> bool:
+        """A pool that cannot launch (static hosts) and could not claim a
+        node for every slot (a host failed its liveness check, or another
+        request took the node first) gives the request back: holding some
+        hosts while waiting for others could deadlock two multi-node
+        requests, and the pool worker accepts it again as soon as every
+        label has a ready node.  True when the request was given back."""
+        if self.provider.can_launch or all(slot is not None for slot in self.slots):
+            return False
+        self.log.info("Not every node is free now; returning the request to the queue")
+        self._release_nodes()
+        self.request.state = models.REQUESTED
+        self.request.nodes = []
+        try:
+            if self._request_exists():
+                self.zk.store_request(self.request)
+        except Exception:
+            # Left pending; the lost-request cleanup resets it.
+            self.log.exception("Could not return the request to the queue")
+        self._unlock_request()
+        self.done = True
         return True
 
     def _request_exists(self) -> bool:

@@ -290,6 +290,14 @@ class NodeLauncher:
                     self.zk.store_node(node)
             except Exception:
                 self.log.exception("Could not record launch result %s", result)
+        if self._session_lost() and node.lock is not None:
+            # The handler that owned this node was abandoned with the old
+            # session; a lock taken since then (in the new session) would
+            # never be released, and the deleter could never clean up.
+            try:
+                self.zk.unlock_node(node)
+            except Exception:
+                self.log.exception("Could not release node lock")
         ms = (time.monotonic() - start) * 1000
         stat = "ready" if result == READY else (
             "error.quota" if result == ABORTED else "error.unknown")

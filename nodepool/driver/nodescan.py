@@ -22,6 +22,13 @@ KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512", "ssh-rsa")
 
 SSH_TYPES = ("ssh", "network_cli")
 
+# Asking a host for a key type it does not have fails by design, and
+# paramiko's transport thread logs each such failure at ERROR with a
+# traceback; our scan reports real failures itself, so its transports log
+# to a channel that is kept quiet.
+TRANSPORT_LOG_CHANNEL = "nodepool.nodescan.transport"
+logging.getLogger(TRANSPORT_LOG_CHANNEL).setLevel(logging.CRITICAL)
+
 
 def _connect(ip: str, port: int, timeout: float) -> socket.socket:
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
@@ -38,6 +45,7 @@ def _connect(ip: str, port: int, timeout: float) -> socket.socket:
 def _key_of_type(ip: str, port: int, key_type: str, timeout: float) -> str | None:
     sock = _connect(ip, port, timeout)
     transport = paramiko.Transport(sock)
+    transport.set_log_channel(TRANSPORT_LOG_CHANNEL)
     try:
         opts = transport.get_security_options()
         if key_type not in opts.key_types:

@@ -9,7 +9,10 @@ are decided from the same node cache:
 * ready nodes still allocated to a request that is gone (Zuul hands nodes
   back that way when a build ends early) are unallocated for reuse;
 * ready nodes older than their label's ``max-ready-age`` are deleted;
-* held nodes past their ``hold_expiration`` or ``max-hold-age`` are deleted.
+* held nodes past their ``hold_expiration`` or ``max-hold-age`` are deleted;
+* ``init`` records left unlocked by a launcher that died (or lost its
+  session) between creating and locking them, once their request is no
+  longer ``pending``, are deleted after a grace period.
 
 The worker is woken by node-cache events and keeps a slow timer as a
 safety net.  Deletions run in parallel; one that fails is retried with a
@@ -33,6 +36,8 @@ log = logging.getLogger("nodepool.DeletedNodeWorker")
 
 DELETE_THREADS = 16
 MAX_BACKOFF = 60.0
+# An ``init`` record is normally locked within milliseconds of creation.
+INIT_GRACE = 30.0
 
 
 class DeletedNodeWorker(threading.Thread):
@@ -98,6 +103,15 @@ class DeletedNodeWorker(threading.Thread):
                     self._submit(self._delete_node, node, expected=models.READY)
             elif node.state == models.HOLD and self._hold_expired(node, now, config):
                 self._submit(self._delete_node, node, expected=models.HOLD)
+            elif (node.state == models.INIT and now - node.state_time > INIT_GRACE
+                  and self._request_state(node.allocated_to) != models.PENDING):
+                self._submit(self._delete_node, node, expected=models.INIT)
+
+    def _request_state(self, request_id: str | None) -> str | None:
+        if not request_id:
+            return None
+        request = self.launcher.request_cache.get(request_id)
+        return request.state if request is not None else None
 
     @staticmethod
     def _too_old(node: Node, now: float, config: Any) -> bool:

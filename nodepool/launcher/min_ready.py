@@ -61,6 +61,9 @@ class MinReady:
             if node.state == models.READY and node.allocated_to is None:
                 ready.update(node.type)
         our_pools = {w.id: w for w in launcher.pool_workers.values()}
+        # Pools that cannot launch (static hosts) have all their nodes
+        # ready already; a min-ready request would only wait there.
+        reuse_only = {w.id for w in our_pools.values() if not _can_launch(w)}
         components = launcher.pool_components()
         for label in launcher.config.labels.values():
             if label.min_ready <= 0:
@@ -69,7 +72,8 @@ class MinReady:
             if deficit <= 0:
                 continue
             serving = [p.id for p in components
-                       if label.name in (p.supported_labels or [])]
+                       if label.name in (p.supported_labels or [])
+                       and p.id not in reuse_only]
             owner = owner_pool(label.name, serving)
             if owner not in our_pools:
                 continue
@@ -83,7 +87,8 @@ class MinReady:
             try:
                 pool = worker.pool
                 label = pool.labels.get(label_name)
-                if label is not None and worker.provider.label_ready(label):
+                if (label is not None and _can_launch(worker)
+                        and worker.provider.label_ready(label)):
                     return True
             except Exception:
                 log.exception("Could not check label %s", label_name)
@@ -132,3 +137,10 @@ class MinReady:
         finally:
             zk.unlock_request(request)
         return True
+
+
+def _can_launch(worker: Any) -> bool:
+    try:
+        return bool(getattr(worker.provider, "can_launch", True))
+    except KeyError:  # provider being replaced or removed
+        return False

@@ -33,7 +33,8 @@ log = logging.getLogger("nodepool.PoolWorker")
 
 # Safety-net wake-up; normally events wake the worker at once.
 SAFETY_INTERVAL = 5.0
-# Nodes claimed for reuse are skipped until the cache shows them taken.
+# Nodes claimed for reuse are skipped until the cache shows a newer
+# version of them than the claim saw or wrote (at most this long).
 CLAIM_MEMORY = 10.0
 # Pool gauges are sent at most this often.
 STATS_INTERVAL = 10.0
@@ -53,7 +54,8 @@ class PoolWorker(threading.Thread):
         self.handlers: list[NodeRequestHandler] = []
         self._wake = threading.Event()
         self._running = True
-        self._claimed: dict[str, float] = {}
+        # node id -> (when claimed, record version the claim saw or wrote)
+        self._claimed: dict[str, tuple[float, int | None]] = {}
         self._stop_deadline = 0.0
         self._last_stats = 0.0
         self._room: QuotaInformation | None = None
@@ -208,7 +210,9 @@ class PoolWorker(threading.Thread):
                     or label not in node.type):
                 continue
             claimed = self._claimed.get(node.id)
-            if claimed is not None and now - claimed < CLAIM_MEMORY:
+            if claimed is not None and now - claimed[0] < CLAIM_MEMORY and (
+                    node.version is None or claimed[1] is None or node.version <= claimed[1]):
+                # A node handed back (unallocated) since is newer: reusable.
                 continue
             if az is not None and node.az is not None and node.az != az:
                 continue
@@ -224,9 +228,11 @@ class PoolWorker(threading.Thread):
                 self.zk.lock_node(node, blocking=False)
             except ZKLockException:
                 continue
-            self._claimed[node.id] = time.monotonic()
+            self._remember_claim(node)
             if (node.state != models.READY or node.allocated_to is not None
                     or not self.provider.check_reusable(node)):
+                # (A failed liveness check may have rewritten the node.)
+                self._remember_claim(node)
                 self.zk.unlock_node(node)
                 continue
             node.allocated_to = request.id
@@ -238,8 +244,16 @@ class PoolWorker(threading.Thread):
                 self.log.exception("Could not allocate node %s", node.id)
                 self.zk.unlock_node(node)
                 continue
+            self._remember_claim(node)
             return node
         return None
+
+    def _remember_claim(self, node: Node) -> None:
+        now = time.monotonic()
+        if len(self._claimed) > 1000:
+            self._claimed = {k: v for k, v in self._claimed.items()
+                             if now - v[0] < CLAIM_MEMORY}
+        self._claimed[node.id] = (now, node.version)
 
     def _tenant_room(self, tenant: str | None, need: QuotaInformation) -> bool:
         limits = self.launcher.config.tenant_resource_limits.get(tenant or "")
@@ -280,7 +294,12 @@ class PoolWorker(threading.Thread):
             need = self._quota_of(request.node_types)
             if need is not None and not self.provider.can_ever_fit(pool, need):
                 return "it would exceed quota"
-        elif len(request.node_types) > self.provider.max_nodes_for(request.node_types):
+        elif not request.reuse:
+            # Only min-ready asks for new nodes; a pool that cannot launch
+            # leaves those to pools that can.
+            return "the pool cannot launch new nodes (it only hands out existing ones)"
+        elif len(request.node_types) > self.provider.max_nodes_for(request.node_types,
+                                                                   pool=pool):
             return "it would exceed quota"
         return None
 

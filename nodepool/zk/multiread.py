@@ -17,7 +17,7 @@ pipelined one by one instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from kazoo.exceptions import (
@@ -56,13 +56,15 @@ class MultiRead:
 
     The reply is a list in operation order: ``(data, ZnodeStat)`` for a
     getData, a list of child names for a getChildren, or an exception
-    instance (e.g. ``NoNodeError``) for an operation that failed.
+    instance (e.g. ``NoNodeError``) for an operation that failed.  With
+    ``stats=False`` the stat is None (saves time on large listings).
     """
 
     type = 22
 
-    def __init__(self, ops: Sequence[tuple[int, str]]) -> None:
+    def __init__(self, ops: Sequence[tuple[int, str]], stats: bool = True) -> None:
         self.ops = ops
+        self.stats = stats
 
     def serialize(self) -> bytearray:
         b = bytearray()
@@ -78,6 +80,7 @@ class MultiRead:
         unpack_int = int_struct.unpack_from
         unpack_header = multiheader_struct.unpack_from
         header_size = multiheader_struct.size
+        stats = self.stats
         while True:
             op, done, err = unpack_header(buf, offset)
             offset += header_size
@@ -91,9 +94,11 @@ class MultiRead:
                 else:
                     data = bytes(buf[offset:offset + length])
                     offset += length
-                stat = ZnodeStat._make(stat_struct.unpack_from(buf, offset))
+                if stats:
+                    out.append((data, ZnodeStat._make(stat_struct.unpack_from(buf, offset))))
+                else:
+                    out.append((data, None))
                 offset += _STAT_SIZE
-                out.append((data, stat))
             elif op == GET_CHILDREN:
                 count = unpack_int(buf, offset)[0]
                 offset += 4
@@ -116,52 +121,66 @@ _unsupported: set[int] = set()
 
 
 def read_many(client: Any, ops: Sequence[tuple[int, str]],
-              timeout: float = 60.0) -> list[Any]:
+              timeout: float = 60.0, stats: bool = True) -> list[Any]:
     """Run ``ops`` (``(GET_DATA | GET_CHILDREN, path)``, paths relative to
     the client's chroot) and return their results in order, as described
-    for :class:`MultiRead`.
+    for :class:`MultiRead`."""
+    return list(iter_many(client, ops, timeout, stats))
+
+
+def iter_many(client: Any, ops: Sequence[tuple[int, str]],
+              timeout: float = 60.0, stats: bool = True) -> Iterator[Any]:
+    """Like :func:`read_many`, yielding results as their batch arrives so
+    the caller can work on the first records while later ones are still
+    on their way.
 
     All batches are sent before the first reply is awaited, so the whole
     read costs about one round trip plus the server's work.
     """
     if not ops:
-        return []
+        return
     if id(client) not in _unsupported and hasattr(client, "_call"):
-        try:
-            return _multi(client, ops, timeout)
-        except (UnimplementedError, MarshallingError, BadArgumentsError) as e:
-            log.info("ZooKeeper does not support multiRead (%s); reading one by one",
-                     type(e).__name__)
-            _unsupported.add(id(client))
-    return _pipelined(client, ops, timeout)
+        pending = _send(client, ops, stats)
+        first = True
+        for result in pending:
+            try:
+                batch = result.get(timeout=timeout)
+            except (UnimplementedError, MarshallingError, BadArgumentsError) as e:
+                if not first:
+                    raise
+                log.info("ZooKeeper does not support multiRead (%s); reading one "
+                         "by one", type(e).__name__)
+                _unsupported.add(id(client))
+                break
+            first = False
+            yield from batch
+        else:
+            return
+    yield from _pipelined(client, ops, timeout)
 
 
-def _multi(client: Any, ops: Sequence[tuple[int, str]], timeout: float) -> list[Any]:
+def _send(client: Any, ops: Sequence[tuple[int, str]], stats: bool) -> list[Any]:
     chroot = client.chroot or ""
     pending = []
     for start in range(0, len(ops), BATCH):
         batch = [(op, chroot + path if path != "/" or not chroot else chroot)
                  for op, path in ops[start:start + BATCH]]
         result = client.handler.async_result()
-        client._call(MultiRead(batch), result)
+        client._call(MultiRead(batch, stats), result)
         pending.append(result)
-    out: list[Any] = []
-    for result in pending:
-        out.extend(result.get(timeout=timeout))
-    return out
+    return pending
 
 
-def _pipelined(client: Any, ops: Sequence[tuple[int, str]], timeout: float) -> list[Any]:
+def _pipelined(client: Any, ops: Sequence[tuple[int, str]],
+               timeout: float) -> Iterator[Any]:
     pending = []
     for op, path in ops:
         if op == GET_DATA:
             pending.append(client.get_async(path))
         else:
             pending.append(client.get_children_async(path))
-    out: list[Any] = []
     for result in pending:
         try:
-            out.append(result.get(timeout=timeout))
+            yield result.get(timeout=timeout)
         except KazooException as e:
-            out.append(e)
-    return out
+            yield e

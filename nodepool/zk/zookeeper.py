@@ -301,6 +301,13 @@ class ZooKeeper:
             node.lock.is_acquired = False
             node.lock = None
 
+    def lock_raw_node(self, node_id: str, blocking: bool = True,
+                      timeout: float | None = None) -> Lock:
+        """Lock a node without reading its record, for records that cannot
+        be parsed (an operator removing them).  Raises ZKLockException."""
+        return self._lock(node_lock_path(node_id), blocking, timeout, None,
+                          record_lock=True)
+
     def delete_raw_node(self, node_id: str) -> None:
         """Delete a node znode without touching its data (broken records)."""
         self._delete_recursive(node_path(node_id))

@@ -3,19 +3,17 @@
 Thin on purpose: retries, launch and boot timeouts, host-key scans, quota
 arithmetic and leak bookkeeping live in the shared machinery
 (:mod:`nodepool.driver.adapter_provider`, :mod:`nodepool.driver.launch`).
-What is here is OpenStack's side only: which calls to make, which answers
-mean what (:mod:`.errors`), and not making more calls than needed
-(flavors, networks, images and zones are cached; waiting launches and
-deletes share one server listing, :mod:`.servers`).
+What is here is OpenStack's side only: which calls to make, what the
+answers mean (:mod:`.errors`), and not making more calls than needed
+(:mod:`.caches`: flavors, zones, networks and images are looked up once;
+waiting launches and deletes share one server listing).
 """
 
 from __future__ import annotations
 
-import base64
 import logging
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar, TypeVar
 
 import keystoneauth1.exceptions as ksa_exc
@@ -29,7 +27,8 @@ from nodepool.driver.adapter import (
     LaunchSpec,
     Resource,
 )
-from nodepool.driver.openstack import cloud_config
+from nodepool.driver.openstack import cloud_config, quota
+from nodepool.driver.openstack.caches import Memo, NameCache, ServerListCache
 from nodepool.driver.openstack.errors import (
     TRANSIENT,
     classify,
@@ -38,9 +37,8 @@ from nodepool.driver.openstack.errors import (
     translate,
 )
 from nodepool.driver.openstack.flavors import select_flavor
-from nodepool.driver.openstack.launch_args import server_metadata
+from nodepool.driver.openstack.launch_args import server_create_args
 from nodepool.driver.openstack.leaks import FloatingIPCleanup, PortCleanup
-from nodepool.driver.openstack.servers import ServerListCache
 from nodepool.driver.quota import QuotaInformation
 from nodepool.exceptions import (
     BuilderError,
@@ -66,6 +64,7 @@ DELETE_TIMEOUT = 600
 # Services that ``rate`` throttles (each separately).
 RATE_LIMITED_SERVICES = ("compute", "network", "image", "block-storage", "identity")
 IMAGE_FAILED_STATES = ("killed", "deleted", "pending_delete")
+GLANCE_INT_ATTRIBUTES = ("min_disk", "min_ram")
 
 
 def connect(provider: Any) -> openstack.connection.Connection:
@@ -78,30 +77,11 @@ def connect(provider: Any) -> openstack.connection.Connection:
     if not config.get("api_timeout"):
         config["api_timeout"] = DEFAULT_API_TIMEOUT
     if provider.rate and provider.rate > 0:
+        # openstacksdk ignores Connection(rate_limit=...) when handed a
+        # CloudRegion; the per-service config is what it reads.
         config["rate_limit"] = {s: 1.0 / provider.rate for s in RATE_LIMITED_SERVICES}
     return openstack.connection.Connection(
         config=region, app_name="nodepool", app_version=version_string)
-
-
-class _Memo:
-    """A value fetched once (one caller fetches, the others wait) and kept
-    until cleared."""
-
-    def __init__(self, fetch: Callable[[], Any]) -> None:
-        self._fetch = fetch
-        self._lock = threading.Lock()
-        self._value: Any = None
-        self._set = False
-
-    def get(self) -> Any:
-        with self._lock:
-            if not self._set:
-                self._value, self._set = self._fetch(), True
-            return self._value
-
-    def clear(self) -> None:
-        with self._lock:
-            self._set = False
 
 
 class OpenStackAdapter(Adapter):
@@ -116,12 +96,13 @@ class OpenStackAdapter(Adapter):
         self.log = logging.getLogger(f"nodepool.driver.openstack.{provider_config.name}")
         self.conn = connect(provider_config)
         self.cloud = provider_config.cloud
-        self.servers = ServerListCache(self._list_servers, self.poll_interval)
-        self._flavors = _Memo(lambda: list(self.conn.compute.flavors(details=True)))
-        self._azs = _Memo(self._list_azs)
-        self._names_lock = threading.Lock()
-        self._image_ids: dict[str, str] = {}
-        self._network_ids: dict[str, str] = {}
+        self.servers = ServerListCache(
+            lambda: list(self.conn.compute.servers(details=True)), self.poll_interval)
+        self._flavors = Memo(lambda: list(self.conn.compute.flavors(details=True)))
+        self._azs = Memo(lambda: [z.name for z in self.conn.compute.availability_zones()
+                                  if (z.state or {}).get("available", True)])
+        self._image_ids = NameCache(self._active_image_id)
+        self._network_ids = NameCache(self._network_id)
         self._ports = PortCleanup(provider_config.port_cleanup_interval)
         self._floating_ips = FloatingIPCleanup()
 
@@ -130,96 +111,90 @@ class OpenStackAdapter(Adapter):
 
     # Cloud calls ----------------------------------------------------------
 
-    def _call(self, what: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Make one API call, raising the project exception for a failure."""
+    def _call(self, what: str, call: Callable[[], T]) -> T:
+        """Make an API call (``call``, which should reach for ``self.conn``'s
+        services itself: the first use of a service authenticates and
+        discovers it, and may fail too), raising the project exception
+        for a failure."""
         try:
-            return func(*args, **kwargs)
+            return call()
         except Exception as e:
             if http_status(e) == 400:
                 # Usually a cached flavor, image, network or zone that no
                 # longer exists: look them up afresh next time.
-                self._forget_names()
+                self.log.info("Clearing cached names of %s after: %s", self.cloud, e)
+                for cache in (self._flavors, self._azs, self._image_ids, self._network_ids):
+                    cache.clear()
             raise translate(e, what, self.cloud) from e
 
-    def _find(self, what: str, find: Callable[..., T], name_or_id: str) -> T | None:
-        """A find_* call (by id, else by name); None when there is none."""
+    def _find(self, what: str, find: Callable[[], Any]) -> Any:
+        """A find_* call (by id, else by name) made with
+        ``ignore_missing=False``; None when there is none."""
         try:
-            return self._call(what, find, name_or_id, ignore_missing=False)
+            return self._call(what, find)
         except NotFound:
             return None
 
-    def _forget_names(self) -> None:
-        self.log.info("Clearing cached flavors, images, networks and zones of %s",
-                      self.provider.name)
-        self._flavors.clear()
-        self._azs.clear()
-        with self._names_lock:
-            self._image_ids.clear()
-            self._network_ids.clear()
+    def _active_image_id(self, name_or_id: str) -> str | None:
+        image = self._find(f"looking up image {name_or_id}", lambda: self.conn.image.find_image(
+            name_or_id, ignore_missing=False))
+        return image.id if image is not None and image.status == "active" else None
 
-    def _list_servers(self) -> list[Any]:
-        return list(self.conn.compute.servers(details=True))
-
-    def _list_azs(self) -> list[str]:
-        return [z.name for z in self.conn.compute.availability_zones()
-                if (z.state or {}).get("available", True)]
+    def _network_id(self, name_or_id: str) -> str | None:
+        network = self._find(f"looking up network {name_or_id}",
+                             lambda: self.conn.network.find_network(
+                                 name_or_id, ignore_missing=False))
+        return network.id if network is not None else None
 
     def _flavor(self, label: Any) -> Any:
         flavors = self._call("listing flavors", self._flavors.get)
         return select_flavor(flavors, label.min_ram, label.flavor_name)
 
-    def _find_image_id(self, name_or_id: str) -> str | None:
-        """The id of an active image by name or id; only hits are cached,
-        so an image uploaded later is found on a later look."""
-        with self._names_lock:
-            if name_or_id in self._image_ids:
-                return self._image_ids[name_or_id]
-        image = self._find(f"looking up image {name_or_id}",
-                           self.conn.image.find_image, name_or_id)
-        if image is None or image.status != "active":
-            return None
-        with self._names_lock:
-            self._image_ids[name_or_id] = image.id
-        return image.id
-
-    def _network_id(self, name_or_id: str) -> str:
-        with self._names_lock:
-            if name_or_id in self._network_ids:
-                return self._network_ids[name_or_id]
-        network = self._find(f"looking up network {name_or_id}",
-                             self.conn.network.find_network, name_or_id)
-        if network is None:
-            raise RuntimeConfigurationException(
-                f"network {name_or_id!r} does not exist in cloud {self.cloud}; "
-                "fix the pool's or label's networks")
-        with self._names_lock:
-            self._network_ids[name_or_id] = network.id
-        return network.id
-
     def _cloud_server(self, server_id: str) -> Any:
         """The server through openstacksdk's cloud layer, which works out
         its public and private addresses."""
         server = self._call(f"reading server {server_id}",
-                            self.conn.get_server_by_id, server_id)
+                            lambda: self.conn.get_server_by_id(server_id))
         if server is None:
             raise LaunchStatusException(f"server {server_id} disappeared")
         return server
+
+    def _listings(self, deadline: float, sleep: Callable[[float], Any],
+                  log: Any) -> Iterator[tuple[dict[str, Any], float]]:
+        """The shared server listing each time it is refreshed, until
+        ``deadline``.  A listing that fails for a transient reason is
+        skipped; any other failure is raised."""
+        while time.monotonic() < deadline:
+            pause = self.poll_interval
+            try:
+                servers, listed_at = self.servers.get()
+            except Exception as e:
+                if classify(e) != TRANSIENT:
+                    raise translate(e, "listing servers", self.cloud) from e
+                log.warning("Listing servers in %s failed (%s); still waiting", self.cloud, e)
+            else:
+                yield servers, listed_at
+                pause = self.servers.next_refresh()
+            sleep(max(0.01, min(pause, deadline - time.monotonic())))
 
     # Servers ----------------------------------------------------------------
 
     def create_instance(self, spec: LaunchSpec) -> Instance:
         label = spec.label
         flavor = self._flavor(label)
-        args = self._create_args(spec, flavor)
+        args = server_create_args(
+            spec=spec, provider_name=self.provider.name, flavor_id=flavor.id,
+            image_id=self._image_ref(spec),
+            network_ids=[self._required_network_id(n) for n in label.networks])
         created = self._call(f"creating server {spec.hostname}",
-                             self.conn.compute.create_server, **args)
+                             lambda: self.conn.compute.create_server(**args))
         created_at = time.monotonic()
         spec.report_external_id(created.id)
         self._wait_for_active(created.id, created_at, spec)
         server = self._cloud_server(created.id)
         if label.pool.auto_floating_ip and self._needs_floating_ip(server):
             server = self._add_floating_ip(server, spec)
-        return self._instance(server, self._label_quota(label, flavor))
+        return self._instance(server, quota.label_quota(label, flavor))
 
     def _image_ref(self, spec: LaunchSpec) -> str:
         cloud_image = spec.label.cloud_image
@@ -229,87 +204,52 @@ class OpenStackAdapter(Adapter):
             return spec.image_external_id
         if cloud_image.image_id:
             return cloud_image.image_id
-        image_id = self._find_image_id(cloud_image.external_name)
+        image_id = self._image_ids.get(cloud_image.external_name)
         if image_id is None:
             raise ImageNotAvailable(f"cloud image {cloud_image.external_name!r} is not "
                                     f"active in cloud {self.cloud}")
         return image_id
 
-    def _create_args(self, spec: LaunchSpec, flavor: Any) -> dict[str, Any]:
-        label = spec.label
-        image_ref = self._image_ref(spec)
-        args: dict[str, Any] = {
-            "name": spec.hostname,
-            "flavor_id": flavor.id,
-            # Nova (2.37+) needs networks; "auto" is the cloud's default.
-            "networks": [{"uuid": self._network_id(n)} for n in label.networks] or "auto",
-            "metadata": server_metadata(
-                provider_name=self.provider.name, image_name=label.image.name,
-                label=label, tags=spec.metadata, request=spec.request, log=spec.log),
-        }
-        if label.boot_from_volume:
-            args["block_device_mapping"] = [{
-                "boot_index": 0, "uuid": image_ref, "source_type": "image",
-                "destination_type": "volume", "volume_size": label.volume_size,
-                "delete_on_termination": True}]
-        else:
-            args["image_id"] = image_ref
-        if spec.az:
-            args["availability_zone"] = spec.az
-        if label.key_name:
-            args["key_name"] = label.key_name
-        if label.pool.security_groups:
-            args["security_groups"] = [{"name": g} for g in label.pool.security_groups]
-        if label.userdata:
-            args["user_data"] = base64.b64encode(label.userdata.encode()).decode()
-        if label.image.config_drive is not None:
-            args["config_drive"] = label.image.config_drive
-        return args
+    def _required_network_id(self, name_or_id: str) -> str:
+        network_id = self._network_ids.get(name_or_id)
+        if network_id is None:
+            raise RuntimeConfigurationException(
+                f"network {name_or_id!r} does not exist in cloud {self.cloud}; "
+                "fix the pool's or label's networks")
+        return network_id
 
     def _wait_for_active(self, server_id: str, created_at: float, spec: LaunchSpec) -> None:
-        """Watch the shared server listing until the server is ACTIVE."""
-        server = None
-        while True:
+        status = "unknown"
+        for servers, listed_at in self._listings(spec.deadline, spec.cancelled.wait, spec.log):
             if spec.cancelled.is_set():
                 raise LaunchError(f"launch of server {server_id} was cancelled")
-            pause = self.poll_interval
-            try:
-                servers, listed_at = self.servers.get()
-            except Exception as e:
-                if classify(e) != TRANSIENT:
-                    raise translate(e, "listing servers", self.cloud) from e
-                spec.log.warning("Listing servers failed (%s); still waiting", e)
-            else:
-                server = servers.get(server_id)
-                if server is None and listed_at > created_at:
+            server = servers.get(server_id)
+            if server is None:
+                if listed_at > created_at:
                     raise LaunchStatusException(f"server {server_id} vanished while booting")
-                if server is not None and server.status == "ACTIVE":
-                    return
-                if server is not None and server.status == "ERROR":
-                    raise self._boot_failure(server)
-                pause = self.servers.next_refresh()
-            if time.monotonic() >= spec.deadline:
-                status = server.status if server is not None else "unknown"
-                raise ServerCreateTimeout(
-                    f"server {server_id} not active within the launch-timeout "
-                    f"(status {status})")
-            spec.cancelled.wait(max(0.01, min(pause, spec.remaining)))
-
-    def _boot_failure(self, server: Any) -> LaunchError:
-        fault = (server.fault or {}).get("message") or "no fault reported"
-        if is_quota_message(fault):
-            return QuotaException(f"server {server.id} failed for lack of quota: {fault}")
-        return LaunchStatusException(f"server {server.id} went to ERROR: {fault}")
+                continue
+            status = server.status
+            if status == "ACTIVE":
+                return
+            if status == "ERROR":
+                fault = (server.fault or {}).get("message") or "no fault reported"
+                if is_quota_message(fault):
+                    raise QuotaException(f"server {server_id} failed for lack of quota: "
+                                         f"{fault}")
+                raise LaunchStatusException(f"server {server_id} went to ERROR: {fault}")
+        raise ServerCreateTimeout(f"server {server_id} not active within the "
+                                  f"launch-timeout (status {status})")
 
     def _needs_floating_ip(self, server: Any) -> bool:
         # openstacksdk knows whether the server already has a public
         # address and whether the cloud hands out floating IPs at all.
         return self._call("checking the need for a floating IP",
-                          self.conn._needs_floating_ip, server=server, nat_destination=None)
+                          lambda: self.conn._needs_floating_ip(server=server,
+                                                               nat_destination=None))
 
     def _add_floating_ip(self, server: Any, spec: LaunchSpec) -> Any:
         fip = self._call(f"adding a floating IP to server {server.id}",
-                         self.conn.create_floating_ip, server=server, wait=False)
+                         lambda: self.conn.create_floating_ip(server=server, wait=False))
         address = fip["floating_ip_address"]
         spec.log.info("Attached floating IP %s to server %s", address, server.id)
         while True:
@@ -321,7 +261,7 @@ class OpenStackAdapter(Adapter):
                     f"floating IP {address} did not show on server {server.id} in time")
             spec.cancelled.wait(min(self.poll_interval, spec.remaining))
 
-    def _instance(self, server: Any, quota: QuotaInformation) -> Instance:
+    def _instance(self, server: Any, used: QuotaInformation) -> Instance:
         public_v4 = server.public_v4 or None
         public_v6 = server.public_v6 or None
         private_v4 = server.private_v4 or None
@@ -329,37 +269,26 @@ class OpenStackAdapter(Adapter):
             external_id=server.id, metadata=dict(server.metadata or {}),
             interface_ip=public_v4 or public_v6 or private_v4,
             public_ipv4=public_v4, public_ipv6=public_v6,
-            # As upstream: Zuul falls back on private_ipv4 for a public node.
+            # As upstream: a node with only a public address reports it as
+            # its private one too.
             private_ipv4=private_v4 or public_v4,
             az=server.availability_zone or None,
             region=self.conn.config.region_name or self.provider.region_name,
-            cloud=self.cloud, host_id=server.host_id or None, quota=quota)
+            cloud=self.cloud, host_id=server.host_id or None, quota=used)
 
     def delete_instance(self, external_id: Any, log: logging.Logger | None = None) -> None:
         log = log or self.log
         self._delete_floating_ips(external_id, log)
-        self._call(f"deleting server {external_id}", self.conn.compute.delete_server,
-                   external_id, ignore_missing=False)
+        self._call(f"deleting server {external_id}", lambda: self.conn.compute.delete_server(
+            external_id, ignore_missing=False))
         deleted_at = time.monotonic()
-        deadline = deleted_at + DELETE_TIMEOUT
-        while True:
-            pause = self.poll_interval
-            try:
-                servers, listed_at = self.servers.get()
-            except Exception as e:
-                if classify(e) != TRANSIENT:
-                    raise translate(e, "listing servers", self.cloud) from e
-                log.warning("Listing servers failed (%s); still waiting for %s to go",
-                            e, external_id)
-            else:
-                server = servers.get(external_id)
-                if listed_at > deleted_at and (server is None or server.status == "DELETED"):
-                    return
-                pause = self.servers.next_refresh()
-            if time.monotonic() >= deadline:
-                raise ServerDeleteTimeout(f"server {external_id} still exists "
-                                          f"{DELETE_TIMEOUT} s after deleting it")
-            time.sleep(max(0.01, pause))
+        for servers, listed_at in self._listings(deleted_at + DELETE_TIMEOUT,
+                                                 time.sleep, log):
+            server = servers.get(external_id)
+            if listed_at > deleted_at and (server is None or server.status == "DELETED"):
+                return
+        raise ServerDeleteTimeout(f"server {external_id} still exists "
+                                  f"{DELETE_TIMEOUT} s after deleting it")
 
     def _delete_floating_ips(self, server_id: str, log: Any) -> None:
         """Floating IPs outlive their server's ports; release them first.
@@ -383,7 +312,7 @@ class OpenStackAdapter(Adapter):
             s.attached_volumes for s in servers) else {}
         return [Instance(external_id=s.id, metadata=dict(s.metadata or {}),
                          az=s.availability_zone or None,
-                         quota=self._server_quota(s, volume_sizes))
+                         quota=quota.server_quota(s, self._flavors.get, volume_sizes))
                 for s in servers if s.status != "DELETED"]
 
     def _volume_sizes(self) -> dict[str, int]:
@@ -395,23 +324,9 @@ class OpenStackAdapter(Adapter):
             self.log.exception("Could not list volumes of %s", self.provider.name)
             return {}
 
-    def _server_quota(self, server: Any, volume_sizes: dict[str, int]) -> QuotaInformation:
-        flavor = server.flavor
-        vcpus, ram = getattr(flavor, "vcpus", None), getattr(flavor, "ram", None)
-        if vcpus is None:
-            # Before microversion 2.47 a server names its flavor by id only.
-            known = {f.id: f for f in self._flavors.get()}.get(getattr(flavor, "id", None))
-            vcpus, ram = (known.vcpus, known.ram) if known else (0, 0)
-        quota = QuotaInformation(instances=1, cores=vcpus or 0, ram=ram or 0)
-        attached = [v.id for v in server.attached_volumes or []]
-        if attached:
-            quota.add(QuotaInformation(volumes=len(attached), **{
-                "volume-gb": sum(volume_sizes.get(v, 0) for v in attached)}))
-        return quota
-
     def get_console_log(self, external_id: Any) -> str | None:
         output = self._call(f"reading the console of server {external_id}",
-                            self.conn.compute.get_server_console_output, external_id)
+                            lambda: self.conn.compute.get_server_console_output(external_id))
         return (output or {}).get("output")
 
     # Leaks ----------------------------------------------------------------
@@ -427,7 +342,7 @@ class OpenStackAdapter(Adapter):
         # Only servers are listed as resources (see list_resources).
         self._delete_floating_ips(resource.id, self.log)
         self._call(f"deleting leaked server {resource.id}",
-                   self.conn.compute.delete_server, resource.id)
+                   lambda: self.conn.compute.delete_server(resource.id))
 
     def cleanup_extra(self, log: logging.Logger) -> dict[str, int]:
         counts = {"ports": self._ports.run(self.conn, log)}
@@ -438,27 +353,16 @@ class OpenStackAdapter(Adapter):
     # Quota ----------------------------------------------------------------
 
     def get_quota_limits(self) -> QuotaInformation:
-        compute = self._call("reading compute limits", self.conn.compute.get_limits).absolute
-        limits = QuotaInformation.for_limits(
-            instances=compute.instances, cores=compute.total_cores, ram=compute.total_ram)
+        compute = self._call("reading compute limits", lambda: self.conn.compute.get_limits())
+        volume = None
         if any(label.boot_from_volume for pool in self.provider.pools.values()
                for label in pool.labels.values()):
             volume = self._call("reading volume limits",
-                                self.conn.block_storage.get_limits).absolute
-            limits.add(QuotaInformation.for_limits(
-                volumes=volume.max_total_volumes,
-                **{"volume-gb": volume.max_total_volume_gigabytes}))
-        return limits
+                                lambda: self.conn.block_storage.get_limits())
+        return quota.limits(compute.absolute, volume.absolute if volume else None)
 
     def get_quota_for_label(self, label: Any) -> QuotaInformation:
-        return self._label_quota(label, self._flavor(label))
-
-    @staticmethod
-    def _label_quota(label: Any, flavor: Any) -> QuotaInformation:
-        quota = QuotaInformation(instances=1, cores=flavor.vcpus, ram=flavor.ram)
-        if label.boot_from_volume:
-            quota.add(QuotaInformation(volumes=1, **{"volume-gb": label.volume_size}))
-        return quota
+        return quota.label_quota(label, self._flavor(label))
 
     def get_azs(self) -> list[str | None]:
         return list(self._call("listing availability zones", self._azs.get)) or [None]
@@ -466,7 +370,7 @@ class OpenStackAdapter(Adapter):
     def label_ready(self, label: Any) -> bool:
         if label.cloud_image is None:
             return True
-        if self._find_image_id(label.cloud_image.external_name) is not None:
+        if self._image_ids.get(label.cloud_image.external_name) is not None:
             return True
         self.log.warning("Cloud image %r of label %s is not active in cloud %s",
                          label.cloud_image.external_name, label.name, self.cloud)
@@ -480,30 +384,33 @@ class OpenStackAdapter(Adapter):
                      timeout: float | None = None) -> str:
         timeout = self.provider.image_upload_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        # Glance properties are strings; openstacksdk sends extra keyword
-        # arguments as properties.
-        properties = {str(k): str(v) for k, v in (metadata or {}).items()}
-        image = self._call(
-            f"uploading image {image_name}", self.conn.image.create_image,
+        # Glance properties are strings (but for its integer attributes).
+        # They go in ``meta``, not as keyword arguments, so that a key such
+        # as "timeout" or "tags" cannot turn into an argument of the call.
+        properties: dict[str, Any] = {
+            str(k): int(v) if k in GLANCE_INT_ATTRIBUTES else str(v)
+            for k, v in (metadata or {}).items()}
+        image = self._call(f"uploading image {image_name}", lambda: self.conn.image.create_image(
             name=image_name, filename=filename, disk_format=image_format,
             container_format="bare", visibility="private", md5=md5, sha256=sha256,
-            wait=False, **properties)
+            wait=False, meta=properties))
+        image_id = image.id
         try:
             while True:
                 # openstacksdk hands back the record from before the upload.
-                image = self._call(f"reading image {image.id}",
-                                   self.conn.image.get_image, image.id)
+                image = self._call(f"reading image {image_id}",
+                                   lambda: self.conn.image.get_image(image_id))
                 if image.status == "active":
-                    return image.id
+                    return image_id
                 if image.status in IMAGE_FAILED_STATES:
-                    raise BuilderError(f"image {image_name} ({image.id}) ended "
+                    raise BuilderError(f"image {image_name} ({image_id}) ended "
                                        f"{image.status} in cloud {self.cloud}")
                 if time.monotonic() >= deadline:
-                    raise BuilderError(f"image {image_name} ({image.id}) not active within "
+                    raise BuilderError(f"image {image_name} ({image_id}) not active within "
                                        f"{timeout:.0f} s (status {image.status})")
                 time.sleep(self.poll_interval)
         except Exception:
-            self._discard_image(image.id)
+            self._discard_image(image_id)
             raise
 
     def _discard_image(self, image_id: str) -> None:
@@ -514,9 +421,10 @@ class OpenStackAdapter(Adapter):
                                image_id)
 
     def delete_image(self, external_id: str) -> None:
-        self._call(f"deleting image {external_id}", self.conn.image.delete_image,
-                   external_id, ignore_missing=False)
+        self._call(f"deleting image {external_id}", lambda: self.conn.image.delete_image(
+            external_id, ignore_missing=False))
 
     def list_images(self) -> list[CloudImage]:
-        return [CloudImage(i.id, i.name, dict(i.properties or {}))
-                for i in self._call("listing images", list, self.conn.image.images())]
+        images: list[Any] = self._call("listing images",
+                                       lambda: list(self.conn.image.images()))
+        return [CloudImage(i.id, i.name, dict(i.properties or {})) for i in images]

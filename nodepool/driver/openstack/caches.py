@@ -21,7 +21,8 @@ class Memo:
 
     def __init__(self, fetch: Callable[[], Any]) -> None:
         self._fetch = fetch
-        self._lock = threading.Lock()
+        # Re-entrant: a failed fetch may clear the cache it is filling.
+        self._lock = threading.RLock()
         self._value: Any = None
         self._set = False
 
@@ -42,7 +43,8 @@ class NameCache:
 
     def __init__(self, find: Callable[[str], str | None]) -> None:
         self._find = find
-        self._lock = threading.Lock()
+        # Re-entrant: a failed lookup may clear the cache it is filling.
+        self._lock = threading.RLock()
         self._ids: dict[str, str] = {}
 
     def get(self, name: str) -> str | None:
@@ -77,15 +79,26 @@ class ServerListCache:
         # monotonic time at which the cached listing was *requested*: a
         # server created before then is certainly in it.
         self._fetched_at = float("-inf")
+        # A failed listing is reported to every waiter for ``ttl`` too:
+        # with the cloud down, each would otherwise wait out its own
+        # API timeout in turn behind the lock.
+        self._error: Exception | None = None
+        self._failed_at = float("-inf")
 
     def get(self) -> tuple[dict[str, Any], float]:
         """(servers by id, monotonic time the listing was requested),
         refreshed first when the cached listing is ``ttl`` old."""
         with self._lock:
-            if time.monotonic() - self._fetched_at >= self.ttl:
-                started = time.monotonic()
-                self._servers = {s.id: s for s in self._fetch()}
-                self._fetched_at = started
+            now = time.monotonic()
+            if now - self._fetched_at >= self.ttl:
+                if self._error is not None and now - self._failed_at < self.ttl:
+                    raise self._error
+                try:
+                    servers = {s.id: s for s in self._fetch()}
+                except Exception as e:
+                    self._error, self._failed_at = e, time.monotonic()
+                    raise
+                self._servers, self._fetched_at, self._error = servers, now, None
             return self._servers, self._fetched_at
 
     def next_refresh(self) -> float:

@@ -18,7 +18,7 @@ def label_quota(label: Any, flavor: Any) -> QuotaInformation:
     """One node of ``label`` booted with ``flavor``."""
     quota = QuotaInformation(instances=1, cores=flavor.vcpus, ram=flavor.ram)
     if label.boot_from_volume:
-        quota.add(QuotaInformation(volumes=1, **{"volume-gb": label.volume_size}))
+        quota.add(QuotaInformation({"volumes": 1, "volume-gb": label.volume_size}))
     return quota
 
 
@@ -35,7 +35,8 @@ def server_quota(server: Any, flavors: Callable[[], list[Any]],
     quota = QuotaInformation(instances=1, cores=vcpus or 0, ram=ram or 0)
     attached = [v.id for v in server.attached_volumes or []]
     if attached:
-        quota.add(QuotaInformation(volumes=len(attached), **{
+        quota.add(QuotaInformation({
+            "volumes": len(attached),
             "volume-gb": sum(volume_sizes.get(v, 0) for v in attached)}))
     return quota
 

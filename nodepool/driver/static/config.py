@@ -73,6 +73,7 @@ class StaticProviderConfig(ProviderConfig):
     def load(self, config: Any) -> None:
         seen: dict[tuple, str] = {}
         for pool in self.pools.values():
+            assert isinstance(pool, StaticPool)
             for host in pool.nodes:
                 if host.identity in seen:
                     raise ConfigError(

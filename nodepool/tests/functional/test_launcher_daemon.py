@@ -76,3 +76,48 @@ root:
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
+
+
+def _free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_daemon_serves_web_api(tmp_path, zk_info, zuul):
+    import json
+    import urllib.request
+    port = _free_port()
+    config = fake_config(zk_info, extra=f"webapp:\n  port: {port}\n"
+                                        "  listen_address: 127.0.0.1\n")
+    cfg = tmp_path / "nodepool.yaml"
+    cfg.write_text(config)
+    log = tmp_path / "launcher.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nodepool.cmd.launcher", "-f", "-c", str(cfg),
+         "-p", str(tmp_path / "launcher.pid")], stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    try:
+        def get(path, accept=None):
+            req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+            if accept:
+                req.add_header("Accept", accept)
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status, r.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode()
+            except OSError:
+                return None, ""
+        wait_for(lambda: get("/ready")[0] == 200, timeout=30, what="web API ready")
+        request = zuul.wait_request(zuul.submit(["fake-label"]))
+        status, body = get("/node-list", "application/json")
+        assert status == 200
+        assert request["nodes"][0] in [row["id"] for row in json.loads(body)]
+        status, body = get("/label-list")
+        assert status == 200 and "fake-label" in body
+        assert get("/health")[0] == 200
+        assert "reloaded" not in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
