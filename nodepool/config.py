@@ -513,9 +513,46 @@ def check_config(path: str, secure_path: str | None = None) -> list[str]:
     return []
 
 
-def config_changed(path: str, mtime: float | None) -> bool:
-    """Whether ``path`` was modified since ``mtime`` (daemons reload then)."""
-    try:
-        return os.stat(path).st_mtime != mtime
-    except OSError:
-        return False
+class ConfigFile:
+    """A daemon's configuration file, re-read when it changes.
+
+    ``check`` may add daemon-specific requirements (raising ConfigError).
+    A file that becomes invalid is reported once and the running
+    configuration stays in force.
+    """
+
+    def __init__(self, path: str, secure_path: str | None = None,
+                 check: Any = None) -> None:
+        self.path = path
+        self.secure_path = secure_path
+        self.check = check
+        self.mtime: float | None = None
+
+    def load(self) -> Config:
+        """Read and validate now (ConfigError when unusable)."""
+        from nodepool.driver import registry as driver_registry
+        driver_registry.reset_all()
+        mtime = os.stat(self.path).st_mtime
+        config = load_config(self.path, self.secure_path)
+        if self.check is not None:
+            self.check(config)
+        self.mtime = mtime
+        return config
+
+    def reload_if_changed(self) -> Config | None:
+        """The new configuration if the file changed and is valid."""
+        try:
+            mtime = os.stat(self.path).st_mtime
+        except OSError:
+            return None
+        if mtime == self.mtime:
+            return None
+        try:
+            config = self.load()
+        except Exception as e:
+            self.mtime = mtime
+            log.error("Configuration %s is invalid; keeping the previous one:\n%s",
+                      self.path, e)
+            return None
+        log.info("Configuration %s reloaded", self.path)
+        return config

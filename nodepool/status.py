@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodepool.zk.listing import RawImage, RawRecord
+from nodepool.zk.models import as_list
 
 UNPARSABLE = "unparsable"
 
@@ -167,16 +168,6 @@ def _int_seconds(value: Any) -> int | None:
     return None if number is None else int(number)
 
 
-def _list(value: Any) -> list:
-    if value is None:
-        return []
-    if isinstance(value, list):
-        return value
-    if isinstance(value, tuple):
-        return list(value)
-    return [value]
-
-
 def _port(value: Any) -> Any:
     """A node's connection port; anything but a number may carry
     credentials (some drivers put a dict of them there) and is hidden."""
@@ -197,7 +188,7 @@ def _node_row(node_id: str, d: dict[str, Any], lock_contenders: int,
     row = {
         "id": node_id,
         "provider": d.get("provider"),
-        "label": _list(d.get("type")),
+        "label": as_list(d.get("type")),
         "server_id": d.get("external_id"),
         "public_ipv4": d.get("public_ipv4"),
         "ipv6": d.get("public_ipv6"),
@@ -295,9 +286,9 @@ def request_row(record: Any) -> dict[str, Any]:
         "relative_priority": d.get("relative_priority", 0),
         "state": d.get("state"),
         "requestor": d.get("requestor"),
-        "node_types": _list(d.get("node_types")),
-        "nodes": _list(d.get("nodes")),
-        "declined_by": _list(d.get("declined_by")),
+        "node_types": as_list(d.get("node_types")),
+        "nodes": as_list(d.get("nodes")),
+        "declined_by": as_list(d.get("declined_by")),
         "event_id": d.get("event_id"),
     }
 
@@ -316,7 +307,7 @@ def request_list(records: Iterable[Any]) -> Table:
 def _formats(value: Any) -> list[str]:
     if isinstance(value, str):
         return [f for f in value.split(",") if f]
-    return [str(f) for f in _list(value)]
+    return [str(f) for f in as_list(value)]
 
 
 def image_list(images: Sequence[RawImage], provider: str | None = None) -> Table:
@@ -417,9 +408,9 @@ def label_list(pools: Iterable[Any]) -> Table:
     for pool in pools:
         if isinstance(pool, RawRecord):
             d, _ = _load(pool.data)
-            supported = _list((d or {}).get("supported_labels"))
+            supported = as_list((d or {}).get("supported_labels"))
         else:
-            supported = _list(getattr(pool, "supported_labels", None))
+            supported = as_list(getattr(pool, "supported_labels", None))
         labels.update(str(label) for label in supported)
     return Table(LABEL_COLUMNS, [{"label": label} for label in sorted(labels)])
 

@@ -98,7 +98,8 @@ class NodePoolBuilder:
         self.min_free_space = min_free_space
         self.hostname = hostname or socket.gethostname()
         self.config: Any = None
-        self._config_mtime: float | None = None
+        self.config_file = nodepool_config.ConfigFile(config_path, secure_path,
+                                                      check=self._check_config)
         self.builder_id: str | None = None
         self.zk_client: ZooKeeperClient | None = None
         self.zk: ZooKeeper | None = None
@@ -125,36 +126,23 @@ class NodePoolBuilder:
 
     def load_config(self) -> Any:
         """Read and check the configuration (ConfigError if unusable)."""
-        registry.reset_all()
-        mtime = os.stat(self.config_path).st_mtime
-        config = nodepool_config.load_config(self.config_path, self.secure_path)
+        return self.config_file.load()
+
+    def _check_config(self, config: Any) -> None:
         if not config.zookeeper_servers:
             raise ConfigError(f"{self.config_path}: the builder needs zookeeper-servers")
         if not config.images_dir:
             raise ConfigError(f"{self.config_path}: the builder needs images-dir, the "
                               "directory where it keeps the images it builds")
-        self._config_mtime = mtime
-        return config
 
     def _reload_if_changed(self) -> None:
-        try:
-            mtime = os.stat(self.config_path).st_mtime
-        except OSError:
-            return
-        if mtime == self._config_mtime:
-            return
-        try:
-            config = self.load_config()
-        except Exception as e:
-            self._config_mtime = mtime
-            log.error("Configuration %s is invalid; keeping the previous one:\n%s",
-                      self.config_path, e)
+        config = self.config_file.reload_if_changed()
+        if config is None:
             return
         if config.images_dir != self.config.images_dir:
             log.warning("images-dir changed from %s to %s; restart the builder to use "
                         "it", self.config.images_dir, config.images_dir)
             config.images_dir = self.config.images_dir
-        log.info("Configuration %s reloaded", self.config_path)
         self.config = config
         self._sync_providers()
         self.wake_all()
@@ -205,7 +193,7 @@ class NodePoolBuilder:
     def request_reload(self) -> None:
         """Re-read the configuration on the next check even if its file
         looks unchanged."""
-        self._config_mtime = None
+        self.config_file.mtime = None
 
     def upload_pairs(self) -> list[tuple[str, str]]:
         """(provider, image) for every upload this builder is responsible

@@ -112,12 +112,8 @@ class CleanupWorker(threading.Thread):
         for node in self.launcher.node_cache.items():
             if node.allocated_to != request.id:
                 continue
-            fresh = zk.get_node(node.id)
+            fresh = zk.try_lock_node(node.id)
             if fresh is None:
-                continue
-            try:
-                zk.lock_node(fresh, blocking=False)
-            except ZKLockException:
                 continue
             try:
                 if fresh.allocated_to != request.id:
@@ -204,12 +200,8 @@ class CleanupWorker(threading.Thread):
             orphans[node.id] = first
             if now - first < self.orphan_grace:
                 continue
-            fresh = zk.get_node(node.id)
+            fresh = zk.try_lock_node(node.id)
             if fresh is None:
-                continue
-            try:
-                zk.lock_node(fresh, blocking=False)
-            except ZKLockException:
                 continue
             log.warning("Removing record of node %s: provider %s is not served by any "
                         "launcher (its cloud resources, if any, were not deleted)",

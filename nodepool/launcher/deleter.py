@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from nodepool.driver.launch import NodeLogger
-from nodepool.zk import ZKLockException, models
+from nodepool.zk import models
 from nodepool.zk.models import Node
 
 log = logging.getLogger("nodepool.DeletedNodeWorker")
@@ -155,12 +155,7 @@ class DeletedNodeWorker(threading.Thread):
     # Acting ----------------------------------------------------------------
 
     def _lock(self, cached: Node) -> Node | None:
-        node = Node.fromDict(cached.toDict(), cached.id)
-        try:
-            self.launcher.zk.lock_node(node, blocking=False)
-        except ZKLockException:
-            return None
-        return node
+        return self.launcher.zk.try_lock_node(cached.id)
 
     def _delete_node(self, cached: Node, expected: str | None = None) -> None:
         node = self._lock(cached)

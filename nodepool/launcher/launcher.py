@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import socket
 import threading
 import time
@@ -57,7 +56,7 @@ class NodePool(threading.Thread):
         self.orphan_grace = orphan_grace
         self.hostname = hostname or socket.gethostname()
         self.config: Any = None
-        self._config_mtime: float | None = None
+        self.config_file = nodepool_config.ConfigFile(config_path, secure_path)
         self.zk_client: ZooKeeperClient | None = None
         self.zk: Any = None
         self.node_cache: Any = None
@@ -124,11 +123,7 @@ class NodePool(threading.Thread):
     # Start-up --------------------------------------------------------------
 
     def load_config(self) -> Any:
-        registry.reset_all()
-        mtime = os.stat(self.config_path).st_mtime
-        config = nodepool_config.load_config(self.config_path, self.secure_path)
-        self._config_mtime = mtime
-        return config
+        return self.config_file.load()
 
     def _connect(self) -> None:
         config = self.config
@@ -253,21 +248,9 @@ class NodePool(threading.Thread):
             self.min_ready.run()
 
     def _reload_config_if_changed(self) -> None:
-        try:
-            mtime = os.stat(self.config_path).st_mtime
-        except OSError:
-            return
-        if mtime == self._config_mtime:
-            return
-        try:
-            config = self.load_config()
-        except Exception as e:
-            self._config_mtime = mtime
-            log.error("Configuration %s is invalid; keeping the previous one:\n%s",
-                      self.config_path, e)
-            return
-        log.info("Configuration %s reloaded", self.config_path)
-        self.config = config
+        config = self.config_file.reload_if_changed()
+        if config is not None:
+            self.config = config
 
     def _sync_providers(self) -> None:
         """Start new providers, replace changed ones, stop removed ones.

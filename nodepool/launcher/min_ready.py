@@ -119,12 +119,8 @@ class MinReady:
         try:
             if request.state == models.FULFILLED:
                 for node_id in request.nodes:
-                    node = zk.get_node(node_id)
+                    node = zk.try_lock_node(node_id, blocking=True, timeout=10)
                     if node is None:
-                        continue
-                    try:
-                        zk.lock_node(node, blocking=True, timeout=10)
-                    except ZKLockException:
                         log.warning("Could not lock node %s to unallocate it", node_id)
                         continue
                     try:

@@ -130,7 +130,9 @@ def _attr(key: str) -> str:
     return key.replace("-", "_")
 
 
-def _as_list(value: Any) -> list:
+def as_list(value: Any) -> list:
+    """A list from a list, tuple, single value or None (older writers
+    stored single values where lists are expected now)."""
     if value is None:
         return []
     if isinstance(value, list):
@@ -247,9 +249,9 @@ class Node(Record):
             "tenant_name", "driver_data", "requestor", "node_properties",
         ):
             setattr(self, key, d.get(key))
-        self.type = _as_list(d.get("type"))
+        self.type = as_list(d.get("type"))
         self.created_time = _as_float(d.get("created_time"))
-        self.host_keys = _as_list(d.get("host_keys"))
+        self.host_keys = as_list(d.get("host_keys"))
         self.username = d.get("username") or "zuul"
         port = d.get("connection_port")
         if port is None:
@@ -330,12 +332,12 @@ class NodeRequest(Record):
             raise ModelError(f"invalid request state {state!r}")
         self._state = state
         self.state_time = _as_float(d.get("state_time")) or 0.0
-        self.declined_by = _as_list(d.get("declined_by"))
-        node_types = _as_list(d.get("node_types"))
+        self.declined_by = as_list(d.get("declined_by"))
+        node_types = as_list(d.get("node_types"))
         if not all(isinstance(t, str) for t in node_types):
             raise ModelError("node_types must be a list of label names")
         self.node_types = node_types
-        self.nodes = [str(n) for n in _as_list(d.get("nodes"))]
+        self.nodes = [str(n) for n in as_list(d.get("nodes"))]
         reuse = d.get("reuse", True)
         self.reuse = True if reuse is None else bool(reuse)
         self.requestor = d.get("requestor")
@@ -396,7 +398,7 @@ class ImageBuild(Record):
         if isinstance(formats, str):
             self.formats = [f for f in formats.split(",") if f]
         else:
-            self.formats = _as_list(formats)
+            self.formats = as_list(formats)
         self.username = d.get("username") or "zuul"
         self.python_path = d.get("python_path") or "/usr/bin/python2"
         self.shell_type = d.get("shell_type")

@@ -273,6 +273,18 @@ class ZooKeeper:
             raise ZKLockException(f"node {node.id} was deleted while locking it")
         node.lock = lock
 
+    def try_lock_node(self, node_id: str, blocking: bool = False,
+                      timeout: float | None = None) -> Node | None:
+        """A fresh, locked copy of node ``node_id``, or None if it is gone
+        or locked by someone else.  Workers use it to act on a node they
+        saw in a cache (cached records must never be changed)."""
+        node = Node(node_id)
+        try:
+            self.lock_node(node, blocking=blocking, timeout=timeout)
+        except ZKLockException:
+            return None
+        return node
+
     def unlock_node(self, node: Node) -> None:
         lock, node.lock = node.lock, None
         self._release(lock)
