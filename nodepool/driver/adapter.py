@@ -135,7 +135,8 @@ class Adapter:
         """Create a server and wait until it is active; return it."""
         raise NotImplementedError
 
-    def delete_instance(self, external_id: Any, log: logging.Logger | None = None) -> None:
+    def delete_instance(self, external_id: Any,
+                        log: logging.Logger | logging.LoggerAdapter | None = None) -> None:
         """Delete a server and wait until it is gone.  Raise NotFound if it
         does not exist."""
         raise NotImplementedError

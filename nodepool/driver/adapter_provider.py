@@ -45,7 +45,7 @@ class AdapterProvider(Provider):
 
     def __init__(self, provider_config: Any) -> None:
         super().__init__(provider_config)
-        self.adapter: Adapter | None = None
+        self._adapter: Adapter | None = None
         self.zk: Any = None
         self.node_cache: Any = None
         self.image_cache: Any = None
@@ -69,6 +69,12 @@ class AdapterProvider(Provider):
 
     # Lifecycle ----------------------------------------------------------
 
+    @property
+    def adapter(self) -> Adapter:
+        if self._adapter is None:
+            raise RuntimeError(f"provider {self.provider.name} is not started")
+        return self._adapter
+
     def make_adapter(self) -> Adapter:
         raise NotImplementedError
 
@@ -76,7 +82,7 @@ class AdapterProvider(Provider):
         self.zk = zk
         self.node_cache = node_cache
         self.image_cache = image_cache
-        self.adapter = self.make_adapter()
+        self._adapter = self.make_adapter()
         concurrency = self.provider.max_concurrency
         workers = concurrency if concurrency and concurrency > 0 else 256
         self._executor = ThreadPoolExecutor(
@@ -89,9 +95,9 @@ class AdapterProvider(Provider):
             handle.cancel()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=False)
-        if self.adapter is not None:
+        if self._adapter is not None:
             try:
-                self.adapter.stop()
+                self._adapter.stop()
             except Exception:
                 log.exception("Error stopping adapter of %s", self.provider.name)
 

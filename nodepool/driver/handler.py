@@ -186,7 +186,7 @@ class NodeRequestHandler:
 
     def _fulfil(self) -> None:
         request = self.request
-        request.nodes = [node.id for node in self.slots]
+        request.nodes = [str(node.id) for node in self.slots if node is not None]
         request.state = models.FULFILLED
         # Zuul's executor locks the nodes next, so they must be free.
         self._unlock_nodes()

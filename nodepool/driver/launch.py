@@ -94,9 +94,10 @@ class NodeLauncher:
         self.session_generation = session_generation
         self.on_done = on_done
         self.reservation = reservation
-        self.log = NodeLogger(logging.getLogger("nodepool.NodeLauncher"), {
+        self.log_context: dict[str, Any] = {
             "event_id": getattr(request, "event_id", None),
-            "request": getattr(request, "id", None), "node": node.id})
+            "request": getattr(request, "id", None), "node": node.id}
+        self.log = NodeLogger(logging.getLogger("nodepool.NodeLauncher"), self.log_context)
 
     # Helpers ------------------------------------------------------------
 
@@ -148,7 +149,7 @@ class NodeLauncher:
         self.zk.store_node(node)
         if self.reservation is not None:
             self.provider.bind(self.reservation, node.id)
-        self.log.extra["node"] = node.id
+        self.log_context["node"] = node.id
         self.zk.lock_node(node, blocking=True, timeout=30)
         node.state = models.BUILDING
         node.hostname = self.provider.hostname_for(node)

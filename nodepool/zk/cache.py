@@ -429,7 +429,7 @@ class ImageCache(TreeCache[Record]):
         # The image tree is small (a few builds and uploads per image), so
         # a recursive walk is cheap.
         kazoo = self.zk.kazoo
-        out = []
+        out: list[tuple[tuple, Any]] = []
         flags: dict[str, set[str]] = {flag: set() for flag in self.FLAGS}
         for image in kazoo.get_children(self.root):
             try:

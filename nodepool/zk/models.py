@@ -372,7 +372,7 @@ class ImageBuild(Record):
         self.shell_type: str | None = None
 
     @classmethod
-    def fromDict(cls, d: dict[str, Any], id: str | None = None,
+    def fromDict(cls, d: dict[str, Any], id: str | None = None,  # type: ignore[override]
                  image_name: str | None = None):
         obj = cls(image_name, id)
         obj.updateFromDict(d)
@@ -447,8 +447,8 @@ class ImageUpload(Record):
                 f"/providers/{self.provider_name}/images/{self.id}")
 
     @classmethod
-    def fromDict(cls, d: dict[str, Any], build_id=None, provider_name=None,
-                 image_name=None, id=None):
+    def fromDict(cls, d: dict[str, Any], build_id=None,  # type: ignore[override]
+                 provider_name=None, image_name=None, id=None):
         obj = cls(build_id, provider_name, image_name, id)
         obj.updateFromDict(d)
         return obj

@@ -99,7 +99,7 @@ class WatchingKazooClient(KazooClient):
         self._recursive_watchers: dict[str, list[Callable]] = {}
         self._recursive_lock = threading.Lock()
         # Same arguments kazoo used for its own handler; it has not started.
-        old = self._connection
+        old: ConnectionHandler = self._connection  # type: ignore[has-type]
         self._connection = _Connection(
             self, old.retry_sleeper, logger=self.logger,
             sasl_options=old.sasl_options)

@@ -41,6 +41,13 @@ ELECTION_ROOT = f"{ROOT}/elections"
 LOCK_MARKER = "__lock__"
 
 
+def _id(record: Any) -> str:
+    """A stored record's id (records only get one when first stored)."""
+    if record.id is None:
+        raise ValueError(f"{type(record).__name__} has not been stored yet")
+    return record.id
+
+
 def node_path(node_id: str) -> str:
     return f"{NODE_ROOT}/{node_id}"
 
@@ -239,12 +246,12 @@ class ZooKeeper:
             node.id = path.rsplit("/", 1)[1]
             node.version = 0
         else:
-            stat = self.kazoo.set(node_path(node.id), data)
+            stat = self.kazoo.set(node_path(_id(node)), data)
             node.version = stat.version
 
     def refresh_node(self, node: Node) -> bool:
         """Re-read ``node`` in place; False if it no longer exists."""
-        got = self._get(node_path(node.id))
+        got = self._get(node_path(_id(node)))
         if got is None:
             return False
         node.updateFromDict(models.load_json(got[0], f"node {node.id}"))
@@ -261,7 +268,7 @@ class ZooKeeper:
         """
         if node.lock is not None:
             raise ZKLockException(f"node {node.id} is already locked by this process")
-        lock = self._lock(node_lock_path(node.id), blocking, timeout, identifier,
+        lock = self._lock(node_lock_path(_id(node)), blocking, timeout, identifier,
                           record_lock=True)
         try:
             exists = self.refresh_node(node)
@@ -293,7 +300,7 @@ class ZooKeeper:
         return self.lock_contenders(node_lock_path(node_id))
 
     def force_unlock_node(self, node: Node) -> bool:
-        return self.force_unlock(node_lock_path(node.id))
+        return self.force_unlock(node_lock_path(_id(node)))
 
     def delete_node(self, node: Node) -> None:
         """Remove a node record.
@@ -307,7 +314,7 @@ class ZooKeeper:
             self.store_node(node)
         except NoNodeError:
             pass
-        self._delete_recursive(node_path(node.id))
+        self._delete_recursive(node_path(_id(node)))
         # Our own lock contender went with the tree.
         if node.lock is not None:
             node.lock.is_acquired = False
@@ -379,11 +386,11 @@ class ZooKeeper:
             request.id = path.rsplit("/", 1)[1]
             request.version = 0
         else:
-            stat = self.kazoo.set(request_path(request.id), data)
+            stat = self.kazoo.set(request_path(_id(request)), data)
             request.version = stat.version
 
     def refresh_request(self, request: NodeRequest) -> bool:
-        got = self._get(request_path(request.id))
+        got = self._get(request_path(_id(request)))
         if got is None:
             return False
         request.updateFromDict(models.load_json(got[0], f"request {request.id}"))
@@ -394,7 +401,7 @@ class ZooKeeper:
     def delete_request(self, request: NodeRequest) -> None:
         """Delete a request nodepool created itself (never Zuul's)."""
         try:
-            self.kazoo.delete(request_path(request.id))
+            self.kazoo.delete(request_path(_id(request)))
         except NoNodeError:
             pass
 
@@ -404,7 +411,7 @@ class ZooKeeper:
         it is held elsewhere or vanished."""
         if request.lock is not None:
             raise ZKLockException(f"request {request.id} is already locked by this process")
-        lock = self._lock(request_lock_path(request.id), blocking, timeout, identifier)
+        lock = self._lock(request_lock_path(_id(request)), blocking, timeout, identifier)
         try:
             exists = self.refresh_request(request)
         except Exception:

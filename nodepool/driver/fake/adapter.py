@@ -58,7 +58,8 @@ class FakeAdapter(Adapter):
             quota=QuotaInformation(instances=1, cores=server.flavor.vcpus,
                                    ram=server.flavor.ram))
 
-    def delete_instance(self, external_id: Any, log: logging.Logger | None = None) -> None:
+    def delete_instance(self, external_id: Any,
+                        log: logging.Logger | logging.LoggerAdapter | None = None) -> None:
         try:
             self.cloud.delete_server(external_id)
         except FakeNotFound as e:

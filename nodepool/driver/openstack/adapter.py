@@ -276,7 +276,8 @@ class OpenStackAdapter(Adapter):
             region=self.conn.config.region_name or self.provider.region_name,
             cloud=self.cloud, host_id=server.host_id or None, quota=used)
 
-    def delete_instance(self, external_id: Any, log: logging.Logger | None = None) -> None:
+    def delete_instance(self, external_id: Any,
+                        log: logging.Logger | logging.LoggerAdapter | None = None) -> None:
         log = log or self.log
         self._delete_floating_ips(external_id, log)
         self._call(f"deleting server {external_id}", lambda: self.conn.compute.delete_server(

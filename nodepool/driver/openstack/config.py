@@ -221,16 +221,17 @@ class OpenStackProviderConfig(ProviderConfig):
             seen_pools.add(pool_dict["name"])
         for pool in self.pools.values():
             for label in pool.labels.values():
+                assert isinstance(label, OpenStackLabel)
                 raw = next(lbl for lbl in (self._pool_raw(pool.name).get("labels") or [])
                            if lbl["name"] == label.name)
                 if "diskimage" in raw:
-                    image = self.diskimages.get(raw["diskimage"])
-                    if image is None:
+                    disk_image = self.diskimages.get(raw["diskimage"])
+                    if disk_image is None:
                         errors.append(
                             f"pool {pool.name!r} label {label.name!r} uses diskimage "
                             f"{raw['diskimage']!r}, which this provider's diskimages "
                             "do not list")
-                    label.diskimage = image
+                    label.diskimage = disk_image
                 else:
                     cloud_image = self.cloud_images.get(raw["cloud-image"])
                     if cloud_image is None:
