@@ -65,6 +65,7 @@ class AdapterProvider(Provider):
         self._leak_sightings: set[tuple[str, str]] = set()
         self._image_leak_sightings: set[tuple[str, str]] = set()
         self._launches: set[LaunchHandle] = set()
+        self._vanished_sightings: set[str | None] = set()
         self.running = False
 
     # Lifecycle ----------------------------------------------------------
@@ -402,6 +403,20 @@ class AdapterProvider(Provider):
             log.exception("Error in driver cleanup of %s", self.provider.name)
         self._report_leaks(counts)
         return counts
+
+    def vanished_nodes(self, nodes: list[Node]) -> list[str]:
+        """Ids of ready, unallocated nodes of this provider whose server is
+        gone from the cloud (deleted behind our back), seen on two
+        consecutive passes, so they are not handed out dead."""
+        instances = self.adapter.list_instances()
+        existing = {str(i.external_id) for i in instances}
+        missing = {n.id for n in nodes
+                   if n.provider == self.provider.name and n.state == models.READY
+                   and n.allocated_to is None and not n.locked
+                   and n.external_id is not None and str(n.external_id) not in existing}
+        vanished = sorted(missing & self._vanished_sightings)
+        self._vanished_sightings = missing
+        return [node_id for node_id in vanished if node_id is not None]
 
     def cleanup_leaked_images(self) -> dict[str, int]:
         """Delete cloud images tagged with our build and upload ids whose

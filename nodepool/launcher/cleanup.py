@@ -7,7 +7,8 @@ Each task is isolated: one failing is logged and the others still run.
   died or lost its session while handling them) go back to ``requested``
   after their nodes are released, so any launcher can serve them again;
 * leaked cloud resources of each provider (tagged as ours, no record,
-  seen on two passes);
+  seen on two passes), and the reverse: ready nodes whose server is gone
+  from the cloud (seen on two passes) are deleted instead of handed out;
 * node znodes that are empty or unparsable (left by a lock taken on a node
   being deleted), removed after two sightings;
 * node requests whose data is not a request at all (not JSON, not an
@@ -134,6 +135,28 @@ class CleanupWorker(threading.Thread):
                 continue
             if counts:
                 log.info("Provider %s: deleted leaked %s", name, counts)
+            vanished = getattr(provider, "vanished_nodes", None)
+            if vanished is None:
+                continue
+            try:
+                for node_id in vanished(self.launcher.node_cache.items()):
+                    self._retire_vanished(node_id)
+            except Exception:
+                log.exception("Could not check provider %s for vanished servers", name)
+
+    def _retire_vanished(self, node_id: str) -> None:
+        zk = self.launcher.zk
+        node = zk.try_lock_node(node_id)
+        if node is None:
+            return
+        try:
+            if node.state == models.READY and node.allocated_to is None:
+                log.warning("Server %s of ready node %s is gone from the cloud; "
+                            "deleting the node", node.external_id, node.id)
+                node.state = models.DELETING
+                zk.store_node(node)
+        finally:
+            zk.unlock_node(node)
 
     def cleanup_broken_nodes(self) -> None:
         zk = self.launcher.zk

@@ -143,3 +143,50 @@ def test_records_of_unserved_provider_removed_after_grace(zk_info, zuul, launche
         assert ids["hold"] in nodes(zuul)
     finally:
         client.disconnect()
+
+
+def test_ready_node_whose_server_vanished_is_deleted(zk_info, zuul, launcher_factory):
+    from nodepool.driver.fake.cloud import FakeCloud
+    launcher_factory(fake_config(zk_info, labels=[{"name": "fake-label", "min-ready": 1}]))
+    cloud = FakeCloud.for_provider("fake-provider")
+    [first] = wait_for(lambda: [i for i, n in nodes(zuul).items() if n["state"] == "ready"],
+                       what="min-ready node")
+    # Someone deletes the server behind nodepool's back.
+    cloud.delete_server(nodes(zuul)[first]["external_id"])
+    wait_for(lambda: first not in nodes(zuul), timeout=15, what="dead node removed")
+    # min-ready replaces it with a live one.
+    wait_for(lambda: [i for i, n in nodes(zuul).items() if n["state"] == "ready"],
+             what="replacement")
+
+
+def test_unmanaged_servers_count_against_quota(zk_info, zuul, launcher_factory):
+    from nodepool.driver.fake.cloud import FakeCloud
+    cloud = FakeCloud.for_provider("fake-provider")
+    cloud.max_instances = 2
+    cloud.add_server("someone-elses-server", {"owner": "other"})
+    launcher = launcher_factory(fake_config(zk_info))
+    first = zuul.submit(["fake-label"])
+    assert zuul.wait_request(first)["state"] == "fulfilled"
+    used = zuul.accept(first)
+    second = zuul.submit(["fake-label"])
+    time.sleep(1.0)
+    # One slot is taken by a server that is not ours: the request waits.
+    assert zuul.request(second)["state"] == "requested"
+    assert not cloud.create_calls > 1
+    zuul.return_nodes(used)
+    assert zuul.wait_request(second)["state"] == "fulfilled"
+    assert launcher.is_alive()
+
+
+def test_failed_cloud_delete_is_retried(zk_info, zuul, launcher_factory):
+    from nodepool.driver.fake.cloud import FakeCloud
+    launcher_factory(fake_config(zk_info))
+    cloud = FakeCloud.for_provider("fake-provider")
+    request_id = zuul.submit(["fake-label"])
+    zuul.wait_request(request_id)
+    [node_id] = zuul.accept(request_id)
+    cloud.fail_next_deletes(2)
+    zuul.return_nodes([node_id])
+    wait_for(lambda: zuul.node(node_id) is None, timeout=20, what="node deleted after retries")
+    assert not cloud.list_servers()
+    assert cloud.delete_calls >= 3
