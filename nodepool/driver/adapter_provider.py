@@ -65,7 +65,7 @@ class AdapterProvider(Provider):
         self._leak_sightings: set[tuple[str, str]] = set()
         self._image_leak_sightings: set[tuple[str, str]] = set()
         self._launches: set[LaunchHandle] = set()
-        self._vanished_sightings: set[str | None] = set()
+        self._vanished_sightings: set[str] = set()
         self.running = False
 
     # Lifecycle ----------------------------------------------------------
@@ -410,13 +410,13 @@ class AdapterProvider(Provider):
         consecutive passes, so they are not handed out dead."""
         instances = self.adapter.list_instances()
         existing = {str(i.external_id) for i in instances}
-        missing = {n.id for n in nodes
+        missing = {str(n.id) for n in nodes
                    if n.provider == self.provider.name and n.state == models.READY
                    and n.allocated_to is None and not n.locked
                    and n.external_id is not None and str(n.external_id) not in existing}
         vanished = sorted(missing & self._vanished_sightings)
         self._vanished_sightings = missing
-        return [node_id for node_id in vanished if node_id is not None]
+        return vanished
 
     def cleanup_leaked_images(self) -> dict[str, int]:
         """Delete cloud images tagged with our build and upload ids whose
