@@ -54,7 +54,7 @@ class NodePoolLauncherApp(DaemonApp):
             self._start_webapp(config)
         log.info("nodepool-launcher started")
         while not self._done.wait(1.0):
-            if not self.pool.is_alive():
+            if not self.pool.is_alive() and not self._stop_event.is_set():
                 log.error("The launcher's main thread ended; exiting")
                 return 1
         return 0
