@@ -34,6 +34,10 @@ class NodeRequestHandler:
         self.failed_reason: str | None = None
         self.done = False
         self.waiting = False
+        # True while a background thread works on the request (locking and
+        # starting it, or fulfilling it); only that thread touches the
+        # handler meanwhile.
+        self.busy = False
         self.log = NodeLogger(logging.getLogger("nodepool.NodeRequestHandler"), {
             "event_id": request.event_id, "request": request.id})
 
@@ -122,6 +126,8 @@ class NodeRequestHandler:
     def poll(self) -> bool:
         """Advance; True when the request is finished (fulfilled,
         declined, or gone)."""
+        if self.busy:
+            return False
         if self.done:
             return True
         if any(not h.complete for h in self.launches.values()):
@@ -155,8 +161,23 @@ class NodeRequestHandler:
                 return True
             self._launch_missing()
             return False
-        self._fulfil()
-        return True
+        # Three round trips; done in the background so a pool worker with
+        # many requests becoming ready at once hands them out in parallel.
+        self.busy = True
+        if not self.worker.run_in_background(self._fulfil_in_background):
+            self.busy = False
+            self._fulfil()
+            return True
+        return False
+
+    def _fulfil_in_background(self) -> None:
+        try:
+            self._fulfil()
+        except Exception:
+            self.log.exception("Error fulfilling the request")
+            self.done = True
+        finally:
+            self.busy = False
 
     def _requeue_if_stuck(self) -> bool:
         """A pool that cannot launch (static hosts) and could not claim a
@@ -182,6 +203,10 @@ class NodeRequestHandler:
         return True
 
     def _request_exists(self) -> bool:
+        # The cache shows a deletion within milliseconds; only its "gone"
+        # is confirmed with ZooKeeper.
+        if self.worker.launcher.request_cache.get(self.request.id) is not None:
+            return True
         return self.zk.kazoo.exists(f"/nodepool/requests/{self.request.id}") is not None
 
     def _fulfil(self) -> None:

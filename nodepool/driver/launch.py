@@ -59,6 +59,10 @@ class LaunchHandle:
         self.state = RUNNING
         self.error: str | None = None
         self.done = threading.Event()
+        # Set once the node record exists (or its creation failed).
+        self.record_created = threading.Event()
+        if node.id is not None:
+            self.record_created.set()
         self.spec: LaunchSpec | None = None
 
     def cancel(self) -> None:
@@ -146,7 +150,10 @@ class NodeLauncher:
         state), locked, then ``building`` — so no deleter can take it."""
         node = self.node
         node.state = models.INIT
-        self.zk.store_node(node)
+        try:
+            self.zk.store_node(node)
+        finally:
+            self.handle.record_created.set()
         if self.reservation is not None:
             self.provider.bind(self.reservation, node.id)
         self.log_context["node"] = node.id

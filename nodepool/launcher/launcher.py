@@ -340,7 +340,7 @@ class NodePool(threading.Thread):
         return self.component_cache.items()
 
     @contextlib.contextmanager
-    def pool_coordination(self, worker: PoolWorker) -> Iterator[None]:
+    def pool_coordination(self, worker: PoolWorker) -> Iterator[bool]:
         """Serialise capacity decisions with other launchers serving the
         same pool, so two launchers never both fill the last slot.
 
@@ -352,16 +352,16 @@ class NodePool(threading.Thread):
                  if p.provider_name == worker.provider_name and p.name == worker.pool_name
                  and p.id != worker.id]
         if not peers:
-            yield
+            yield False
             return
         lock = self.zk.kazoo.Lock(
             f"{COORDINATION_ROOT}/{worker.provider_name}/{worker.pool_name}", worker.id)
         if not lock.acquire(timeout=30):
-            yield
+            yield False
             return
         try:
             self.node_cache.barrier(10)
-            yield
+            yield True
         finally:
             try:
                 lock.release()

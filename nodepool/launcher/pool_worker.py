@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from nodepool import stats as statsmod
@@ -36,6 +37,8 @@ SAFETY_INTERVAL = 5.0
 # Nodes claimed for reuse are skipped until the cache shows a newer
 # version of them than the claim saw or wrote (at most this long).
 CLAIM_MEMORY = 10.0
+# Requests being locked and started at once per pool.
+STARTER_THREADS = 8
 # Pool gauges are sent at most this often.
 STATS_INTERVAL = 10.0
 
@@ -56,6 +59,9 @@ class PoolWorker(threading.Thread):
         self._running = True
         # node id -> (when claimed, record version the claim saw or wrote)
         self._claimed: dict[str, tuple[float, int | None]] = {}
+        self._starter = ThreadPoolExecutor(
+            max_workers=STARTER_THREADS,
+            thread_name_prefix=f"RequestStarter.{provider_name}-{pool_name}")
         self._stop_deadline = 0.0
         self._last_stats = 0.0
         self._room: QuotaInformation | None = None
@@ -112,6 +118,7 @@ class PoolWorker(threading.Thread):
             except Exception:
                 self.log.exception("Error in pool worker pass")
                 time.sleep(0.5)
+        self._starter.shutdown(wait=True)
         # Draining: no new requests, but let accepted ones finish.
         while (any(h.launches for h in self.handlers)
                and time.monotonic() < self._stop_deadline):
@@ -153,11 +160,24 @@ class PoolWorker(threading.Thread):
     def _pass(self) -> None:
         self._poll_handlers()
         if self.provider.provider.max_concurrency != 0:
-            with self.launcher.pool_coordination(self):
-                self._assign_requests()
+            with self.launcher.pool_coordination(self) as coordinated:
+                accepted = self._assign_requests()
+                if coordinated:
+                    # Other launchers decide next: our new nodes must be in
+                    # ZooKeeper before they look.
+                    self._wait_for_records(accepted)
         self._poll_handlers()
         self._update_component()
         self._emit_stats()
+
+    def _wait_for_records(self, handlers: list[NodeRequestHandler],
+                          timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        for handler in handlers:
+            while handler.busy and time.monotonic() < deadline:
+                time.sleep(0.002)
+            for handle in list(handler.launches.values()):
+                handle.record_created.wait(max(0.0, deadline - time.monotonic()))
 
     def _emit_stats(self) -> None:
         stats = statsmod.get_stats()
@@ -312,14 +332,16 @@ class PoolWorker(threading.Thread):
                 return None
         return total
 
-    def _assign_requests(self) -> None:
+    def _assign_requests(self) -> list[NodeRequestHandler]:
+        """Decide on every open request; returns the handlers started."""
+        accepted: list[NodeRequestHandler] = []
         pool = self.pool
         pools = self.launcher.pool_components()
         mine = set(pool.labels)
         requests = [r for r in self.launcher.request_cache.items()
                     if r.state == models.REQUESTED and self.id not in r.declined_by]
         if not requests:
-            return
+            return accepted
         # Requests we can serve first, then by priority.
         requests.sort(key=lambda r: (len(set(r.node_types) - mine), r.sort_key()))
         active = {h.request.id for h in self.handlers}
@@ -327,7 +349,7 @@ class PoolWorker(threading.Thread):
         max_concurrency = self.provider.provider.max_concurrency
         for request in requests:
             if not self._running:
-                return
+                return accepted
             if request.id in active:
                 continue
             decision = self._route(request, pools)
@@ -351,13 +373,16 @@ class PoolWorker(threading.Thread):
                         and self.provider.launches_in_flight() + len(new_labels)
                         > max_concurrency):
                     continue
-            if self._accept(request):
+            handler = self._accept(request)
+            if handler is not None:
                 if new_labels and room is not None:
                     room.subtract(need)
                 active.add(request.id)
+                accepted.append(handler)
                 # Accepting a long queue takes a while: hand out what has
                 # become ready meanwhile instead of waiting for the end.
                 self._poll_handlers()
+        return accepted
 
     def _route(self, request: NodeRequest, pools: list[Any]) -> str:
         """``skip`` (leave it to another pool or later), ``decline`` or
@@ -433,22 +458,58 @@ class PoolWorker(threading.Thread):
         except Exception:
             self.log.exception("Could not store declined request %s", request.id)
 
-    def _accept(self, request: NodeRequest) -> bool:
-        fresh = self._lock_request(request)
-        if fresh is None:
-            return False
-        fresh.state = models.PENDING
-        try:
-            self.zk.store_request(fresh)
-        except Exception:
-            self.log.exception("Could not mark request %s pending", fresh.id)
-            self.zk.unlock_request(fresh)
-            return False
-        handler = NodeRequestHandler(self, fresh)
+    def _accept(self, request: NodeRequest) -> NodeRequestHandler | None:
+        """Take the request: its handler locks it, marks it pending and
+        starts filling it on a starter thread, so a queue of requests is
+        taken in parallel rather than one ZooKeeper round trip at a time.
+        The decision (and the capacity it reserves) was made here."""
+        handler = NodeRequestHandler(self, request)
+        handler.busy = True
         self.handlers.append(handler)
         try:
-            handler.run()
-        except Exception:
-            handler.log.exception("Error starting request handler")
-            handler.failed_reason = "internal error starting the request"
+            self._starter.submit(self._start_handler, handler)
+        except RuntimeError:  # shutting down
+            handler.busy = False
+            handler.done = True
+            return None
+        return handler
+
+    def run_in_background(self, fn: Any) -> bool:
+        """Run ``fn`` on a starter thread, then wake the worker; False when
+        shutting down (the caller then runs it itself)."""
+        def work() -> None:
+            try:
+                fn()
+            finally:
+                self.wake()
+        try:
+            self._starter.submit(work)
+        except RuntimeError:
+            return False
         return True
+
+    def _start_handler(self, handler: NodeRequestHandler) -> None:
+        try:
+            if handler.done:  # abandoned before it started
+                return
+            fresh = self._lock_request(handler.request)
+            if fresh is None:
+                handler.done = True
+                return
+            fresh.state = models.PENDING
+            try:
+                self.zk.store_request(fresh)
+            except Exception:
+                self.log.exception("Could not mark request %s pending", fresh.id)
+                self.zk.unlock_request(fresh)
+                handler.done = True
+                return
+            handler.request = fresh
+            try:
+                handler.run()
+            except Exception:
+                handler.log.exception("Error starting request handler")
+                handler.failed_reason = "internal error starting the request"
+        finally:
+            handler.busy = False
+            self.wake()

@@ -289,6 +289,8 @@ def test_two_launchers_one_provider(zk_info, zuul, launcher_factory):
         assert len(live) <= 4, f"max-servers exceeded: {len(live)}"
         for request_id in list(pending):
             r = zuul.request(request_id)
+            assert r is not None, (request_id, zuul.client.exists(
+                f"/nodepool/requests/{request_id}"))
             if r["state"] == "fulfilled":
                 assert not (set(r["nodes"]) & seen_nodes), "node allocated twice"
                 seen_nodes.update(r["nodes"])
