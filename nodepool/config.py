@@ -513,6 +513,30 @@ def check_config(path: str, secure_path: str | None = None) -> list[str]:
     return []
 
 
+def zookeeper_client(config: Config) -> Any:
+    """An unconnected ZooKeeper client for the configured servers and TLS
+    files (the daemons and the CLI all connect this way)."""
+    from nodepool.zk import ZooKeeperClient, build_hosts
+    return ZooKeeperClient(
+        build_hosts(config.zookeeper_servers), config.zookeeper_tls_cert,
+        config.zookeeper_tls_key, config.zookeeper_tls_ca,
+        timeout=config.zookeeper_timeout)
+
+
+def connect_until_stopped(client: Any, running: Any, pause: Any) -> bool:
+    """Connect, retrying while ``running()``; ``pause(seconds)`` waits
+    between tries.  True once connected."""
+    from nodepool.zk import ZKConnectionError
+    while running():
+        try:
+            client.connect(timeout=10)
+            return True
+        except ZKConnectionError as e:
+            log.error("%s; retrying", e)
+            pause(1)
+    return False
+
+
 class ConfigFile:
     """A daemon's configuration file, re-read when it changes.
 

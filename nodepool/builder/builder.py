@@ -28,11 +28,10 @@ from nodepool.builder.status import BuilderStatus
 from nodepool.builder.upload_worker import UploadWorker
 from nodepool.driver import registry
 from nodepool.exceptions import BuilderError, ConfigError
-from nodepool.zk import ZooKeeper, ZooKeeperClient, build_hosts
+from nodepool.zk import ZooKeeper, ZooKeeperClient
 from nodepool.zk import client as zkclient
 from nodepool.zk.cache import ImageCache
 from nodepool.zk.components import RUNNING, BuilderComponent
-from nodepool.zk.exceptions import ZKConnectionError
 
 log = logging.getLogger("nodepool.builder.NodePoolBuilder")
 
@@ -294,18 +293,9 @@ class NodePoolBuilder:
                      self.num_uploaders)
 
     def _connect(self) -> None:
-        config = self.config
-        self.zk_client = ZooKeeperClient(
-            build_hosts(config.zookeeper_servers), config.zookeeper_tls_cert,
-            config.zookeeper_tls_key, config.zookeeper_tls_ca,
-            timeout=config.zookeeper_timeout)
-        while self._running:
-            try:
-                self.zk_client.connect(timeout=10)
-                break
-            except ZKConnectionError as e:
-                log.error("%s; retrying", e)
-                self._stop_event.wait(1)
+        self.zk_client = nodepool_config.zookeeper_client(self.config)
+        nodepool_config.connect_until_stopped(self.zk_client, lambda: self._running,
+                                              self._stop_event.wait)
         if not self._running:
             return
         self.zk = ZooKeeper(self.zk_client)

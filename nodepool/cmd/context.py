@@ -11,7 +11,7 @@ from typing import Any
 
 from nodepool import status
 from nodepool.exceptions import NodepoolError
-from nodepool.zk import ZooKeeper, ZooKeeperClient, build_hosts, listing
+from nodepool.zk import ZooKeeper, ZooKeeperClient, listing
 
 # How long to wait for ZooKeeper before giving up (scripts and tests may
 # shorten it with NODEPOOL_CONNECT_TIMEOUT).
@@ -49,11 +49,8 @@ class Context:
     @property
     def zk(self) -> ZooKeeper:
         if self._zk is None:
-            config = self.config
-            hosts = build_hosts(config.zookeeper_servers)
-            client = ZooKeeperClient(
-                hosts, config.zookeeper_tls_cert, config.zookeeper_tls_key,
-                config.zookeeper_tls_ca, timeout=config.zookeeper_timeout)
+            from nodepool.config import zookeeper_client
+            client = zookeeper_client(self.config)
             client.connect(timeout=connect_timeout())
             self._client = client
             self._zk = ZooKeeper(client)

@@ -24,7 +24,7 @@ from nodepool.launcher.deleter import DeletedNodeWorker
 from nodepool.launcher.min_ready import MinReady
 from nodepool.launcher.pool_worker import PoolWorker
 from nodepool.launcher.stats_worker import StatsWorker
-from nodepool.zk import ZooKeeper, ZooKeeperClient, build_hosts
+from nodepool.zk import ZooKeeper, ZooKeeperClient
 from nodepool.zk import client as zkclient
 from nodepool.zk.cache import ImageCache, NodeCache, PoolComponentCache, RequestCache
 from nodepool.zk.components import (
@@ -32,7 +32,6 @@ from nodepool.zk.components import (
     ComponentRegistry,
     LauncherComponent,
 )
-from nodepool.zk.exceptions import ZKConnectionError
 
 log = logging.getLogger("nodepool.NodePool")
 
@@ -126,18 +125,9 @@ class NodePool(threading.Thread):
         return self.config_file.load()
 
     def _connect(self) -> None:
-        config = self.config
-        self.zk_client = ZooKeeperClient(
-            build_hosts(config.zookeeper_servers), config.zookeeper_tls_cert,
-            config.zookeeper_tls_key, config.zookeeper_tls_ca,
-            timeout=config.zookeeper_timeout)
-        while self._running:
-            try:
-                self.zk_client.connect(timeout=10)
-                break
-            except ZKConnectionError as e:
-                log.error("%s; retrying", e)
-                time.sleep(1)
+        self.zk_client = nodepool_config.zookeeper_client(self.config)
+        nodepool_config.connect_until_stopped(self.zk_client, lambda: self._running,
+                                              time.sleep)
         self.zk = ZooKeeper(self.zk_client)
         self.zk_client.add_listener(self._on_connection)
         self.node_cache = NodeCache(self.zk)
