@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from kazoo.exceptions import KazooException
+
 from nodepool import stats as statsmod
 from nodepool.driver.adapter import (
     META_NODE_ID,
@@ -171,11 +173,18 @@ class NodeLauncher:
                 try:
                     self._create_record()
                 except Exception as e:
-                    self.log.exception("Could not create the node record")
                     self.handle.error = f"could not create node record: {e}"
                     if self.reservation is not None:
                         self.provider.unreserve(self.reservation)
-                    self._finish(FAILED, start, store=self.node.id is not None)
+                    # A dropped connection is transient: the request waits
+                    # and launches again (like a quota refusal), it is not
+                    # declined.  A record half made is cleaned up by the
+                    # deleter.
+                    outcome = (ABORTED if isinstance(e, KazooException)
+                               and not self._session_lost() else FAILED)
+                    self.log.warning("Could not create the node record: %s", e,
+                                     exc_info=outcome == FAILED)
+                    self._finish(outcome, start, store=self.node.id is not None)
                     return
             result = self._launch()
         except Exception as e:
