@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 import uuid
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -221,13 +222,15 @@ class PoolWorker(threading.Thread):
         room = self.provider.available_quota(self.pool, self._our_nodes())
         return room.fits(need)
 
-    def _reusable(self, label: str, az: str | None = None) -> list[Node]:
+    def _reusable(self, label: str | None, az: str | None = None) -> list[Node]:
+        """Ready, free nodes of this pool (of ``label``, or all), oldest
+        first."""
         now = time.monotonic()
         out = []
         for node in self.launcher.node_cache.items():
             if (node.state != models.READY or node.allocated_to is not None or node.locked
                     or node.provider != self.provider_name or node.pool != self.pool_name
-                    or label not in node.type):
+                    or (label is not None and label not in node.type)):
                 continue
             claimed = self._claimed.get(node.id)
             if claimed is not None and now - claimed[0] < CLAIM_MEMORY and (
@@ -344,6 +347,7 @@ class PoolWorker(threading.Thread):
             return accepted
         # Requests we can serve first, then by priority.
         requests.sort(key=lambda r: (len(set(r.node_types) - mine), r.sort_key()))
+        ready = self._ready_counts()
         active = {h.request.id for h in self.handlers}
         room: QuotaInformation | None = None
         max_concurrency = self.provider.provider.max_concurrency
@@ -359,7 +363,7 @@ class PoolWorker(threading.Thread):
                 self._lock_and_decline(request, self._decline_reason(request) or "declined")
                 continue
             # Accept if it fits now; otherwise reserve and wait.
-            new_labels = self._new_nodes_needed(request)
+            new_labels = self._new_nodes_needed(request, ready)
             if new_labels and not self.provider.can_launch:
                 continue
             need = self._quota_of(new_labels) or QuotaInformation()
@@ -375,6 +379,7 @@ class PoolWorker(threading.Thread):
                     continue
             handler = self._accept(request)
             if handler is not None:
+                self._take_reused(request, ready, new_labels)
                 if new_labels and room is not None:
                     room.subtract(need)
                 active.add(request.id)
@@ -402,19 +407,34 @@ class PoolWorker(threading.Thread):
             return "decline"
         return "accept"
 
-    def _new_nodes_needed(self, request: NodeRequest) -> list[str]:
+    def _ready_counts(self) -> Counter[str]:
+        """Free ready nodes per label, counted once per pass."""
+        counts: Counter[str] = Counter()
+        for node in self._reusable(None):
+            counts.update(set(node.type))
+        return counts
+
+    @staticmethod
+    def _new_nodes_needed(request: NodeRequest, ready: Counter[str]) -> list[str]:
+        """Labels of the request no free ready node covers; the ones it
+        would reuse are taken off ``ready`` once it is accepted."""
         if not request.reuse:
             return list(request.node_types)
         needed = []
-        available: dict[str, int] = {}
+        left = Counter({label: ready[label] for label in request.node_types})
         for label in request.node_types:
-            if label not in available:
-                available[label] = len(self._reusable(label))
-            if available[label] > 0:
-                available[label] -= 1
+            if left[label] > 0:
+                left[label] -= 1
             else:
                 needed.append(label)
         return needed
+
+    @staticmethod
+    def _take_reused(request: NodeRequest, ready: Counter[str], new: list[str]) -> None:
+        if request.reuse:
+            reused = Counter(request.node_types)
+            reused.subtract(Counter(new))
+            ready.subtract(reused)
 
     # Decisions ---------------------------------------------------------------
 
