@@ -290,8 +290,6 @@ class AdapterProvider(Provider):
         with self._lock:
             self._pending.pop(token, None)
 
-    def _our_nodes(self, nodes: list[Node]) -> list[Node]:
-        return [n for n in nodes if n.provider == self.provider.name]
 
     def _usage(self, nodes: list[Node], pool: Any | None) -> QuotaInformation:
         used = QuotaInformation()
@@ -500,6 +498,3 @@ class AdapterProvider(Provider):
 
     def list_images(self) -> list:
         return self.adapter.list_images()
-
-    def node_states_for_cleanup(self) -> tuple[str, ...]:
-        return models.CLEANUP_STATES

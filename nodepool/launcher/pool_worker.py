@@ -65,7 +65,6 @@ class PoolWorker(threading.Thread):
             thread_name_prefix=f"RequestStarter.{provider_name}-{pool_name}")
         self._stop_deadline = 0.0
         self._last_stats = 0.0
-        self._room: QuotaInformation | None = None
         self.component = PoolComponent(launcher.hostname)
         self.component.id = self.id
         self.component.name = pool_name
