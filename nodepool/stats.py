@@ -53,6 +53,10 @@ class Stats:
             return self.client.pipeline()
         return _NullPipeline()
 
+    def launch_attempt_error(self, provider: str, key: str) -> None:
+        """One failed attempt of a launch that may still succeed."""
+        self.incr(f"nodepool.launch.provider.{provider}.{key}.attempt")
+
     def launch_result(self, *, result: str, provider: str, az: str | None,
                       requestor: str | None, ms: float) -> None:
         """``nodepool.launch[.provider.<p>[.<az>]][.requestor.<r>].<result>``

@@ -78,7 +78,7 @@ class NodeRequestHandler:
         for index, label_name in enumerate(self.request.node_types):
             if self.slots[index] is not None or index in self.launches:
                 continue
-            if not self.provider.can_launch:
+            if not self.provider.launches_nodes:
                 self.waiting = True
                 continue
             label = self.pool.labels[label_name]
@@ -104,10 +104,10 @@ class NodeRequestHandler:
         node.attributes = self.pool.node_attributes
         node.az = self.az
         node.image_id = image_id
-        node.cloud = getattr(self.provider.provider, "cloud", None)
-        node.region = getattr(self.provider.provider, "region_name", None)
+        node.cloud = self.provider.provider.cloud
+        node.region = self.provider.provider.region_name
         node.resources = quota.to_dict()
-        image = getattr(label, "image", None)
+        image = label.image
         if image is not None:
             node.username = image.username
             node.python_path = image.python_path
@@ -186,7 +186,7 @@ class NodeRequestHandler:
         hosts while waiting for others could deadlock two multi-node
         requests, and the pool worker accepts it again as soon as every
         label has a ready node.  True when the request was given back."""
-        if self.provider.can_launch or all(slot is not None for slot in self.slots):
+        if self.provider.launches_nodes or all(slot is not None for slot in self.slots):
             return False
         self.log.info("Not every node is free now; returning the request to the queue")
         self._release_nodes()
@@ -207,7 +207,7 @@ class NodeRequestHandler:
         # is confirmed with ZooKeeper.
         if self.worker.launcher.request_cache.get(self.request.id) is not None:
             return True
-        return self.zk.kazoo.exists(f"/nodepool/requests/{self.request.id}") is not None
+        return self.zk.request_exists(self.request.id)
 
     def _fulfil(self) -> None:
         request = self.request

@@ -312,7 +312,7 @@ class PoolWorker(threading.Thread):
                 return f"label {label_name} cannot be served: {error}"
             if not self.provider.label_ready(label):
                 return f"image of label {label_name} is not available"
-        if self.provider.can_launch:
+        if self.provider.launches_nodes:
             need = self._quota_of(request.node_types)
             if need is not None and not self.provider.can_ever_fit(pool, need):
                 return "it would exceed quota"
@@ -363,7 +363,7 @@ class PoolWorker(threading.Thread):
                 continue
             # Accept if it fits now; otherwise reserve and wait.
             new_labels = self._new_nodes_needed(request, ready)
-            if new_labels and not self.provider.can_launch:
+            if new_labels and not self.provider.launches_nodes:
                 continue
             need = self._quota_of(new_labels) or QuotaInformation()
             if new_labels:
