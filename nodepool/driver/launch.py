@@ -172,6 +172,11 @@ class Launch(Task):
 
     def resume_from_record(self) -> None:
         """Continue from the progress stored in the (locked) node record."""
+        if self.node.state == models.INIT:
+            # Created, never locked: the launch had not begun.
+            self.node.state = models.BUILDING
+            self.node.hostname = self.provider.hostname_for(self.node)
+            self._save(force=True)
         progress = self.node.launch_progress or {}
         step = progress.get("step")
         self.attempt = int(progress.get("attempt") or 1)
