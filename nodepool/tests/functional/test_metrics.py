@@ -51,6 +51,7 @@ def test_ready_launch_keys_name_things_as_upstream(zk_info, launcher_factory, st
 
 def test_each_failed_attempt_counts_under_its_kind(zk_info, zuul, launcher_factory, statsd):
     cloud = FakeCloud.for_provider("fake-provider")
+    cloud.azs = ["az1"]
     cloud.fail_next_creates(2, status_error=True)
     launcher_factory(fake_config(zk_info, provider_extra="    launch-retries: 3\n"))
     assert zuul.wait_request(zuul.submit(["fake-label"]))["state"] == "fulfilled"
