@@ -5,6 +5,12 @@ The node arrives locked and ``building``; the launch ends with it
 ``ready``, ``failed`` or ``aborted`` (the cloud had no quota: the request
 waits and tries again, it is not failed) and stored in ZooKeeper.  Every
 failed attempt deletes its half-built server before the next one.
+
+``nodepool.launch.*`` metrics are counted as upstream counts them: each
+failed attempt once, under its own error kind (so three attempts that
+each time out count three ``error.servercreatetimeout``); a quota refusal,
+a lost ZooKeeper session and a ready node once, when the launch ends.  The
+timer measures from the node record's creation, across attempts.
 """
 
 from __future__ import annotations
@@ -104,6 +110,11 @@ class NodeLauncher:
             "event_id": getattr(request, "event_id", None),
             "request": getattr(request, "id", None), "node": node.id}
         self.log = NodeLogger(logging.getLogger("nodepool.NodeLauncher"), self.log_context)
+        # When the launch proper began (the node record exists) and the
+        # result still to be counted when it ends (None: nothing, e.g. the
+        # failed attempt was counted already).
+        self._started: float | None = None
+        self._result_key: str | None = None
 
     # Helpers ------------------------------------------------------------
 
@@ -166,7 +177,6 @@ class NodeLauncher:
         self.log.info("Launching node (%s) in %s", ",".join(node.type), node.az)
 
     def run(self) -> None:
-        start = time.monotonic()
         result = FAILED
         try:
             if self.node.id is None:
@@ -179,19 +189,23 @@ class NodeLauncher:
                     # A dropped connection is transient: the request waits
                     # and launches again (like a quota refusal), it is not
                     # declined.  A record half made is cleaned up by the
-                    # deleter.
+                    # deleter.  No launch began, so none is counted (as
+                    # upstream, whose handler makes the record).
                     outcome = (ABORTED if isinstance(e, KazooException)
                                and not self._session_lost() else FAILED)
                     self.log.warning("Could not create the node record: %s", e,
                                      exc_info=outcome == FAILED)
-                    self._finish(outcome, start, store=self.node.id is not None)
+                    self._finish(outcome, store=self.node.id is not None)
                     return
+            self._started = time.monotonic()
             result = self._launch()
         except Exception as e:
             self.log.exception("Launch failed")
             self.handle.error = str(e)
+            self._result_key = statsmod.launch_result_key(
+                e, session_lost=self._session_lost())
         finally:
-            self._finish(result, start)
+            self._finish(result)
 
     def _launch(self) -> str:
         for attempt in range(1, self.retries + 1):
@@ -212,20 +226,23 @@ class NodeLauncher:
                 self._store()
                 self.log.info("Node is ready (%s) after %d attempt(s)",
                               self.node.interface_ip, attempt)
+                self._result_key = statsmod.launch_result_key(None)
                 return READY
             except QuotaException as e:
                 self.log.info("Cloud is out of quota: %s", e)
                 self.handle.error = str(e)
+                self._result_key = statsmod.launch_result_key(e)
                 self.provider.invalidate_quota()
                 self._delete_half_built()
                 return ABORTED
             except Exception as e:
                 self.handle.error = str(e)
-                self._stat_error(e)
                 if self._session_lost():
                     self.log.warning("Lost ZooKeeper session during launch: %s", e)
+                    self._result_key = statsmod.launch_result_key(e, session_lost=True)
                     self._delete_half_built()
                     return FAILED
+                self._record_result(statsmod.launch_result_key(e))
                 self._console_log()
                 if attempt < self.retries:
                     self.log.warning("Launch attempt %d/%d failed: %s",
@@ -241,10 +258,16 @@ class NodeLauncher:
                         return FAILED
         return FAILED
 
-    def _stat_error(self, e: Exception) -> None:
-        key = getattr(e, "statsd_key", "error.unknown")
-        statsmod.get_stats().incr(f"nodepool.launch.provider.{self.provider.provider.name}"
-                                  f".{key}.attempt")
+    def _record_result(self, key: str) -> None:
+        """Send ``nodepool.launch.*.<key>`` (timer and counter)."""
+        started = self._started if self._started is not None else time.monotonic()
+        try:
+            statsmod.get_stats().launch_result(
+                result=key, provider=self.provider.provider.name, az=self.node.az,
+                requestor=getattr(self.request, "requestor", None),
+                ms=(time.monotonic() - started) * 1000)
+        except Exception:
+            self.log.exception("Could not send launch metrics")
 
     def _console_log(self) -> None:
         if not getattr(self.label, "console_log", False) or self.node.external_id is None:
@@ -298,7 +321,7 @@ class NodeLauncher:
             timeout=self.boot_timeout,
             connection_type=node.connection_type or "ssh")
 
-    def _finish(self, result: str, start: float, store: bool = True) -> None:
+    def _finish(self, result: str, store: bool = True) -> None:
         node = self.node
         if result != READY and store:
             try:
@@ -315,12 +338,8 @@ class NodeLauncher:
                 self.zk.unlock_node(node)
             except Exception:
                 self.log.exception("Could not release node lock")
-        ms = (time.monotonic() - start) * 1000
-        stat = "ready" if result == READY else (
-            "error.quota" if result == ABORTED else "error.unknown")
-        statsmod.get_stats().launch_result(
-            result=stat, provider=self.provider.provider.name, az=node.az,
-            requestor=getattr(self.request, "requestor", None), ms=ms)
+        if self._result_key is not None:
+            self._record_result(self._result_key)
         self.handle.state = result
         self.handle.done.set()
         if self.on_done is not None:
