@@ -14,8 +14,13 @@ class DriverNotFound(ConfigError):
 
 
 class LaunchError(NodepoolError):
-    """A node could not be launched.  ``statsd_key`` names the failure in
-    ``nodepool.launch.<key>`` metrics."""
+    """A node could not be launched.
+
+    ``statsd_key`` is the ``<result>`` of the ``nodepool.launch.*``
+    metrics a failed attempt is counted under (see
+    :func:`nodepool.stats.launch_result_key`); the keys are upstream's
+    exception kinds, which existing dashboards read.
+    """
 
     statsd_key = "error.unknown"
 
@@ -27,7 +32,16 @@ class QuotaException(LaunchError):
 
 
 class CapacityException(LaunchError):
+    """The cloud has no capacity for this instance type right now."""
+
     statsd_key = "error.capacity"
+
+
+class LaunchNodepoolException(LaunchError):
+    """Nodepool itself could not start the launch (for example no image
+    upload to boot from)."""
+
+    statsd_key = "error.nodepool"
 
 
 class LaunchStatusException(LaunchError):
@@ -37,6 +51,8 @@ class LaunchStatusException(LaunchError):
 
 
 class LaunchNetworkException(LaunchError):
+    """The server's network (e.g. its floating IP) could not be set up."""
+
     statsd_key = "error.network"
 
 
@@ -47,6 +63,8 @@ class LaunchKeyscanException(LaunchError):
 
 
 class ServerCreateTimeout(LaunchError):
+    """The server did not become active within launch-timeout."""
+
     statsd_key = "error.servercreatetimeout"
 
 
@@ -54,8 +72,11 @@ class ServerDeleteTimeout(LaunchError):
     statsd_key = "error.serverdeletetimeout"
 
 
-class ImageNotAvailable(LaunchError):
-    statsd_key = "error.imagetimeout"
+class ImageNotAvailable(LaunchNodepoolException):
+    """There is no image to boot the label from (no ready upload of its
+    diskimage, or its cloud image is not in the cloud).  Upstream counts
+    this as ``error.nodepool``; its ``error.imagetimeout`` is declared but
+    never sent."""
 
 
 class RuntimeConfigurationException(NodepoolError):

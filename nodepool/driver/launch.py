@@ -10,6 +10,12 @@ scan (bounded by ``boot-timeout``), the outcome (``ready``, ``failed``, or
 ``aborted`` when the cloud had no quota: the request then waits, it is not
 failed) and its metrics.
 
+``nodepool.launch.*`` metrics are counted as upstream counts them: each
+failed attempt once, under its own error kind (three attempts that each
+time out count three ``error.servercreatetimeout``); a quota refusal, a
+lost ZooKeeper session and a ready node once, when the launch ends.  The
+timer runs from the node record's creation, across attempts.
+
 Its progress is stored in the node record (``external_id`` and
 ``launch_progress``) whenever it changes, so a launcher that takes the
 node over after the owner died resumes the launch where it stood:
@@ -46,7 +52,6 @@ from nodepool.exceptions import (
     NotFound,
     QuotaException,
     ServerCreateTimeout,
-    ServerDeleteTimeout,
 )
 from nodepool.zk import models
 from nodepool.zk.models import Node
@@ -162,8 +167,6 @@ class Launch(Task):
         self._saved: Any = None
         self._abandoned = False
         self._clock = time.monotonic()
-        # The metric key of the last failed attempt (upstream's names).
-        self.last_error_key = "error.unknown"
 
     def __repr__(self) -> str:
         return f"<Launch node {self.node.id} {self.step_name}>"
@@ -232,7 +235,8 @@ class Launch(Task):
     def step(self) -> float | None:
         if self._abandoned or self._session_lost():
             self._end(FAILED, "launch abandoned (shutdown or ZooKeeper session lost)",
-                      store=False)
+                      store=False, stat=statsmod.ERROR_ZKSESSION
+                      if self._session_lost() else None)
             return None
         try:
             if self.step_name == STEP_RECORD:
@@ -250,7 +254,7 @@ class Launch(Task):
             if self._session_lost() or isinstance(e, KazooException):
                 self.log.warning("Launch interrupted by a ZooKeeper problem: %s", e)
                 self._end(FAILED, f"ZooKeeper problem during launch: {e}", store=False,
-                          stat="error.zksession")
+                          stat=statsmod.launch_result_key(e, session_lost=True))
                 return None
             self._fail_attempt(e, None)
         return 0.0 if self.step_name else None
@@ -275,9 +279,12 @@ class Launch(Task):
             # launches again (like a quota refusal), it is not declined.
             outcome = ABORTED if isinstance(e, KazooException) else FAILED
             self.log.warning("Could not create the node record: %s", e)
-            self._end(outcome, self.handle.error, store=False, stat="error.zksession")
+            # No launch began, so none is counted (as upstream, whose
+            # handler makes the record).
+            self._end(outcome, self.handle.error, store=False)
             return None
         self.handle.record_created.set()
+        self._clock = time.monotonic()
         self.provider.quota.bind(self.reservation, node.id)
         self.log_context["node"] = node.id
         self.zk.lock_node(node, blocking=True, timeout=30)
@@ -403,7 +410,7 @@ class Launch(Task):
         self._store()
         self.log.info("Node is ready (%s) after %d attempt(s)",
                       self.node.interface_ip, self.attempt)
-        self._end(READY, None)
+        self._end(READY, None, stat=statsmod.READY)
         return None
 
     def _cleanup(self) -> float | None:
@@ -413,8 +420,6 @@ class Launch(Task):
         if time.time() - self.started > CLEANUP_TIMEOUT:
             self.log.error("Half-built server %s still there after %.0f s; leaving it "
                            "to the leak cleanup", op.external_id, CLEANUP_TIMEOUT)
-            statsmod.get_stats().launch_attempt_error(
-                self.provider.provider.name, ServerDeleteTimeout.statsd_key)
             return self._after_cleanup()
         try:
             gone = op.advance()
@@ -433,7 +438,8 @@ class Launch(Task):
         self.node.external_id = None
         outcome, self.after_cleanup = self.after_cleanup, None
         if outcome and outcome != "retry":
-            self._end(outcome, self.handle.error)
+            self._end(outcome, self.handle.error,
+                      stat="error.quota" if outcome == ABORTED else None)
             return None
         self.attempt += 1
         self.step_name = STEP_CREATE
@@ -446,15 +452,13 @@ class Launch(Task):
     def _fail_attempt(self, error: Exception, outcome: str | None) -> None:
         """An attempt failed: delete its server, then retry or end."""
         self.handle.error = str(error)
-        stat_key = error.statsd_key if isinstance(error, LaunchError) else "error.unknown"
         if outcome is None:
-            statsmod.get_stats().launch_attempt_error(self.provider.provider.name, stat_key)
+            self._count(statsmod.launch_result_key(error))
             self._console_log()
             final = self.attempt >= self.retries
             (self.log.error if final else self.log.warning)(
                 "Launch attempt %d/%d failed: %s", self.attempt, self.retries, error)
             outcome = FAILED if final else "retry"
-        self.last_error_key = "error.quota" if outcome == ABORTED else stat_key
         if self.create_op is not None and self.create_op.external_id is not None:
             self.node.external_id = self.create_op.external_id
         self.create_op = None
@@ -516,8 +520,20 @@ class Launch(Task):
             raise LaunchError("ZooKeeper session lost during launch")
         self.zk.store_node(self.node)
 
+    def _count(self, key: str) -> None:
+        """Send ``nodepool.launch.*.<key>`` (timer and counter)."""
+        try:
+            statsmod.get_stats().launch_result(
+                result=key, provider=self.provider.provider.name, az=self.node.az,
+                requestor=self.request.requestor if self.request is not None else None,
+                ms=(time.monotonic() - self._clock) * 1000)
+        except Exception:
+            self.log.exception("Could not send launch metrics")
+
     def _end(self, outcome: str, error: str | None, store: bool = True,
              stat: str | None = None) -> None:
+        """Finish with ``outcome``; ``stat`` is the metric key to count
+        now (None when the failure was counted per attempt)."""
         if self.handle.complete:
             return
         self.step_name = ""
@@ -535,16 +551,8 @@ class Launch(Task):
                 self.zk.unlock_node(node)
             except Exception:
                 self.log.exception("Could not release node lock")
-        if outcome == READY:
-            key = "ready"
-        elif outcome == ABORTED:
-            key = "error.quota"
-        else:
-            key = stat or self.last_error_key
-        statsmod.get_stats().launch_result(
-            result=key, provider=self.provider.provider.name, az=node.az,
-            requestor=self.request.requestor if self.request is not None else None,
-            ms=(time.monotonic() - self._clock) * 1000)
+        if stat is not None:
+            self._count(stat)
         self.handle.error = error if outcome != READY else None
         self.handle.state = outcome
         self.handle.done.set()

@@ -21,6 +21,7 @@ from nodepool import config as nodepool_config
 from nodepool.driver import registry
 from nodepool.launcher.cleanup import CleanupWorker
 from nodepool.launcher.deleter import DeletedNodeWorker
+from nodepool.launcher.local_stats import LocalStatsWorker
 from nodepool.launcher.min_ready import MinReady
 from nodepool.launcher.pool_worker import PoolWorker
 from nodepool.launcher.resume import LostRequests
@@ -177,6 +178,7 @@ class NodePool(threading.Thread):
             DeletedNodeWorker(self, self.delete_interval),
             CleanupWorker(self, self.cleanup_interval, self.orphan_grace),
             StatsWorker(self),
+            LocalStatsWorker(self),
             self.lost_requests,
         ]
         for worker in self._workers:

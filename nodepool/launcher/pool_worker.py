@@ -206,21 +206,23 @@ class PoolWorker(threading.Thread):
                 handle.record_created.wait(max(0.0, deadline - time.monotonic()))
 
     def _emit_stats(self) -> None:
+        """The provider's ``max_servers`` and every tenant's limits, as
+        upstream's pool workers send them (``addressable_requests`` is
+        the stats leader's, see :mod:`nodepool.launcher.stats_worker`)."""
         stats = statsmod.get_stats()
         now = time.monotonic()
         if not stats.enabled or now - self._last_stats < STATS_INTERVAL:
             return
         self._last_stats = now
         provider = self.provider_config
-        labels = set(self.pool.labels)
-        addressable = sum(1 for r in self.launcher.request_cache.items()
-                          if r.state == models.REQUESTED and set(r.node_types) <= labels)
+        # Unlimited pools make the sum infinite, sent as ``inf`` (upstream).
         max_servers = sum(p.max_servers for p in provider.pools.values())
         with stats.pipeline() as pipe:
             pipe.gauge(f"nodepool.provider.{provider.name}.max_servers", max_servers)
-            pipe.gauge(f"nodepool.provider.{provider.name}.pool.{self.pool_name}"
-                       ".addressable_requests", addressable)
             for tenant, limits in self.launcher.config.tenant_resource_limits.items():
+                # Upstream always sends these three, ``inf`` when unset.
+                unset = float("inf")
+                limits = {"cores": unset, "instances": unset, "ram": unset, **limits}
                 for key, value in limits.items():
                     pipe.gauge(f"nodepool.tenant_limits.{statsmod.normalize(tenant)}."
                                f"{statsmod.normalize(key)}", value)

@@ -141,6 +141,19 @@ class TreeCache(Generic[R]):
     def __len__(self) -> int:
         return len(self._items)
 
+    # Backlog (for the ``nodepool.launcher.<host>.zk.*`` gauges) ----------
+
+    def event_queue_size(self) -> int:
+        """Watch events received but not yet turned into reads.  A growing
+        number means the issuer thread cannot keep up with ZooKeeper."""
+        return self._events.qsize()
+
+    def playback_queue_size(self) -> int:
+        """Reads issued but not yet applied.  A growing number means the
+        cache (and so every decision made from it) lags behind
+        ZooKeeper."""
+        return self._playback.qsize()
+
     # Event plumbing -----------------------------------------------------
 
     def _on_connection(self, event: str) -> None:

@@ -148,6 +148,15 @@ class ZooKeeperClient:
             raise ZKConnectionError("not connected to ZooKeeper")
         return self.client
 
+    def queued_requests(self) -> int:
+        """Requests waiting in kazoo's send queue (0 when not connected).
+        A backlog here delays every ZooKeeper read and write of this
+        process."""
+        client = self.client
+        if client is None:
+            return 0
+        return len(client._queue)
+
     # State listeners -----------------------------------------------------
 
     def add_listener(self, listener: Callable[[str], None]) -> None:

@@ -81,9 +81,15 @@ def classify(exc: BaseException) -> str:
 
 
 class CloudError(LaunchError):
-    """A cloud API call failed; ``kind`` is :func:`classify`'s verdict."""
+    """A cloud API call failed; ``kind`` is :func:`classify`'s verdict.
 
-    statsd_key = "error.cloud"
+    Counted as ``error.unknown`` in ``nodepool.launch.*`` whatever its
+    kind, as upstream counts a failed API call: the metric keys are
+    upstream's exception kinds (quota, server status, timeouts), which
+    :func:`translate` and the adapter raise as their own exceptions.
+    """
+
+    statsd_key = "error.unknown"
 
     def __init__(self, message: str, kind: str) -> None:
         super().__init__(message)

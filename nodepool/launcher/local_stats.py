@@ -1,0 +1,65 @@
+"""This launcher's own ZooKeeper backlog, as statsd gauges.
+
+Unlike the cluster-wide node gauges (sent by one elected launcher), these
+describe one process, so every launcher sends them, under
+``nodepool.launcher.<hostname>.zk.``, every ``interval`` seconds:
+
+* ``client.connection_queue``: requests waiting to be sent to ZooKeeper;
+* ``node_cache``, ``request_cache``, ``image_cache``: ``event_queue``
+  (watch events not yet read) and ``playback_queue`` (reads not yet
+  applied).
+
+A backlog that keeps growing means the launcher acts on stale data; the
+operator's next step is to look at ZooKeeper's latency and this host's
+CPU.  The hostname goes into the key as the system reports it, as
+upstream does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from nodepool import stats as statsmod
+
+log = logging.getLogger("nodepool.LocalStats")
+
+INTERVAL = 10.0
+
+
+class LocalStatsWorker(threading.Thread):
+    """Sends this launcher's ZooKeeper queue sizes periodically."""
+
+    def __init__(self, launcher: Any, interval: float = INTERVAL) -> None:
+        super().__init__(name="LocalStatsWorker", daemon=True)
+        self.launcher = launcher
+        self.interval = interval
+        self._stop_event = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def run(self) -> None:
+        if not statsmod.get_stats().enabled:
+            log.debug("statsd is not configured; not sending local stats")
+            return
+        while not self._stop_event.is_set():
+            try:
+                self.emit()
+            except Exception:
+                log.exception("Could not send local stats; will try again")
+            self._stop_event.wait(self.interval)
+
+    def emit(self) -> None:
+        launcher = self.launcher
+        prefix = f"nodepool.launcher.{launcher.hostname}.zk"
+        caches = (("node_cache", launcher.node_cache),
+                  ("request_cache", launcher.request_cache),
+                  ("image_cache", launcher.image_cache))
+        with statsmod.get_stats().pipeline() as pipe:
+            pipe.gauge(f"{prefix}.client.connection_queue",
+                       launcher.zk_client.queued_requests())
+            for name, cache in caches:
+                pipe.gauge(f"{prefix}.{name}.event_queue", cache.event_queue_size())
+                pipe.gauge(f"{prefix}.{name}.playback_queue", cache.playback_queue_size())
