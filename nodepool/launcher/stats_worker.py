@@ -84,7 +84,10 @@ class StatsWorker(threading.Thread):
                 by_provider[(node.provider, node.state)] += 1
             for label in node.type:
                 by_label[(label, node.state)] += 1
+        unreadable = len(self.launcher.node_cache.unreadable())
         with stats.pipeline() as pipe:
+            # Records we keep but cannot read (see NodeCache); not a state.
+            pipe.gauge("nodepool.nodes.unreadable", unreadable)
             for state in models.NODE_STATES:
                 pipe.gauge(f"nodepool.nodes.{state}", totals[state])
                 for provider in providers:
