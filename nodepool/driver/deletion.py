@@ -99,4 +99,3 @@ def _stop(provider: Provider, name: str) -> None:
 def _describe(e: BaseException) -> str:
     text = str(e).strip()
     return text if text else type(e).__name__
-

@@ -302,10 +302,9 @@ class NodeCache(TreeCache[Node]):
         with self._lock:
             return [self._unreadable[k] for k in sorted(self._unreadable)]
 
-    def _parse(self, node_id: str, data: bytes, stat: Any,
-               unreadable: dict[str, UnreadableNode]) -> Node | None:
-        """The node, or None; an unreadable record goes into
-        ``unreadable`` instead."""
+    def _read(self, node_id: str, data: bytes, stat: Any) -> Node | UnreadableNode | None:
+        """The node, the record we cannot read, or None for an empty
+        znode."""
         if is_empty_znode(data):
             return None
         try:
@@ -316,8 +315,7 @@ class NodeCache(TreeCache[Node]):
                             "kept, never used, and counted in nodepool.nodes.unreadable "
                             "until an operator removes it with 'nodepool delete %s'",
                             node_id, e, node_id)
-            unreadable[node_id] = UnreadableNode(node_id, data, str(e))
-            return None
+            return UnreadableNode(node_id, data, str(e))
 
     def _wants_data(self, path: str) -> bool:
         return len(self._relative(path)) == 1
@@ -336,8 +334,10 @@ class NodeCache(TreeCache[Node]):
                 data, stat = data_result.get()
             except NoNodeError:
                 continue
-            node = self._parse(node_id, data, stat, unreadable)
-            if node is None:
+            node = self._read(node_id, data, stat)
+            if isinstance(node, UnreadableNode):
+                unreadable[node_id] = node
+            if not isinstance(node, Node):
                 continue
             try:
                 node.lock_contenders = sum(1 for c in lock_result.get() if is_lock_child(c))
@@ -350,15 +350,14 @@ class NodeCache(TreeCache[Node]):
 
     def _on_data(self, path: str, data: bytes, stat: Any) -> None:
         node_id = self._relative(path)[0]
-        unreadable: dict[str, UnreadableNode] = {}
-        node = self._parse(node_id, data, stat, unreadable)
+        node = self._read(node_id, data, stat)
         with self._lock:
-            if unreadable:
-                self._unreadable.update(unreadable)
+            if isinstance(node, UnreadableNode):
+                self._unreadable[node_id] = node
             else:
                 self._unreadable.pop(node_id, None)
         old = self._items.get(node_id)
-        if node is None:
+        if not isinstance(node, Node):
             self._remove(node_id)
             return
         if old is not None:
