@@ -176,7 +176,17 @@ class Provider:
 
     def node_deleted(self, node: Any) -> None:
         """Called after a node's record is gone (static hosts re-register
-        here)."""
+        here).  May leave the work to the provider's background threads."""
+
+    def settle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for background work the provider
+        started on its own (such as re-registering a static host after
+        ``node_deleted``) to finish; launches in flight do not count.
+
+        A short-lived caller (``nodepool delete --now``) calls it before
+        ``stop()``, which abandons such work.  True when nothing is left.
+        """
+        return True
 
     def launches_in_flight(self) -> int:
         return 0
