@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,15 +36,13 @@ from nodepool.cmd.context import (
     znode_name,
 )
 from nodepool.exceptions import ConfigError
-from nodepool.zk import ZooKeeper, listing, models
+from nodepool.zk import listing, models
 from nodepool.zk.exceptions import ZKException, ZKLockException
 
 log = logging.getLogger("nodepool.cmd")
 
 # How long hold and delete wait for a node's lock (as upstream).
 LOCK_TIMEOUT = 5.0
-# How long ``delete --now`` waits for a launcher to remove the node.
-DELETE_NOW_TIMEOUT = 60.0
 
 
 # --------------------------------------------------------------------------
@@ -94,9 +91,15 @@ def cmd_label_list(ctx: Context) -> int:
 # Nodes
 
 
-def _locked_node(ctx: Context, node_id: str, action: str) -> models.Node | None:
-    """The node, locked; None when its record cannot be parsed.  Raises
-    CommandError when it does not exist or another process holds it."""
+class _Unreadable(Exception):
+    """The node's record cannot be read by this version; the message says
+    why."""
+
+
+def _locked_node(ctx: Context, node_id: str, action: str) -> models.Node:
+    """The node, locked.  Raises _Unreadable when its record cannot be
+    read, CommandError when it does not exist or another process holds
+    it."""
     znode_name(node_id, "node id")
     zk = ctx.zk
     try:
@@ -105,10 +108,9 @@ def _locked_node(ctx: Context, node_id: str, action: str) -> models.Node | None:
         raise CommandError(f"node {node_id} not found (see 'nodepool list')") from e
     try:
         node = models.Node.deserialize(data, node_id)
-    except models.ModelError:
-        return None
-    try:
         zk.lock_node(node, blocking=True, timeout=LOCK_TIMEOUT)
+    except models.ModelError as e:
+        raise _Unreadable(str(e)) from e
     except ZKLockException as e:
         if zk.kazoo.exists(f"/nodepool/nodes/{node_id}") is None:
             raise CommandError(f"node {node_id} not found (see 'nodepool list')") from e
@@ -121,10 +123,12 @@ def _locked_node(ctx: Context, node_id: str, action: str) -> models.Node | None:
 
 def cmd_hold(ctx: Context) -> int:
     node_id = ctx.args.id
-    node = _locked_node(ctx, node_id, "hold")
-    if node is None:
-        raise CommandError(f"node {node_id} has an unparsable record and cannot be "
-                           f"held; 'nodepool delete {node_id}' removes it")
+    try:
+        node = _locked_node(ctx, node_id, "hold")
+    except _Unreadable as e:
+        raise CommandError(f"node {node_id} cannot be held: this version cannot read "
+                           f"its record ({e}); 'nodepool delete {node_id}' removes "
+                           "it") from e
     try:
         if node.state in (models.DELETING, models.DELETED):
             raise CommandError(f"node {node_id} is being deleted ({node.state}) and "
@@ -142,58 +146,76 @@ def cmd_hold(ctx: Context) -> int:
 def cmd_delete(ctx: Context) -> int:
     node_id = ctx.args.id
     zk = ctx.zk
-    node = _locked_node(ctx, node_id, "delete")
-    if node is None:
-        _delete_unparsable(ctx, node_id)
+    try:
+        node = _locked_node(ctx, node_id, "delete")
+    except _Unreadable as e:
+        _delete_unreadable(ctx, node_id, str(e))
         return 0
     try:
         node.state = models.DELETING
         zk.store_node(node)
+        if ctx.args.now:
+            _delete_now(ctx, node)
     finally:
+        # A no-op once the record is gone (the lock went with it).
         zk.unlock_node(node)
-    if not ctx.args.now:
-        print_nodes(ctx, [node_id])
-        return 0
-    timeout = ctx.args.timeout
-    if not _wait_gone(zk, f"/nodepool/nodes/{node_id}", timeout):
-        print_nodes(ctx, [node_id])
-        raise CommandError(
-            f"node {node_id} is marked deleting but no launcher removed it within "
-            f"{timeout:g} s; a launcher serving provider {node.provider!r} "
-            "deletes it once it runs")
     print_nodes(ctx, [node_id])
     return 0
 
 
-def _delete_unparsable(ctx: Context, node_id: str) -> None:
-    """Remove a node record nothing can read.  No cloud resource can be
-    identified from it; the launchers' leak cleanup deletes any server
-    left behind."""
+def _delete_now(ctx: Context, node: models.Node) -> None:
+    """Delete the (locked, ``deleting``) node from here, through its
+    provider as configured locally, as upstream does: works with no
+    launcher running.  On failure the record stays ``deleting``, so a
+    launcher serving the provider still deletes it."""
+    from nodepool.driver.deletion import (
+        SETTLE_TIMEOUT,
+        DeleteFailed,
+        delete_with_own_provider,
+    )
+
+    name = node.provider
+    provider_config = ctx.config.providers.get(name) if name else None
+    if provider_config is None:
+        known = ", ".join(sorted(ctx.config.providers)) or "none"
+        raise CommandError(
+            f"cannot delete node {node.id} now: its provider {name!r} is not in "
+            f"{ctx.args.config} (configured providers: {known}); the node stays "
+            f"'deleting' and a launcher serving {name} deletes it, or run this "
+            "command with a configuration that has that provider")
+    try:
+        settled = delete_with_own_provider(ctx.zk, provider_config, node)
+    except DeleteFailed as e:
+        raise CommandError(
+            f"cannot delete node {node.id} now through provider {name}: {e}; the "
+            f"node stays 'deleting': a launcher serving {name} retries, or run "
+            f"'nodepool delete --now {node.id}' again once the cause is fixed") from e
+    if not settled:
+        print(f"nodepool: node {node.id} deleted, but provider {name} did not finish "
+              "its follow-up work (such as registering a static host again) within "
+              f"{SETTLE_TIMEOUT:g} s; a launcher serving it finishes it", file=sys.stderr)
+
+
+def _delete_unreadable(ctx: Context, node_id: str, why: str) -> None:
+    """Remove a node record this version cannot read.  Nothing can act on
+    it (no launcher hands it out or deletes it), so the operator's delete
+    removes the record itself, with or without ``--now``.  No cloud
+    resource can be identified from it; the launchers' leak cleanup
+    deletes a tagged server left behind."""
     zk = ctx.zk
     try:
         lock = zk.lock_raw_node(node_id, blocking=True, timeout=LOCK_TIMEOUT)
     except ZKLockException as e:
         raise CommandError(f"cannot delete node {node_id}: it is locked by another "
-                           f"process ({e})") from e
+                           f"process ({e}); try again later") from e
     try:
         zk.delete_raw_node(node_id)
     finally:
         # Our contender znode went with the record.
         lock.is_acquired = False
-    print(f"Removed the unparsable record of node {node_id}", file=sys.stderr)
-
-
-def _wait_gone(zk: ZooKeeper, path: str, timeout: float) -> bool:
-    changed = threading.Event()
-    deadline = time.monotonic() + timeout
-    while True:
-        changed.clear()
-        if zk.kazoo.exists(path, watch=lambda event: changed.set()) is None:
-            return True
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return False
-        changed.wait(min(remaining, 5.0))
+    print(f"Removed the record of node {node_id}, which this version cannot read "
+          f"({why}): nothing else can act on it.  No cloud resource was deleted; "
+          "the launchers' leak cleanup removes a server left behind", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------
@@ -352,9 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = _add(sub, "delete", cmd_delete, "mark a node for deletion", json_output=True)
     p.add_argument("id", help="node id")
     p.add_argument("--now", action="store_true",
-                   help="wait until a launcher has deleted it")
-    p.add_argument("--timeout", type=float, default=DELETE_NOW_TIMEOUT, metavar="SECONDS",
-                   help=f"how long --now waits (default {DELETE_NOW_TIMEOUT:g})")
+                   help="delete the server and the record from here, through the "
+                   "provider (works without a running launcher)")
     p = _add(sub, "hold", cmd_hold, "put a node on hold (kept until deleted)",
              json_output=True)
     p.add_argument("id", help="node id")

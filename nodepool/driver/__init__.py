@@ -341,7 +341,18 @@ class Provider:
         timeout) and must return early with an error when stopped."""
 
     def node_deleted(self, node: Any) -> None:
-        """The node's record is gone (static hosts register a new one)."""
+        """The node's record is gone (static hosts register a new one).
+        May leave the work to the provider's background threads."""
+
+    def settle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for background work the provider
+        started on its own (such as re-registering a static host after
+        ``node_deleted``) to finish; launches in flight do not count.
+
+        A short-lived caller (``nodepool delete --now``) calls it before
+        ``stop()``, which abandons such work.  True when nothing is left.
+        """
+        return True
 
     # Housekeeping ----------------------------------------------------------------
 

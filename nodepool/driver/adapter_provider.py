@@ -455,7 +455,8 @@ class AdapterProvider(Provider):
         if self.quota.is_reserved(node_id):
             return False
         # Ask ZooKeeper, not the cache: a leak verdict must not be stale.
-        return self.zk.get_node(node_id) is None
+        # A record we cannot read (a newer writer's) still owns its server.
+        return not self.zk.node_exists(node_id)
 
     def _upload_known(self, image_name: str | None, build_id: str, upload_id: str) -> bool:
         images = [image_name] if image_name else self.zk.image_names()

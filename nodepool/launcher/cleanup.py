@@ -9,8 +9,11 @@ Each task is isolated: one failing is logged and the others still run.
 * leaked cloud resources of each provider (tagged as ours, no record,
   seen on two passes), and the reverse: ready nodes whose server is gone
   from the cloud (seen on two passes) are deleted instead of handed out;
-* node znodes that are empty or unparsable (left by a lock taken on a node
-  being deleted), removed after two sightings;
+* empty node znodes with no lock contender (a lock taken on a node being
+  deleted leaves one behind), removed after two sightings.  Node records
+  we cannot *read* (not JSON, an unknown ``state``: a newer writer's) are
+  never removed here: the node cache reports them and an operator removes
+  them with ``nodepool delete``;
 * node requests whose data is not a request at all (not JSON, not an
   object, ``node_types`` not a list of labels), seen on two passes: they
   are rewritten as ``failed`` with every key Zuul reads, so the requestor
@@ -30,7 +33,7 @@ import time
 from typing import Any
 
 from nodepool.zk import models
-from nodepool.zk.models import ModelError, NodeRequest
+from nodepool.zk.models import NodeRequest
 
 log = logging.getLogger("nodepool.CleanupWorker")
 
@@ -47,7 +50,10 @@ class CleanupWorker(threading.Thread):
         self.orphan_grace = orphan_grace
         self._wake = threading.Event()
         self._running = True
-        self._broken_seen: set[str] = set()
+        # Completed passes over every task (operators and tests can tell
+        # from it that the cleanup looked).
+        self.passes = 0
+        self._empty_seen: set[str] = set()
         self._bad_requests_seen: dict[str, int] = {}
         self._orphans: dict[str, float] = {}
 
@@ -71,7 +77,7 @@ class CleanupWorker(threading.Thread):
             if not self.launcher.zk_client.connected:
                 continue
             for task in (self.cleanup_request_locks, self.reset_lost_requests,
-                         self.cleanup_leaked_resources, self.cleanup_broken_nodes,
+                         self.cleanup_leaked_resources, self.cleanup_empty_nodes,
                          self.fail_malformed_requests, self.cleanup_orphaned_nodes):
                 if not self._running:
                     break
@@ -79,6 +85,8 @@ class CleanupWorker(threading.Thread):
                     task()
                 except Exception:
                     log.exception("Error in cleanup task %s", task.__name__)
+            else:
+                self.passes += 1
 
     def cleanup_request_locks(self) -> None:
         removed = self.launcher.zk.delete_stale_request_locks(REQUEST_LOCK_MAX_AGE)
@@ -122,28 +130,24 @@ class CleanupWorker(threading.Thread):
         finally:
             zk.unlock_node(node)
 
-    def cleanup_broken_nodes(self) -> None:
+    def cleanup_empty_nodes(self) -> None:
+        """Remove node znodes with no data and no lock contender, seen so on
+        two passes.  Anything with data stays, readable or not."""
         zk = self.launcher.zk
-        cached = set(self.launcher.node_cache.keys())
-        broken = set()
+        cache = self.launcher.node_cache
+        cached = set(cache.keys())
+        cached.update(record.id for record in cache.unreadable())
+        empty = set()
         for node_id in zk.node_ids():
             if node_id in cached:
                 continue
-            got = zk._get(f"/nodepool/nodes/{node_id}")
-            if got is None:
+            if not zk.node_is_empty(node_id) or zk.node_lock_contenders(node_id):
                 continue
-            try:
-                models.Node.deserialize(got[0], node_id)
-                continue
-            except ModelError:
-                pass
-            if zk.node_lock_contenders(node_id):
-                continue
-            broken.add(node_id)
-            if node_id in self._broken_seen:
-                log.warning("Removing broken node znode %s", node_id)
+            empty.add(node_id)
+            if node_id in self._empty_seen:
+                log.info("Removing empty node znode %s", node_id)
                 zk.delete_raw_node(node_id)
-        self._broken_seen = broken
+        self._empty_seen = empty
 
     def fail_malformed_requests(self) -> None:
         zk = self.launcher.zk

@@ -28,6 +28,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from nodepool.driver.deletion import delete_locked_node
 from nodepool.driver.launch import NodeLogger
 from nodepool.zk import models
 from nodepool.zk.models import Node
@@ -196,16 +197,8 @@ class DeletedNodeWorker(threading.Thread):
 
 
 def delete_node(launcher: Any, node: Node) -> None:
-    """Delete a locked node: cloud resources first, then the record."""
-    nlog = NodeLogger(log, {"node": node.id})
+    """Delete a locked node through this launcher's provider for it."""
     provider = launcher.providers.get(node.provider)
     if provider is None:
         raise RuntimeError(f"provider {node.provider} is not configured here")
-    if node.state != models.DELETING:
-        node.state = models.DELETING
-        launcher.zk.store_node(node)
-    nlog.info("Deleting node (%s, external id %s)", ",".join(node.type), node.external_id)
-    provider.delete_node(node)
-    launcher.zk.delete_node(node)
-    nlog.info("Deleted node")
-    provider.node_deleted(node)
+    delete_locked_node(launcher.zk, provider, node, log)

@@ -74,6 +74,8 @@ class StatsWorker(threading.Thread):
         components = self.launcher.pool_components()
         gauges = node_gauges(components, self.launcher.node_cache.items())
         gauges.update(addressable_requests(components, self.launcher.request_cache.items()))
+        # Records we keep but cannot read (see NodeCache); not a state.
+        gauges["nodepool.nodes.unreadable"] = len(self.launcher.node_cache.unreadable())
         with statsmod.get_stats().pipeline() as pipe:
             for key, value in gauges.items():
                 pipe.gauge(key, value)

@@ -30,7 +30,16 @@ from kazoo.exceptions import NoNodeError
 from kazoo.protocol.states import EventType
 
 from nodepool.zk import client as zkclient
-from nodepool.zk.models import ImageBuild, ImageUpload, Node, NodeRequest, Record
+from nodepool.zk.models import (
+    ImageBuild,
+    ImageUpload,
+    ModelError,
+    Node,
+    NodeRequest,
+    Record,
+    UnreadableNode,
+    is_empty_znode,
+)
 from nodepool.zk.zookeeper import (
     COMPONENT_ROOT,
     IMAGE_ROOT,
@@ -285,10 +294,42 @@ class TreeCache(Generic[R]):
 
 
 class NodeCache(TreeCache[Node]):
-    """Nodes by id, with how many contenders each node's lock dir has."""
+    """Nodes by id, with how many contenders each node's lock dir has.
+
+    Records this version cannot read (:class:`UnreadableNode`) are not
+    among the nodes: nothing that works from the cache can hand them out,
+    count them or delete them.  They are kept aside for reporting, and
+    each is logged once when it is first seen.  Empty znodes are not
+    records at all and are left out silently (the cleanup worker removes
+    them).
+    """
 
     root = NODE_ROOT
     name = "NodeCache"
+
+    def __init__(self, zk: ZooKeeper) -> None:
+        super().__init__(zk)
+        self._unreadable: dict[str, UnreadableNode] = {}
+
+    def unreadable(self) -> list[UnreadableNode]:
+        """The node records this version cannot read, by id."""
+        with self._lock:
+            return [self._unreadable[k] for k in sorted(self._unreadable)]
+
+    def _read(self, node_id: str, data: bytes, stat: Any) -> Node | UnreadableNode | None:
+        """The node, the record we cannot read, or None for an empty
+        znode."""
+        if is_empty_znode(data):
+            return None
+        try:
+            return self.zk.parse_node(node_id, data, stat)
+        except ModelError as e:
+            if node_id not in self._unreadable:
+                log.warning("Node record %s cannot be read by this version (%s); it is "
+                            "kept, never used, and counted in nodepool.nodes.unreadable "
+                            "until an operator removes it with 'nodepool delete %s'",
+                            node_id, e, node_id)
+            return UnreadableNode(node_id, data, str(e))
 
     def _wants_data(self, path: str) -> bool:
         return len(self._relative(path)) == 1
@@ -301,26 +342,36 @@ class NodeCache(TreeCache[Node]):
 
     def _apply_snapshot(self, snapshot: Any) -> None:
         fresh: dict[str, Node] = {}
+        unreadable: dict[str, UnreadableNode] = {}
         for node_id, data_result, lock_result in snapshot:
             try:
                 data, stat = data_result.get()
             except NoNodeError:
                 continue
-            node = self.zk._parse_node(node_id, data, stat)
-            if node is None:
+            node = self._read(node_id, data, stat)
+            if isinstance(node, UnreadableNode):
+                unreadable[node_id] = node
+            if not isinstance(node, Node):
                 continue
             try:
                 node.lock_contenders = sum(1 for c in lock_result.get() if is_lock_child(c))
             except NoNodeError:
                 node.lock_contenders = 0
             fresh[node_id] = node
+        with self._lock:
+            self._unreadable = unreadable
         self._replace_all(fresh)
 
     def _on_data(self, path: str, data: bytes, stat: Any) -> None:
         node_id = self._relative(path)[0]
-        node = self.zk._parse_node(node_id, data, stat)
+        node = self._read(node_id, data, stat)
+        with self._lock:
+            if isinstance(node, UnreadableNode):
+                self._unreadable[node_id] = node
+            else:
+                self._unreadable.pop(node_id, None)
         old = self._items.get(node_id)
-        if node is None:
+        if not isinstance(node, Node):
             self._remove(node_id)
             return
         if old is not None:
@@ -330,6 +381,8 @@ class NodeCache(TreeCache[Node]):
     def _on_deleted(self, path: str) -> None:
         parts = self._relative(path)
         if len(parts) == 1:
+            with self._lock:
+                self._unreadable.pop(parts[0], None)
             self._remove(parts[0])
         elif len(parts) == 3 and parts[1] == "lock" and is_lock_child(parts[2]):
             self._lock_change(parts[0], -1)

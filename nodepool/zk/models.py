@@ -54,7 +54,7 @@ class ModelError(ValueError):
 
 def load_json(data: bytes | str | None, what: str) -> dict[str, Any]:
     """Decode a znode payload into a dict, or raise ModelError saying why."""
-    if data is None or data == b"" or data == "":
+    if data is None or is_empty_znode(data):
         raise ModelError(f"{what}: empty znode")
     try:
         if isinstance(data, bytes):
@@ -272,6 +272,34 @@ class Node(Record):
         self.connection_port = 22 if port is None else port
         self.hold_expiration = _hold_expiration(d.get("hold_expiration"))
 
+
+
+class UnreadableNode:
+    """A node znode with data this version cannot use: not JSON, not an
+    object, a field of the wrong type, or a ``state`` we do not know (a
+    newer writer's).
+
+    Such a record is never deleted by a daemon (whoever wrote it may be
+    using it), never handed out or counted as capacity, and is reported
+    (log, ``nodepool.nodes.unreadable``, ``nodepool list``) until an
+    operator removes it with ``nodepool delete``.
+    """
+
+    __slots__ = ("id", "data", "reason")
+
+    def __init__(self, id: str, data: bytes, reason: str) -> None:
+        self.id = id
+        self.data = data
+        self.reason = reason
+
+    def __repr__(self) -> str:
+        return f"<UnreadableNode {self.id}: {self.reason}>"
+
+
+def is_empty_znode(data: bytes | str | None) -> bool:
+    """Whether a znode carries no record at all (a lock taken on a node
+    being deleted can leave one behind)."""
+    return data is None or data == b"" or data == ""
 
 
 def _hold_expiration(value: Any) -> int | None:

@@ -220,16 +220,34 @@ class ZooKeeper:
             return None
         return self._parse_node(node_id, *got)
 
+    def node_exists(self, node_id: str) -> bool:
+        """Whether a znode for ``node_id`` exists, readable or not (a leak
+        verdict must not take a record we cannot read for no record)."""
+        return self.kazoo.exists(node_path(node_id)) is not None
+
+    def node_is_empty(self, node_id: str) -> bool:
+        """Whether the node's znode exists and carries no data at all."""
+        got = self._get(node_path(node_id))
+        return got is not None and models.is_empty_znode(got[0])
+
     @staticmethod
-    def _parse_node(node_id: str, data: bytes, stat: Any) -> Node | None:
-        try:
-            node = Node.deserialize(data, node_id)
-        except ModelError as e:
-            log.warning("Skipping unparsable node record %s: %s", node_id, e)
-            return None
+    def parse_node(node_id: str, data: bytes, stat: Any) -> Node:
+        """A node from its znode; raises ModelError when this version
+        cannot read it."""
+        node = Node.deserialize(data, node_id)
         node.version = stat.version
         node.mzxid = stat.mzxid
         return node
+
+    @staticmethod
+    def _parse_node(node_id: str, data: bytes, stat: Any) -> Node | None:
+        # Direct reads skip what they cannot read; the node cache reports
+        # such records (once each), so this does not repeat it.
+        try:
+            return ZooKeeper.parse_node(node_id, data, stat)
+        except ModelError as e:
+            log.debug("Skipping unreadable node record %s: %s", node_id, e)
+            return None
 
     def get_nodes(self, with_locks: bool = False) -> list[Node]:
         """All parsable nodes, read in one pipelined pass."""
@@ -277,7 +295,8 @@ class ZooKeeper:
         """Lock ``node`` and refresh its data from ZooKeeper.
 
         Raises ZKLockException if the lock is held elsewhere (non-blocking),
-        times out, or the node vanished meanwhile.
+        times out, or the node vanished meanwhile; ModelError (the lock
+        released) if its record cannot be read.
         """
         if node.lock is not None:
             raise ZKLockException(f"node {node.id} is already locked by this process")
@@ -302,6 +321,11 @@ class ZooKeeper:
         try:
             self.lock_node(node, blocking=blocking, timeout=timeout)
         except ZKLockException:
+            return None
+        except ModelError as e:
+            # Rewritten meanwhile into something we cannot read: not ours
+            # to act on (lock_node released the lock).
+            log.debug("Not acting on node %s: %s", node_id, e)
             return None
         return node
 

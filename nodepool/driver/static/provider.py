@@ -110,6 +110,14 @@ class StaticProvider(Provider):
     def delete_node(self, node: Node) -> None:
         """Nothing to release: the host stays, only its record goes."""
 
+    def settle(self, timeout: float) -> bool:
+        """Wait for the registrar's pending looks (a slot freed by
+        ``node_deleted`` registered again, or its host found unreachable
+        and left for a later retry)."""
+        if self.registrar is None:
+            return True
+        return self.registrar.settle(timeout)
+
     # What the pool worker asks -----------------------------------------------
 
     def max_nodes_for(self, labels: Iterable[str], pool: Any = None) -> int:

@@ -131,6 +131,8 @@ class Registrar:
         self._retry_at: dict[Any, float] = {}
         self._tasks: dict[Identity, str] = {}
         self._tasks_lock = threading.Lock()
+        # The coordinator is in a sync() pass (for settle()).
+        self._syncing = False
         self._thread: threading.Thread | None = None
         self._executor: ThreadPoolExecutor | None = None
 
@@ -166,6 +168,20 @@ class Registrar:
             self._requested = True
             self._cond.notify_all()
 
+    def settle(self, timeout: float) -> bool:
+        """Wait until every look asked for so far has been done: no sync
+        pending or running and no host being looked at.  Hosts waiting
+        for a retry (unreachable ones) do not count.  True if settled."""
+        with self._cond:
+            return self._cond.wait_for(self._settled, timeout)
+
+    def _settled(self) -> bool:
+        if not self.running:
+            return True
+        with self._tasks_lock:
+            busy = bool(self._tasks)
+        return not (self._requested or self._syncing or busy)
+
     def _retry_later(self, key: Any, when: float) -> None:
         with self._cond:
             self._retry_at[key] = min(when, self._retry_at.get(key, when))
@@ -199,6 +215,7 @@ class Registrar:
                 if not self.running:
                     return
                 self._requested = False
+                self._syncing = True
                 self._retry_at.clear()
                 self._resync_at = time.monotonic() + RESYNC_INTERVAL
             try:
@@ -209,6 +226,10 @@ class Registrar:
             except Exception:
                 log.exception("Error synchronising static provider %s", self.name)
                 self._retry_later("error", time.monotonic() + ERROR_RETRY)
+            finally:
+                with self._cond:
+                    self._syncing = False
+                    self._cond.notify_all()
 
     def configured(self) -> dict[Identity, tuple[Any, Any]]:
         """identity -> (pool, host) of the current configuration."""
@@ -249,6 +270,8 @@ class Registrar:
         except RuntimeError:  # shut down meanwhile
             with self._tasks_lock:
                 self._tasks.pop(identity, None)
+            with self._cond:
+                self._cond.notify_all()
 
     def _run_host(self, identity: Identity) -> None:
         while True:
@@ -265,7 +288,9 @@ class Registrar:
                     self._tasks[identity] = "running"
                     continue
                 self._tasks.pop(identity, None)
-                return
+            with self._cond:
+                self._cond.notify_all()
+            return
 
     # One host ----------------------------------------------------------
 
