@@ -19,12 +19,14 @@ from nodepool.tests.k8s_sim.errors import (
     already_exists,
     bad_request,
     conflict,
+    forbidden,
     forbidden_error,
     internal_error,
     invalid,
     invalid_error,
     not_found,
     success_status,
+    unsupported,
 )
 from nodepool.tests.k8s_sim.resources import (
     PROJECT_GROUP,
@@ -80,7 +82,9 @@ class WatchPlan:
 
 
 def json_response(status: int, body: Any, warnings: list[str] | None = None) -> Response:
-    headers = [("Warning", f'299 - "{w}"'.replace('\\', '\\\\')) for w in warnings or []]
+    # RFC 7234 warn-text is a quoted string: escape backslashes and quotes.
+    headers = [("Warning", '299 - "{}"'.format(w.replace("\\", "\\\\").replace('"', '\\"')))
+               for w in warnings or []]
     return Response(status, body, headers)
 
 
@@ -423,7 +427,7 @@ class Api:
             spec = copy.deepcopy(new.get("spec") or {})
             wanted = copy.deepcopy(old["spec"])
             for key in ("containers", "initContainers"):
-                for c_new, c_old in zip(spec.get(key, []), wanted.get(key, [])):
+                for c_new, c_old in zip(spec.get(key, []), wanted.get(key, []), strict=False):
                     c_old["image"] = c_new.get("image")
             wanted["activeDeadlineSeconds"] = spec.get("activeDeadlineSeconds")
             spec.setdefault("activeDeadlineSeconds", None)
@@ -434,7 +438,7 @@ class Api:
             if old["spec"].get("nodeName") is None:
                 spec.pop("nodeName")
             if spec != wanted:
-                return [validation.forbidden(
+                return [forbidden(
                     "spec", "pod updates may not change fields other than "
                     "`spec.containers[*].image`,`spec.initContainers[*].image`,"
                     "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to "
@@ -465,7 +469,6 @@ class Api:
                             "(the simulator has no server-side apply)")
 
     def delete(self, rtype: ResourceType, namespace: str, name: str, req: Request) -> Response:
-        state = self.state
         current = self._existing(rtype, namespace, name)
         self._refuse("delete", rtype, name, namespace)
         options = self._delete_options(req)
@@ -513,7 +516,7 @@ class Api:
                 options[key] = int(value) if key == "gracePeriodSeconds" else value
         policy = options.get("propagationPolicy")
         if policy is not None and policy not in ("Orphan", "Background", "Foreground"):
-            raise invalid_error("DeleteOptions", "", "", [validation.unsupported(
+            raise invalid_error("DeleteOptions", "", "", [unsupported(
                 "propagationPolicy", policy, ["Foreground", "Background", "Orphan", "nil"])])
         return options
 

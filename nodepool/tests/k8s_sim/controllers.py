@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import random
 import uuid
 from decimal import Decimal
@@ -219,7 +220,7 @@ def secret_created(state: ClusterState, secret: Obj) -> None:
 def release_tokens(state: ClusterState) -> None:
     held, state.held_tokens = state.held_tokens, []
     for snapshot in held:
-        state.after(0, lambda s, snap=snapshot: _token_controller(s, snap))
+        state.after(0, functools.partial(_token_controller, secret=snapshot))
 
 
 def _token_controller(state: ClusterState, secret: Obj) -> None:
@@ -266,6 +267,8 @@ _DEFAULT_TOLERATIONS = [
 
 
 def _default_pull_policy(image: str) -> str:
+    if not image:
+        return "IfNotPresent"  # as the API server defaults it; validation rejects the pod
     last = image.rsplit("/", 1)[-1]
     if "@" in last:
         return "IfNotPresent"
@@ -291,8 +294,8 @@ def pod_defaults(obj: Obj) -> None:
         if not any(t.get("key") == toleration["key"] for t in tolerations):
             tolerations.append(dict(toleration))
     for container in spec.get("containers", []) + spec.get("initContainers", []):
-        if container.get("image") and "imagePullPolicy" not in container:
-            container["imagePullPolicy"] = _default_pull_policy(container["image"])
+        if "imagePullPolicy" not in container:
+            container["imagePullPolicy"] = _default_pull_policy(container.get("image", ""))
         container.setdefault("terminationMessagePath", "/dev/termination-log")
         container.setdefault("terminationMessagePolicy", "File")
         resources = container.setdefault("resources", {})
@@ -347,13 +350,15 @@ def pod_admit(state: ClusterState, pod: Obj) -> None:
         over = [r for r in sorted(hard) if r in requested and
                 used.get(r, 0) + requested[r] > quantity.parse(hard[r]).value]
         if over:
-            def fmt(values: dict[str, Any]) -> str:
-                return ",".join(f"{r}={_fmt_quantity(values.get(r, 0))}" for r in over)
             raise forbidden_error(
                 "pods", "", name,
-                f"exceeded quota: {rq['metadata']['name']}, requested: {fmt(requested)}, "
-                f"used: {fmt(used)}, limited: "
-                + ",".join(f"{r}={hard[r]}" for r in over))
+                f"exceeded quota: {rq['metadata']['name']}, "
+                f"requested: {_fmt_usage(over, requested)}, used: {_fmt_usage(over, used)}, "
+                "limited: " + ",".join(f"{r}={hard[r]}" for r in over))
+
+
+def _fmt_usage(names: list[str], values: dict[str, Any]) -> str:
+    return ",".join(f"{r}={_fmt_quantity(values.get(r, 0))}" for r in names)
 
 
 def _fmt_quantity(value: Any) -> str:
@@ -411,7 +416,7 @@ def start_pending_pods(state: ClusterState) -> None:
     """Let pods that were held in Pending (fate ``Pending``) start now."""
     held, state.pending_pods = state.pending_pods, []
     for snapshot in held:
-        state.after(0, lambda s, snap=snapshot: _scheduled(s, snap, "Running"))
+        state.after(0, functools.partial(_scheduled, pod=snapshot, fate="Running"))
 
 
 def _condition(kind: str, status: str, **extra: str) -> Obj:

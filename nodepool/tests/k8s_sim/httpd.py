@@ -240,6 +240,12 @@ class _Server(ThreadingHTTPServer):
             sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return sock, addr
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client refusing our certificate or hanging up mid-request is
+        # the client's business; keep it out of the test output.
+        log.debug("Connection from %s failed: %s", client_address,
+                  traceback.format_exc(limit=2))
+
     def close_connections(self) -> None:
         with self.connections_lock:
             connections = list(self.connections)

@@ -33,7 +33,7 @@ class ClusterPKI:
     """A CA, a serving certificate for 127.0.0.1 and a JWT signer."""
 
     def __init__(self, name: str) -> None:
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         self._ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name}-ca")])
         self.ca_cert = (

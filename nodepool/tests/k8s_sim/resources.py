@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodepool.tests.k8s_sim import validation
-from nodepool.tests.k8s_sim.errors import Cause
+from nodepool.tests.k8s_sim.errors import Cause, required
 from nodepool.tests.k8s_sim.validation import RBAC_GROUP
 
 Obj = dict[str, Any]
@@ -173,7 +173,7 @@ def rbac_to_openshift_binding(binding: Obj) -> Obj:
 
 def openshift_binding_validate(obj: Obj) -> list[Cause]:
     if not (obj.get("roleRef") or {}).get("name"):
-        return [validation.required("roleRef.name")]
+        return [required("roleRef.name")]
     return validation.role_binding(openshift_to_rbac_binding(obj))
 
 
