@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import copy
 import os
+import shutil
 from typing import Any
 
 import yaml
@@ -79,7 +80,12 @@ class SimulatedKubernetes:
         if self._http is not None:
             raise RuntimeError("simulated cluster already started")
         tls = self._pki.write_server_files() if self.tls else None
-        self._http = HttpFrontEnd(self._state, tls)
+        try:
+            self._http = HttpFrontEnd(self._state, tls)
+        finally:
+            if tls is not None:
+                # Loaded into the server's SSL context; nothing reads them again.
+                shutil.rmtree(os.path.dirname(tls[0]), ignore_errors=True)
         with self._state.lock:
             self._state.stopping = False
             self._state.server_url = self._http.base_url

@@ -753,3 +753,28 @@ def test_generate_name_dry_run_and_delete_collection(k8s_sim, core):
     assert {p.metadata.name for p in everywhere.items} == names
     core.delete_collection_namespaced_pod("gen")
     assert k8s_sim.pods("gen") == []
+
+
+def test_legacy_token_secrets_on_plain_kubernetes(k8s_sim, core):
+    k8s_sim.add_namespace("legacy")
+    core.create_namespaced_service_account("legacy", {
+        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "modern"}})
+    k8s_sim.set_legacy_sa_token_secrets(True)
+    core.create_namespaced_service_account("legacy", {
+        "apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "old"}})
+    sa = wait_for(lambda: (a := core.read_namespaced_service_account("old", "legacy")).secrets
+                  and a, what="auto-created token secret")
+    [ref] = sa.secrets
+    assert ref.name.startswith("old-token-")
+    assert core.read_namespaced_secret(ref.name, "legacy").data["token"]
+    # Kubernetes >= 1.24 behaviour for the account created before the switch.
+    assert not core.read_namespaced_service_account("modern", "legacy").secrets
+    assert [s["metadata"]["name"] for s in k8s_sim.secrets("legacy")] == [ref.name]
+
+
+def test_someone_else_deletes_a_namespace(k8s_sim, core):
+    k8s_sim.add_namespace("ours", labels={"nodepool_provider_name": "p"})
+    k8s_sim.add_pod("ours", "pod")
+    k8s_sim.delete_namespace("ours")
+    wait_for(lambda: gone(core.read_namespace, "ours"), what="namespace gone")
+    assert k8s_sim.pods("ours") == []
