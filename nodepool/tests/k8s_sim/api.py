@@ -155,9 +155,11 @@ class Api:
             raise _method_not_allowed()
         state.calls[(verb, rtype.key)] += 1
         if verb in ("list", "watch"):
+            self._refuse(verb, rtype, "", namespace or "")
             return self.list_or_watch(rtype, namespace, req, verb)
         if verb == "get":
             assert name is not None
+            self._refuse(verb, rtype, name, namespace or "")
             return json_response(200, self.view(rtype, self._existing(rtype, namespace, name)))
         if verb == "create":
             assert namespace is not None or not rtype.namespaced

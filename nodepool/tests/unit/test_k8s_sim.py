@@ -511,6 +511,12 @@ def test_refusals_last_until_cleared(k8s_sim, core, rbac):
         rbac.delete_namespaced_role("zuul", "r")
     assert e.value.status == 500
     assert rbac.delete_namespaced_role("zuul", "r")["status"] == "Success"
+    k8s_sim.refuse("list", "pods", 403, count=1)
+    with pytest.raises(ApiException) as e:
+        client.CoreV1Api(rbac.api_client).list_namespaced_pod("r")
+    assert status_of(e.value)["message"] == (
+        'pods is forbidden: User "sim-admin" cannot list resource "pods" in API group "" '
+        'in the namespace "r"')
 
 
 def test_quota_refusals(k8s_sim, core):
