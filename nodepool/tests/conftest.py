@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 from kazoo.client import KazooClient
 
+from nodepool.tests.k8s_sim.fixtures import k8s_sim, openshift_sim  # noqa: F401
 from nodepool.zk import ZooKeeper, ZooKeeperClient
 
 ZK_DIR = os.environ.get("NODEPOOL_ZK_DIR", "/tmp/nodepool-zk")
