@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 
 import pytest
 
 from nodepool.tests.conftest import ZKInfo
+from nodepool.tests.functional.daemon_support import logging_file, read, rewrite, stack_dump
 from nodepool.tests.helpers import FakeZuul, fake_config, wait_for
 from nodepool.zk.components import ComponentRegistry
 
@@ -40,100 +39,6 @@ def stop_daemon(proc, sig=signal.SIGINT):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-
-def rewrite(path, text, keep_mtime=False):
-    """Rewrite a file in place: with a new modification time (later than
-    the old one even within the clock's granularity), or the old one."""
-    before = path.stat()
-    path.write_text(text)
-    if keep_mtime:
-        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
-    else:
-        mtime = max(time.time_ns(), before.st_mtime_ns + 1_000_000)
-        os.utime(path, ns=(mtime, mtime))
-
-
-def logging_file(tmp_path, kind, logfile, marker="CUSTOM"):
-    """A minimal logging configuration that writes to ``logfile``, in the
-    way most operators write one: it does not mention
-    disable_existing_loggers."""
-    if kind == "ini":
-        path = tmp_path / "logging.conf"
-        path.write_text(f"""\
-[loggers]
-keys=root
-
-[handlers]
-keys=file
-
-[formatters]
-keys=simple
-
-[logger_root]
-level=INFO
-handlers=file
-
-[handler_file]
-class=FileHandler
-args=({str(logfile)!r},)
-formatter=simple
-
-[formatter_simple]
-format={marker} %(name)s %(message)s
-""")
-        return path
-    conf = {
-        "version": 1,
-        "formatters": {"simple": {"format": f"{marker} %(name)s %(message)s"}},
-        "handlers": {"file": {"class": "logging.FileHandler", "filename": str(logfile),
-                              "formatter": "simple"}},
-        "root": {"level": "INFO", "handlers": ["file"]},
-    }
-    if kind == "json":
-        path = tmp_path / "logging.json"
-        path.write_text(json.dumps(conf))
-        return path
-    path = tmp_path / "logging.yaml"
-    path.write_text(f"""\
-version: 1
-formatters:
-  simple:
-    format: '{marker} %(name)s %(message)s'
-handlers:
-  file:
-    class: logging.FileHandler
-    filename: {logfile}
-    formatter: simple
-root:
-  level: INFO
-  handlers: [file]
-""")
-    return path
-
-
-def read(path):
-    return path.read_text() if path.exists() else ""
-
-
-def stack_dump(text):
-    """The last complete stack dump in a log: {thread name: its stack}
-    (whether or not the formatter repeats the line prefix)."""
-    starts = list(re.finditer(r"Thread stack dump \((\d+) threads\):", text))
-    if not starts:
-        return None
-    expected = int(starts[-1].group(1))
-    threads: dict[str, list[str]] = {}
-    current = None
-    for line in text[starts[-1].end():].splitlines():
-        header = re.search(r"Thread: (.+) \(\d+, daemon: \w+\)$", line)
-        if header:
-            current = threads.setdefault(header.group(1), [])
-        elif current is not None:
-            current.append(line)
-    if len(threads) < expected:
-        return None
-    return {name: "\n".join(lines) for name, lines in threads.items()}
 
 
 def pool_names(zk):
