@@ -116,8 +116,11 @@ class LoggingConfig:
                 # for a second apply.
                 logging.config.dictConfig(copy.deepcopy(self._dict_config or {}))
         except Exception as e:
+            # dictConfig wraps the real reason ("No such file...") in a
+            # generic "Unable to configure handler".
+            reason = f"{e}: {e.__cause__}" if e.__cause__ is not None else str(e)
             raise LoggingConfigError(
-                f"cannot apply the logging configuration {self.source}: {e}; "
+                f"cannot apply the logging configuration {self.source}: {reason}; "
                 "fix the file or start without -l") from e
         enable_nodepool_loggers()
 
