@@ -37,8 +37,9 @@ LOG_DIR = "/var/log/nodepool"
 
 def stack_dump_handler(signum: int, frame: Any) -> None:
     """SIGUSR2: log every thread's stack (by thread name) and carry on."""
-    threads = {t.ident: t for t in threading.enumerate()}
+    # Frames first: a thread that starts in between is then still named.
     frames = sys._current_frames()
+    threads = {t.ident: t for t in threading.enumerate()}
     lines = [f"Thread stack dump ({len(frames)} threads):"]
     for ident, stack in frames.items():
         thread = threads.get(ident)

@@ -86,19 +86,19 @@ def read(path: Path) -> str:
 
 def stack_dump(text: str) -> dict[str, str] | None:
     """The last complete stack dump in a log: {thread name: its stack}
-    (whether or not the formatter repeats the line prefix)."""
+    (whether or not the formatter repeats the line prefix); None until
+    every thread the dump announces is in the log."""
     starts = list(re.finditer(r"Thread stack dump \((\d+) threads\):", text))
     if not starts:
         return None
     expected = int(starts[-1].group(1))
-    threads: dict[str, list[str]] = {}
-    current = None
+    sections: list[tuple[str, list[str]]] = []
     for line in text[starts[-1].end():].splitlines():
-        header = re.search(r"Thread: (.+) \(\d+, daemon: \w+\)$", line)
+        header = re.search(r"Thread: (.+) \(\d+, daemon: [^)]*\)$", line)
         if header:
-            current = threads.setdefault(header.group(1), [])
-        elif current is not None:
-            current.append(line)
-    if len(threads) < expected:
+            sections.append((header.group(1), []))
+        elif sections:
+            sections[-1][1].append(line)
+    if len(sections) < expected:
         return None
-    return {name: "\n".join(lines) for name, lines in threads.items()}
+    return {name: "\n".join(lines) for name, lines in sections[:expected]}
