@@ -538,11 +538,17 @@ def connect_until_stopped(client: Any, running: Any, pause: Any) -> bool:
 
 
 class ConfigFile:
-    """A daemon's configuration file, re-read when it changes.
+    """A daemon's configuration file and secure file, re-read when either
+    changes.
 
-    ``check`` may add daemon-specific requirements (raising ConfigError).
-    A file that becomes invalid is reported once and the running
-    configuration stays in force.
+    A file counts as changed when its modification time (in ns) or inode
+    differs from when it was last read (an edit in place, or a new file
+    renamed over it).  ``force_reload()`` (SIGHUP) makes the next check
+    re-read both even if neither looks changed, e.g. after a tool that
+    keeps modification times rewrote them.  ``check`` may add
+    daemon-specific requirements (raising ConfigError).  A file that
+    becomes invalid is reported once and the running configuration stays
+    in force.
     """
 
     def __init__(self, path: str, secure_path: str | None = None,
@@ -550,33 +556,66 @@ class ConfigFile:
         self.path = path
         self.secure_path = secure_path
         self.check = check
-        self.mtime: float | None = None
+        # What the files looked like when last read (None: never read).
+        self._read_signature: tuple[Any, ...] | None = None
+        # Forced reloads asked for and seen: counters rather than a flag,
+        # so a SIGHUP that lands while a check runs is never lost.
+        self._forces_asked = 0
+        self._forces_seen = 0
+
+    @property
+    def files(self) -> str:
+        """The files, for messages."""
+        return f"{self.path} and {self.secure_path}" if self.secure_path else self.path
+
+    def _signature(self) -> tuple[Any, ...]:
+        def stat(path: str | None) -> tuple[int, int] | None:
+            if path is None:
+                return None
+            try:
+                st = os.stat(path)
+            except OSError:
+                return None
+            return (st.st_mtime_ns, st.st_ino)
+        return (stat(self.path), stat(self.secure_path))
 
     def load(self) -> Config:
         """Read and validate now (ConfigError when unusable)."""
         from nodepool.driver import registry as driver_registry
+        # Taken before reading: a change while reading is seen next time.
+        signature = self._signature()
         driver_registry.reset_all()
-        mtime = os.stat(self.path).st_mtime
         config = load_config(self.path, self.secure_path)
         if self.check is not None:
             self.check(config)
-        self.mtime = mtime
+        self._read_signature = signature
         return config
 
+    def force_reload(self) -> None:
+        """Re-read the files on the next check even if they look unchanged."""
+        self._forces_asked += 1
+
     def reload_if_changed(self) -> Config | None:
-        """The new configuration if the file changed and is valid."""
-        try:
-            mtime = os.stat(self.path).st_mtime
-        except OSError:
-            return None
-        if mtime == self.mtime:
+        """The new configuration if a file changed (or a reload was forced)
+        and the result is valid."""
+        asked = self._forces_asked
+        forced = asked != self._forces_seen
+        self._forces_seen = asked
+        signature = self._signature()
+        if not forced and signature == self._read_signature:
             return None
         try:
             config = self.load()
-        except Exception as e:
-            self.mtime = mtime
-            log.error("Configuration %s is invalid; keeping the previous one:\n%s",
-                      self.path, e)
+        except ConfigError as e:
+            self._read_signature = signature
+            log.error("Configuration %s is invalid; keeping the previous one until it is "
+                      "fixed (it is re-read when a file changes, or on SIGHUP):\n%s",
+                      self.files, e)
             return None
-        log.info("Configuration %s reloaded", self.path)
+        except Exception:
+            self._read_signature = signature
+            log.exception("Configuration %s could not be loaded; keeping the previous one",
+                          self.files)
+            return None
+        log.info("Configuration %s reloaded%s", self.files, " (forced)" if forced else "")
         return config

@@ -8,7 +8,7 @@ that takes image uploads.  Workers are woken by ZooKeeper changes to the
 image tree (a build became ready, an upload was deleted, someone asked for
 a build or lifted a pause) and by each other; their intervals are only a
 safety net and the clock for ``rebuild-age``.  The configuration file is
-re-read when its modification time changes, without a restart.
+re-read, without a restart, when it or the secure file changes or on SIGHUP.
 """
 
 from __future__ import annotations
@@ -190,9 +190,9 @@ class NodePoolBuilder:
         self.providers = providers
 
     def request_reload(self) -> None:
-        """Re-read the configuration on the next check even if its file
-        looks unchanged."""
-        self.config_file.mtime = None
+        """Re-read the configuration and secure files on the next check
+        even if they look unchanged (SIGHUP)."""
+        self.config_file.force_reload()
 
     def upload_pairs(self) -> list[tuple[str, str]]:
         """(provider, image) for every upload this builder is responsible

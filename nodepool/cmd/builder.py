@@ -22,6 +22,7 @@ class NodepoolBuilderApp(DaemonApp):
         super().__init__()
         self.builder: Any = None
         self._done = threading.Event()
+        self._lock = threading.Lock()
 
     def parser(self) -> argparse.ArgumentParser:
         parser = super().parser()
@@ -39,26 +40,35 @@ class NodepoolBuilderApp(DaemonApp):
         if args.build_workers < 1 or args.upload_workers < 0:
             log.error("--build-workers must be at least 1 and --upload-workers at least 0")
             return 2
-        self.builder = NodePoolBuilder(
-            args.config, args.secure, num_builders=args.build_workers,
-            num_uploaders=args.upload_workers)
+        with self._lock:
+            # A stop signal either came first or finds the builder to stop.
+            if self._stop_event.is_set():
+                return 0
+            self.builder = NodePoolBuilder(
+                args.config, args.secure, num_builders=args.build_workers,
+                num_uploaders=args.upload_workers)
         try:
             self.builder.start()
         except (ConfigError, NodepoolError) as e:
             log.error("nodepool-builder cannot start:\n%s", e)
             return 1
+        if self._stop_event.is_set():
+            # The stop signal came while it was starting.
+            self.builder.stop()
         self._done.wait()
         return 0
 
     def reload(self) -> None:
-        log.info("Reload requested (SIGHUP)")
+        log.info("SIGHUP: re-reading %s", self.config_files())
         if self.builder is not None:
             self.builder.request_reload()
 
     def stop(self) -> None:
+        with self._lock:
+            builder = self.builder
         try:
-            if self.builder is not None:
-                self.builder.stop()
+            if builder is not None:
+                builder.stop()
         finally:
             self._done.set()
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import threading
+from typing import Any
 
 from nodepool.cmd import DaemonApp
 from nodepool.exceptions import ConfigError
@@ -19,9 +20,10 @@ class NodePoolLauncherApp(DaemonApp):
 
     def __init__(self) -> None:
         super().__init__()
-        self.pool = None
-        self.webapp = None
+        self.pool: Any = None
+        self.webapp: Any = None
         self._done = threading.Event()
+        self._lock = threading.Lock()
 
     @property
     def pid_name(self) -> str:
@@ -39,7 +41,11 @@ class NodePoolLauncherApp(DaemonApp):
 
         args = self.args
         assert args is not None
-        self.pool = NodePool(args.config, args.secure)
+        with self._lock:
+            # A stop signal either came first or finds the pool to stop.
+            if self._stop_event.is_set():
+                return 0
+            self.pool = NodePool(args.config, args.secure)
         try:
             config = self.pool.config = self.pool.load_config()
         except ConfigError as e:
@@ -74,18 +80,20 @@ class NodePoolLauncherApp(DaemonApp):
             log.exception("Could not start the web API")
 
     def reload(self) -> None:
-        log.info("Reload requested; the configuration is re-read on the next pass")
+        log.info("SIGHUP: re-reading %s", self.config_files())
         if self.pool is not None:
-            self.pool.wake()
+            self.pool.request_reload()
 
     def stop(self) -> None:
+        with self._lock:
+            pool = self.pool
         if self.webapp is not None:
             try:
                 self.webapp.stop()
             except Exception:
                 log.exception("Error stopping the web API")
-        if self.pool is not None:
-            self.pool.stop()
+        if pool is not None:
+            pool.stop()
         self._done.set()
 
 

@@ -89,6 +89,12 @@ class NodePool(threading.Thread):
     def wake(self) -> None:
         self._wake.set()
 
+    def request_reload(self) -> None:
+        """Re-read the configuration and secure files now, even if their
+        modification times did not change (SIGHUP)."""
+        self.config_file.force_reload()
+        self._wake.set()
+
     def stop(self, grace: float | None = None) -> None:
         """Orderly stop: no new requests are taken; requests in progress
         get up to ``grace`` seconds to finish (launches complete, requests
