@@ -84,6 +84,10 @@ class RuntimeConfigurationException(NodepoolError):
     flavor matches): requests for it are declined."""
 
 
+class ProviderStopped(NodepoolError):
+    """The provider was stopped while an operation was under way."""
+
+
 class NotFound(NodepoolError):
     """A cloud resource is already gone (a delete is then a success)."""
 

@@ -140,7 +140,7 @@ def alien_images(ctx: Context) -> int:
             failed = True
             continue
         for image in cloud_images:
-            metadata = getattr(image, "metadata", None) or {}
+            metadata = image.metadata or {}
             if "nodepool_build_id" not in metadata or image.id in known_ids:
                 continue
             table.rows.append({"provider": name, "name": image.name, "id": image.id})
@@ -153,9 +153,10 @@ class _NotSupported(Exception):
 
 
 def _list_cloud_images(ctx: Context, pc: Any) -> list:
-    provider = _provider_object(pc)
-    if not callable(getattr(provider, "list_images", None)):
+    if not pc.manage_images:
+        # Only providers the builder uploads to have images of ours.
         raise _NotSupported()
+    provider = _provider_object(pc)
     provider.start(ctx.zk)
     try:
         return list(provider.list_images())

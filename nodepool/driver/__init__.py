@@ -19,6 +19,8 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from nodepool.driver.quota import QuotaInformation
+
 if TYPE_CHECKING:
     from nodepool.zk import ZooKeeper
 
@@ -51,27 +53,67 @@ class ConfigValue:
         return f"<{type(self).__name__} {getattr(self, 'name', '')}>"
 
 
+class LabelImage(ConfigValue):
+    """How to reach nodes booted from an image: what every driver's
+    diskimage and cloud-image settings have in common (the values are
+    copied into each node record for Zuul)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.username: str = "zuul"
+        self.python_path: str = "auto"
+        self.shell_type: str | None = None
+        self.connection_type: str = "ssh"
+        self.connection_port: int = 22
+
+    @property
+    def external_name(self) -> str:
+        """What the cloud knows the image as (cloud images)."""
+        return self.name
+
+
 class ConfigLabel(ConfigValue):
-    """A label as offered by one pool (drivers add their own keys)."""
+    """A label as offered by one pool.  The settings here are the ones
+    the framework reads; drivers add their own."""
 
     def __init__(self, name: str, pool: ConfigPool | None = None) -> None:
         self.name = name
         self.pool = pool
+        # The image a node of this label boots: a diskimage the builder
+        # uploads, or an image already in the cloud; neither for drivers
+        # without images (static, kubernetes).
+        self.diskimage: LabelImage | None = None
+        self.cloud_image: LabelImage | None = None
+        # Scan the node's SSH host keys before it is ready.
+        self.host_key_checking: bool = pool.host_key_checking if pool is not None else True
+        # Log the server's console when an attempt fails.
+        self.console_log: bool = False
+
+    @property
+    def image(self) -> LabelImage | None:
+        return self.diskimage or self.cloud_image
 
 
 class ConfigPool(ConfigValue):
     """A pool: a set of labels with its own limits, served by one
-    ``PoolWorker``."""
+    ``PoolWorker``.  The settings here are the ones the framework reads;
+    drivers add their own."""
 
     def __init__(self, name: str = "", provider: ProviderConfig | None = None) -> None:
         self.name = name
         self.provider = provider
         self.labels: dict[str, ConfigLabel] = {}
         self.max_servers: float = math.inf
+        self.max_cores: float = math.inf
+        self.max_ram: float = math.inf
+        # Limits on other resources, by name (``max-resources``).
+        self.max_resources: dict[str, float] = {}
         self.node_attributes: dict[str, Any] | None = None
         self.priority: int | None = None
         self.ignore_provider_quota: bool = False
         self.azs: list[str] | None = None
+        self.use_internal_ip: bool = False
+        self.host_key_checking: bool = True
 
     def load_common(self, pool: Mapping[str, Any]) -> None:
         """Keys every driver's pools share."""
@@ -80,6 +122,14 @@ class ConfigPool(ConfigValue):
         self.max_servers = math.inf if max_servers is None else max_servers
         self.node_attributes = pool.get("node-attributes")
         self.priority = pool.get("priority")
+
+    def limits(self) -> QuotaInformation:
+        """The pool's own limits (missing resources are unlimited)."""
+        return QuotaInformation.for_limits(
+            instances=None if self.max_servers == math.inf else self.max_servers,
+            cores=None if self.max_cores == math.inf else self.max_cores,
+            ram=None if self.max_ram == math.inf else self.max_ram,
+            **{k: v for k, v in self.max_resources.items()})
 
     @property
     def effective_priority(self) -> int:
@@ -99,7 +149,8 @@ class ConfigPool(ConfigValue):
 
 
 class ProviderConfig(ConfigValue):
-    """A provider's parsed configuration."""
+    """A provider's parsed configuration.  The settings here are the ones
+    the framework reads; drivers add their own."""
 
     def __init__(self, driver: Driver, provider: Mapping[str, Any]) -> None:
         self.driver_name = driver.name
@@ -107,6 +158,16 @@ class ProviderConfig(ConfigValue):
         self.max_concurrency: int = provider.get("max-concurrency", -1)
         self.priority: int = provider.get("priority", 100)
         self.pools: dict[str, ConfigPool] = {}
+        # Launch attempts in all, each bounded by launch_timeout; the host
+        # key scan after an attempt is bounded by boot_timeout.
+        self.launch_retries: int = provider.get("launch-retries", 3)
+        self.launch_timeout: float = provider.get("launch-timeout", 3600)
+        self.boot_timeout: float = provider.get("boot-timeout", 60)
+        # Cloud server names; ``{node.id}`` and ``{provider.name}`` expand.
+        self.hostname_format: str = "np{node.id}"
+        # Written into node records (``cloud``, ``region``).
+        self.cloud: str | None = None
+        self.region_name: str | None = None
         self._raw = provider
 
     # Whether the builder uploads diskimages to this provider.
@@ -142,41 +203,146 @@ class ProviderConfig(ConfigValue):
 
 
 class Provider:
-    """A live provider: one per configured provider in a launcher.
+    """A live provider: one per configured provider in a launcher (and
+    one, short-lived, in the CLI for ``delete --now`` and image commands).
 
-    Subclasses implement what the launcher needs; the defaults suit a
-    provider that launches nothing.
+    Every method the launcher, the builder and the CLI call on a provider
+    is declared here with what it must and must not do.  The defaults suit
+    a provider that launches nothing; cloud drivers inherit
+    :class:`nodepool.driver.adapter_provider.AdapterProvider`, which
+    implements all of them over a thin :class:`~nodepool.driver.adapter.Adapter`.
+
+    Threads: the pool workers, the delete and cleanup workers call in
+    concurrently; implementations are thread-safe.  Nothing here writes
+    ZooKeeper paths itself: node records are changed through the
+    :class:`nodepool.zk.ZooKeeper` facade the provider is started with.
     """
 
-    # Whether a pool waits (pauses) when at quota; static pools never do.
-    PAUSE_AT_QUOTA: ClassVar[bool] = True
+    #: False for providers that only hand out nodes registered in advance
+    #: (static hosts): their pools never launch, requests wait for a
+    #: registered node to be free, and min-ready does not apply.
+    launches_nodes: ClassVar[bool] = True
 
     def __init__(self, provider: ProviderConfig) -> None:
         self.provider = provider
 
-    def start(self, zk: ZooKeeper) -> None:
-        """Connect to the cloud; called once before any other method."""
+    # Lifecycle ---------------------------------------------------------
+
+    def start(self, zk: ZooKeeper, node_cache: Any = None, image_cache: Any = None) -> None:
+        """Get ready to serve (connect to the cloud lazily: the first API
+        call may fail and is retried).  Called once, before anything else.
+        ``node_cache`` and ``image_cache`` are the launcher's watch-driven
+        caches (None in the CLI and the builder)."""
 
     def stop(self) -> None:
-        """Stop background work (called when removed from the config)."""
-
-    def idle(self) -> None:
-        """Stop work that would conflict with a replacement provider."""
+        """Stop background work promptly (removed from the config, or the
+        daemon stops).  Launches in flight are abandoned as their records
+        say, for another launcher (or this one, restarted) to resume."""
 
     def join(self) -> None:
-        """Wait for background work to end after ``stop()``."""
+        """Wait (briefly) for background work to end after ``stop()``."""
+
+    # Labels and images -----------------------------------------------------
 
     def label_ready(self, label: ConfigLabel) -> bool:
-        """Whether the label's image is available in this provider."""
+        """Whether a node of ``label`` can be launched now (its image is
+        uploaded or exists in the cloud).  Called for every request
+        decision: answer from a cache."""
+        return True
+
+    def label_error(self, label: ConfigLabel) -> str | None:
+        """Why ``label`` can never be served as configured (no flavor
+        fits...), or None.  Requests for it are declined."""
+        return None
+
+    def image_external_id(self, label: ConfigLabel) -> tuple[str | None, str | None]:
+        """(the cloud's id of the image to boot, the value for the node's
+        ``image_id``); (None, None) when there is none (yet)."""
+        return None, None
+
+    def choose_az(self, pool: ConfigPool) -> str | None:
+        """The availability zone for a new request's nodes (one per
+        request: every node of a request lands in the same zone)."""
+        return None
+
+    # Quota ---------------------------------------------------------------------
+
+    def quota_for_label(self, label: ConfigLabel) -> QuotaInformation:
+        """What one node of ``label`` uses.  Raises
+        RuntimeConfigurationException if the label can never work."""
+        return QuotaInformation(instances=1)
+
+    def available_quota(self, pool: ConfigPool, nodes: list[Any]) -> QuotaInformation:
+        """Room for new nodes in ``pool`` now: pool limits and the cloud's,
+        minus what ``nodes`` (every node record) and launches not yet
+        recorded use.  Must not call the cloud on every call (cache)."""
+        return QuotaInformation(instances=0)
+
+    def can_ever_fit(self, pool: ConfigPool, need: QuotaInformation) -> bool:
+        """Whether a request needing ``need`` could fit ``pool`` if it were
+        empty; a request that never can is declined."""
+        return True
+
+    def max_nodes_for(self, labels: list[str], pool: ConfigPool) -> int:
+        """For providers that do not launch: how many of ``labels`` (one
+        node each) ``pool`` could hand out at once; a request for more is
+        declined."""
+        return 0
+
+    def reserve(self, pool_name: str, quota: QuotaInformation) -> Any:
+        """Count a node about to be launched until its record shows (see
+        :mod:`nodepool.driver.quota_ledger`); hand the result to
+        :meth:`launch`."""
+        return None
+
+    def invalidate_quota(self) -> None:
+        """Forget cached cloud limits and usage (the cloud refused a
+        launch for lack of quota, so they were wrong)."""
+
+    # Launching -----------------------------------------------------------------
+
+    def launch(self, node: Any, label: ConfigLabel, pool: ConfigPool, request: Any,
+               image_external_id: str | None, on_done: Any = None,
+               reservation: Any = None) -> Any:
+        """Start launching ``node`` (a new record without an id: the launch
+        creates, locks and stores it) in the background and return its
+        :class:`~nodepool.driver.launch.LaunchHandle` at once.
+        ``on_done(handle)`` is called when it ends."""
+        raise NotImplementedError(f"provider {self.provider.name} does not launch nodes")
+
+    def resume_launch(self, node: Any, label: ConfigLabel, pool: ConfigPool, request: Any,
+                      on_done: Any = None) -> Any:
+        """Continue the launch of ``node`` (a locked ``init`` or
+        ``building`` record whose launcher died) from the progress stored
+        in it; return its LaunchHandle at once."""
+        raise NotImplementedError(f"provider {self.provider.name} does not launch nodes")
+
+    def launches_in_flight(self) -> int:
+        """Launches started and not ended (for ``max-concurrency``)."""
+        return 0
+
+    def hostname_for(self, node: Any) -> str:
+        """The name a new server of ``node`` gets in the cloud."""
+        return node.hostname or ""
+
+    # Handing out and deleting ----------------------------------------------------
+
+    def check_reusable(self, node: Any) -> bool:
+        """Whether the ready, locked ``node`` may be handed out now (static
+        hosts check they answer).  May mark the node ``deleting`` (through
+        the ZooKeeper facade) when it must not be used again."""
         return True
 
     def delete_node(self, node: Any) -> None:
-        """Release the node's cloud resources (the node is locked and
-        ``deleting``); the caller removes the record afterwards."""
+        """Release the node's cloud resources and wait until they are gone
+        (the node is locked and ``deleting``; the caller removes the record
+        afterwards).  Called from the delete worker's threads and from
+        ``nodepool delete --now``; may block, must not hang (bounded by a
+        timeout) and must return early with an error when stopped."""
 
     def node_deleted(self, node: Any) -> None:
-        """Called after a node's record is gone (static hosts re-register
-        here).  May leave the work to the provider's background threads."""
+        """The node's record is gone (static hosts register a new one).
+        May leave the work to the provider's background threads."""
 
     def settle(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for background work the provider
@@ -188,11 +354,40 @@ class Provider:
         """
         return True
 
-    def launches_in_flight(self) -> int:
-        return 0
+    # Housekeeping ----------------------------------------------------------------
 
     def cleanup_leaked_resources(self) -> dict[str, int]:
-        """Delete cloud resources tagged as ours that no record knows."""
+        """Delete cloud resources tagged as ours that no record knows,
+        once seen on two listings; counts deleted by plural type name.
+        Called by the cleanup worker about once a minute."""
+        return {}
+
+    def vanished_nodes(self, nodes: list[Any]) -> list[str]:
+        """Ids of ready, unallocated nodes whose server is gone from the
+        cloud (seen missing on two listings), so they are not handed out."""
+        return []
+
+    # Images (the builder; ``manage_images`` providers only) -------------------------
+
+    def upload_image(self, *, image_name: str, filename: str, image_format: str,
+                     metadata: dict[str, str], md5: str | None = None,
+                     sha256: str | None = None, provider_image: Any = None,
+                     timeout: float | None = None) -> str:
+        """Upload a disk image file; return its cloud id once usable."""
+        raise NotImplementedError(f"provider {self.provider.name} takes no images")
+
+    def delete_image(self, external_id: str) -> None:
+        """Delete an uploaded image (NotFound if it is gone already)."""
+        raise NotImplementedError(f"provider {self.provider.name} takes no images")
+
+    def list_images(self) -> list[Any]:
+        """Images in the cloud (CloudImage objects), for upload cleanup and
+        ``nodepool alien-image-list``."""
+        return []
+
+    def cleanup_leaked_images(self) -> dict[str, int]:
+        """Delete uploaded images tagged as ours that no upload record
+        knows, once seen on two listings (the builder calls this)."""
         return {}
 
 

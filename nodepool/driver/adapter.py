@@ -17,11 +17,8 @@ retry may cure.
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from nodepool.driver.quota import QuotaInformation
 
@@ -88,38 +85,90 @@ class CloudImage:
 
 
 class LaunchSpec:
-    """What to launch, handed to :meth:`Adapter.create_instance`.
+    """What one launch asks of the cloud, handed to :meth:`Adapter.create`.
 
-    ``deadline`` (monotonic) is when the launch times out; the adapter
-    should give up (raise) when it passes.  ``report_external_id`` must be
-    called as soon as the cloud names the server, so a failed or abandoned
-    launch can still be cleaned up.
+    ``hostname`` names the server; ``metadata`` must be stored on it (tags,
+    properties, labels: whatever the cloud offers) so that leaked servers
+    can be found; ``label`` and ``pool`` are the driver's own config
+    objects; ``request`` is the node request being served (None for a
+    resumed launch whose request is not at hand).
     """
 
-    def __init__(self, *, hostname: str, label: Any, image_external_id: str | None,
+    def __init__(self, *, hostname: str, label: Any, pool: Any, image_external_id: str | None,
                  metadata: dict[str, str], az: str | None, request: Any,
-                 deadline: float, log: logging.Logger | logging.LoggerAdapter,
-                 report_external_id: Callable[[Any], None]) -> None:
+                 log: logging.Logger | logging.LoggerAdapter) -> None:
         self.hostname = hostname
         self.label = label
+        self.pool = pool
         self.image_external_id = image_external_id
         self.metadata = metadata
         self.az = az
         self.request = request
-        self.deadline = deadline
         self.log = log
-        self._report = report_external_id
-        self.cancelled = threading.Event()
 
-    def report_external_id(self, external_id: Any) -> None:
-        self._report(external_id)
 
-    @property
-    def remaining(self) -> float:
-        return max(0.0, self.deadline - time.monotonic())
+class Operation:
+    """One cloud operation (creating or deleting a server), advanced by the
+    framework in short steps.
 
-    def expired(self) -> bool:
-        return time.monotonic() >= self.deadline or self.cancelled.is_set()
+    The framework calls :meth:`advance` repeatedly, from one thread at a
+    time, until it reports completion or raises.  Each call does at most a
+    few quick API calls and returns; waiting (for a server to boot, for a
+    delete to finish) is the framework's job: it calls again later, with
+    growing pauses up to :attr:`Adapter.poll_interval`, and enforces the
+    timeouts.  Set :attr:`poll_after` to ask for a specific pause.
+
+    Progress is kept in :attr:`step` (a short name) and :attr:`data` (a
+    JSON-serialisable dict), and the external id in :attr:`external_id`
+    as soon as the cloud names the server.  The framework stores all three
+    in the node's ZooKeeper record whenever they change, and a launcher
+    that takes over the node (after a crash or restart) rebuilds the
+    operation from them with :meth:`Adapter.create` / :meth:`Adapter.delete`,
+    so keep in them everything a later step needs.
+    """
+
+    def __init__(self, step: str = "start", data: dict[str, Any] | None = None,
+                 external_id: Any = None) -> None:
+        self.step = step
+        self.data: dict[str, Any] = dict(data or {})
+        self.external_id = external_id
+        # Seconds until the next call wanted by the operation (None: the
+        # framework's own back-off).
+        self.poll_after: float | None = None
+        # The last status the cloud reported (for messages, e.g. timeouts).
+        self.status: str | None = None
+
+    def progress(self) -> dict[str, Any]:
+        """What the framework stores to resume this operation."""
+        return {"step": self.step, "data": dict(self.data)}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.external_id} {self.step}>"
+
+
+class CreateOperation(Operation):
+    """Creating one server (one launch attempt)."""
+
+    def advance(self) -> Instance | None:
+        """Move the creation on; return the :class:`Instance` once the
+        server is usable (active, addressed), None while it is not yet.
+
+        Raise :class:`~nodepool.exceptions.QuotaException` if the cloud
+        refused for lack of quota, a
+        :class:`~nodepool.exceptions.LaunchError` subclass naming the
+        failure (server went to error, vanished...), or any exception for
+        a failure a new attempt may cure.  Never sleep here.
+        """
+        raise NotImplementedError
+
+
+class DeleteOperation(Operation):
+    """Deleting one server and waiting until it is gone."""
+
+    def advance(self) -> bool:
+        """Move the deletion on; True once the server is gone (a server
+        that did not exist at all is gone too).  Never sleep here."""
+        raise NotImplementedError
 
 
 class Adapter:
@@ -129,16 +178,25 @@ class Adapter:
     def __init__(self, provider_config: Any) -> None:
         self.provider = provider_config
 
+    # How long the framework waits at most between two calls to an
+    # operation's advance() while the cloud works (and the lifetime of a
+    # shared listing, see :class:`nodepool.driver.listing.SharedListing`).
+    poll_interval: ClassVar[float] = 1.0
+
     # Servers ------------------------------------------------------------
 
-    def create_instance(self, spec: LaunchSpec) -> Instance:
-        """Create a server and wait until it is active; return it."""
+    def create(self, spec: LaunchSpec, progress: dict[str, Any] | None = None,
+               external_id: Any = None) -> CreateOperation:
+        """A new creation of a server for ``spec`` (``progress`` None), or
+        the continuation of one started earlier, possibly by another
+        process: ``progress`` is what :meth:`Operation.progress` returned
+        then and ``external_id`` the server's id if it was known."""
         raise NotImplementedError
 
-    def delete_instance(self, external_id: Any,
-                        log: logging.Logger | logging.LoggerAdapter | None = None) -> None:
-        """Delete a server and wait until it is gone.  Raise NotFound if it
-        does not exist."""
+    def delete(self, external_id: Any, progress: dict[str, Any] | None = None
+               ) -> DeleteOperation:
+        """Delete server ``external_id`` (or continue a deletion from its
+        ``progress``)."""
         raise NotImplementedError
 
     def list_instances(self) -> list[Instance]:

@@ -1,20 +1,18 @@
 """The Provider every adapter-based cloud driver shares.
 
-It owns what is the same for every cloud: a thread pool of launches, the
-quota arithmetic (cloud limits minus what others use, pool limits, what
+It owns what is the same for every cloud: launches advanced in short steps
+on one small pool of threads (:mod:`nodepool.driver.launch`), the quota
+arithmetic (cloud limits minus what others use, pool limits, what
 our own nodes use), image availability, node deletion, and leak cleanup
 with two sightings.  Drivers supply only an :class:`Adapter`.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from nodepool import stats as statsmod
@@ -27,9 +25,16 @@ from nodepool.driver.adapter import (
     Adapter,
     Resource,
 )
-from nodepool.driver.launch import LaunchHandle, NodeLauncher
+from nodepool.driver.launch import Launch, LaunchHandle
 from nodepool.driver.quota import QuotaInformation
-from nodepool.exceptions import NotFound, RuntimeConfigurationException
+from nodepool.driver.quota_ledger import QuotaLedger, Reservation
+from nodepool.driver.runner import StepRunner
+from nodepool.exceptions import (
+    NotFound,
+    ProviderStopped,
+    RuntimeConfigurationException,
+    ServerDeleteTimeout,
+)
 from nodepool.zk import models
 from nodepool.zk.models import Node
 
@@ -38,6 +43,8 @@ log = logging.getLogger("nodepool.driver.provider")
 QUOTA_CACHE_SECONDS = 300
 UNMANAGED_CACHE_SECONDS = 60
 LABEL_READY_CACHE_SECONDS = 300
+# How long a deleted server may take to disappear.
+DELETE_TIMEOUT = 600.0
 
 
 class AdapterProvider(Provider):
@@ -49,22 +56,18 @@ class AdapterProvider(Provider):
         self.zk: Any = None
         self.node_cache: Any = None
         self.image_cache: Any = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._runner: StepRunner | None = None
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
         self._limits: tuple[float, QuotaInformation] | None = None
         self._unmanaged: tuple[float, QuotaInformation] | None = None
         self._label_quota: dict[str, QuotaInformation] = {}
         self._label_errors: dict[str, str] = {}
         self._label_ready: dict[str, tuple[float, bool]] = {}
-        # Capacity promised to launches whose node records the node cache
-        # does not show yet: token -> [pool name, quota, when, node id].
-        # Entries expire in case a record vanished before the cache ever
-        # showed it.
-        self._pending: dict[int, list] = {}
-        self._tokens = itertools.count()
+        self.quota = QuotaLedger(provider_config.name, self.node_quota)
         self._leak_sightings: set[tuple[str, str]] = set()
         self._image_leak_sightings: set[tuple[str, str]] = set()
-        self._launches: set[LaunchHandle] = set()
+        self._launches: dict[LaunchHandle, Launch] = {}
         self._vanished_sightings: set[str] = set()
         self.running = False
 
@@ -76,7 +79,14 @@ class AdapterProvider(Provider):
             raise RuntimeError(f"provider {self.provider.name} is not started")
         return self._adapter
 
+    @property
+    def runner(self) -> StepRunner:
+        if self._runner is None:
+            raise RuntimeError(f"provider {self.provider.name} is not started")
+        return self._runner
+
     def make_adapter(self) -> Adapter:
+        """The driver's adapter for this provider's configuration."""
         raise NotImplementedError
 
     def start(self, zk: Any, node_cache: Any = None, image_cache: Any = None) -> None:
@@ -84,18 +94,16 @@ class AdapterProvider(Provider):
         self.node_cache = node_cache
         self.image_cache = image_cache
         self._adapter = self.make_adapter()
-        concurrency = self.provider.max_concurrency
-        workers = concurrency if concurrency and concurrency > 0 else 256
-        self._executor = ThreadPoolExecutor(
-            max_workers=workers, thread_name_prefix=f"Launch.{self.provider.name}")
+        self._runner = StepRunner(self.provider.name)
         self.running = True
 
     def stop(self) -> None:
+        """Stop launching: launches in flight are left as their records
+        say, for whichever launcher takes their nodes over."""
         self.running = False
-        for handle in list(self._launches):
-            handle.cancel()
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=False)
+        self._stopped.set()
+        if self._runner is not None:
+            self._runner.stop()
         if self._adapter is not None:
             try:
                 self._adapter.stop()
@@ -103,25 +111,29 @@ class AdapterProvider(Provider):
                 log.exception("Error stopping adapter of %s", self.provider.name)
 
     def join(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-
-    @property
-    def can_launch(self) -> bool:
-        return True
+        if self._runner is not None:
+            self._runner.join(10)
+        with self._lock:
+            left = list(self._launches.values())
+        for launch in left:
+            launch.abandon_now()
 
     def launches_in_flight(self) -> int:
-        return len(self._launches)
+        with self._lock:
+            return len(self._launches)
+
+    def launch_finished(self, handle: LaunchHandle) -> None:
+        """Called by a launch when it ends, whatever the outcome."""
+        with self._lock:
+            self._launches.pop(handle, None)
 
     def check_reusable(self, node: Node) -> bool:
-        """Whether a ready node may be handed out again (static hosts
-        check liveness here)."""
         return True
 
     # Labels and images ----------------------------------------------------
 
     def hostname_for(self, node: Node) -> str:
-        fmt = getattr(self.provider, "hostname_format", None) or "np{node.id}"
+        fmt = self.provider.hostname_format
         try:
             return fmt.format(node=node, provider=self.provider)
         except (KeyError, AttributeError, IndexError):
@@ -157,7 +169,7 @@ class AdapterProvider(Provider):
     def image_external_id(self, label: Any) -> tuple[str | None, str | None]:
         """(cloud image id to boot, value for the node's ``image_id``);
         (None, None) when the image is not available."""
-        if getattr(label, "diskimage", None) is not None:
+        if label.diskimage is not None:
             upload = None
             if self.image_cache is not None:
                 upload = self.image_cache.latest_upload(label.diskimage.name,
@@ -168,13 +180,13 @@ class AdapterProvider(Provider):
             if upload is None or not upload.external_id:
                 return None, None
             return upload.external_id, upload.path
-        cloud_image = getattr(label, "cloud_image", None)
+        cloud_image = label.cloud_image
         if cloud_image is not None:
             return cloud_image.external_name, cloud_image.name
         return None, None
 
     def label_ready(self, label: Any) -> bool:
-        if getattr(label, "diskimage", None) is not None:
+        if label.diskimage is not None:
             return self.image_external_id(label)[0] is not None
         cached = self._label_ready.get(label.name)
         now = time.monotonic()
@@ -247,15 +259,11 @@ class AdapterProvider(Provider):
     def _node_known(self, node_id: str | None) -> bool:
         if not node_id:
             return False
-        if self._pending_node(node_id):
+        if self.quota.is_reserved(node_id):
             return True
         if self.node_cache is not None:
             return self.node_cache.get(node_id) is not None
         return self.zk.get_node(node_id) is not None
-
-    def _pending_node(self, node_id: str) -> bool:
-        with self._lock:
-            return any(entry[3] == node_id for entry in self._pending.values())
 
     def node_quota(self, node: Node) -> QuotaInformation:
         if node.resources:
@@ -271,67 +279,22 @@ class AdapterProvider(Provider):
                         break
         return QuotaInformation(instances=1)
 
-    def reserve(self, pool_name: str, quota: QuotaInformation) -> int:
-        """Count a node about to be created until the node cache shows it;
-        returns a token for :meth:`bind`."""
-        token = next(self._tokens)
-        with self._lock:
-            self._pending[token] = [pool_name, quota, time.monotonic(), None]
-        return token
-
-    def bind(self, token: int, node_id: str) -> None:
-        """The reserved node now has a record with this id."""
-        with self._lock:
-            entry = self._pending.get(token)
-            if entry is not None:
-                entry[3] = node_id
-
-    def unreserve(self, token: int) -> None:
-        with self._lock:
-            self._pending.pop(token, None)
-
-
-    def _usage(self, nodes: list[Node], pool: Any | None) -> QuotaInformation:
-        used = QuotaInformation()
-        seen = set()
-        for node in nodes:
-            if node.provider != self.provider.name:
-                continue
-            if pool is not None and node.pool != pool.name:
-                continue
-            seen.add(node.id)
-            used.add(self.node_quota(node))
-        with self._lock:
-            stale = time.monotonic() - 60
-            for token in [t for t, e in self._pending.items()
-                          if e[3] in seen or e[2] < stale]:
-                del self._pending[token]
-            for pool_name, quota, _, _ in self._pending.values():
-                if pool is None or pool_name == pool.name:
-                    used.add(quota)
-        return used
-
-    def pool_limits(self, pool: Any) -> QuotaInformation:
-        return QuotaInformation.for_limits(
-            instances=pool.max_servers if pool.max_servers != math.inf else None,
-            cores=getattr(pool, "max_cores", math.inf),
-            ram=getattr(pool, "max_ram", math.inf),
-            volumes=getattr(pool, "max_volumes", math.inf),
-            **{"volume-gb": getattr(pool, "max_volume_gb", math.inf)})
+    def reserve(self, pool_name: str, quota: QuotaInformation) -> Reservation:
+        return self.quota.reserve(pool_name, quota)
 
     def available_quota(self, pool: Any, nodes: list[Node]) -> QuotaInformation:
         """Room for new nodes in ``pool`` right now."""
-        pool_room = self.pool_limits(pool).subtract(self._usage(nodes, pool))
+        pool_room = pool.limits().subtract(self.quota.usage(nodes, pool.name))
         if pool.ignore_provider_quota:
             return pool_room
         cloud_room = self._cloud_limits().copy()
         cloud_room.subtract(self._unmanaged_usage())
-        cloud_room.subtract(self._usage(nodes, None))
+        cloud_room.subtract(self.quota.usage(nodes))
         return pool_room.min_with(cloud_room)
 
     def can_ever_fit(self, pool: Any, need: QuotaInformation) -> bool:
         """Whether a request needing ``need`` could fit an empty pool."""
-        limits = self.pool_limits(pool)
+        limits = pool.limits()
         if not pool.ignore_provider_quota:
             limits = limits.min_with(self._cloud_limits())
         return limits.fits(need)
@@ -340,42 +303,55 @@ class AdapterProvider(Provider):
 
     def launch(self, node: Node, label: Any, pool: Any, request: Any,
                image_external_id: str | None, on_done: Any = None,
-               reservation: int | None = None) -> LaunchHandle:
-        """Start launching a node in the background.
-
-        ``node`` is either a locked ``building`` record, or a new one
-        without an id: its record is then created (``init``, locked,
-        ``building``) by the launch thread, so the caller does not wait
-        for those round trips.
-        """
+               reservation: Reservation | None = None) -> LaunchHandle:
         handle = LaunchHandle(node)
-        self._launches.add(handle)
-
-        def done(h: LaunchHandle) -> None:
-            self._launches.discard(h)
-            if on_done is not None:
-                on_done(h)
-
-        launcher = NodeLauncher(
-            provider=self, adapter=self.adapter, zk=self.zk, node=node, label=label,
-            pool=pool, request=request, image_external_id=image_external_id,
-            handle=handle, retries=getattr(self.provider, "launch_retries", 3),
-            launch_timeout=getattr(self.provider, "launch_timeout", 3600),
-            boot_timeout=getattr(self.provider, "boot_timeout", 60),
-            session_generation=self.zk.zk_client.session_generation, on_done=done,
-            reservation=reservation)
-        assert self._executor is not None
-        self._executor.submit(launcher.run)
+        launch = Launch(provider=self, node=node, label=label, pool=pool, request=request,
+                        image_external_id=image_external_id, handle=handle,
+                        on_done=on_done, reservation=reservation)
+        self._start(handle, launch)
         return handle
+
+    def resume_launch(self, node: Node, label: Any, pool: Any, request: Any,
+                      on_done: Any = None) -> LaunchHandle:
+        handle = LaunchHandle(node)
+        image_external_id = None
+        if node.launch_progress is None or not node.external_id:
+            image_external_id = self.image_external_id(label)[0]
+        launch = Launch(provider=self, node=node, label=label, pool=pool, request=request,
+                        image_external_id=image_external_id, handle=handle, on_done=on_done)
+        launch.resume_from_record()
+        self._start(handle, launch)
+        return handle
+
+    def _start(self, handle: LaunchHandle, launch: Launch) -> None:
+        with self._lock:
+            self._launches[handle] = launch
+        try:
+            self.runner.add(launch)
+        except RuntimeError:
+            launch.abandon_now()
 
     def delete_node(self, node: Node) -> None:
         """Delete the node's server (if any) and wait until it is gone."""
         if node.external_id is None:
             return
-        try:
-            self.adapter.delete_instance(node.external_id, log)
-        except NotFound:
-            pass
+        op = self.adapter.delete(node.external_id)
+        deadline = time.monotonic() + DELETE_TIMEOUT
+        pause = 0.02
+        while True:
+            try:
+                if op.advance():
+                    break
+            except NotFound:
+                break
+            if time.monotonic() >= deadline:
+                raise ServerDeleteTimeout(f"server {node.external_id} still exists "
+                                          f"{DELETE_TIMEOUT:.0f} s after deleting it")
+            wait = op.poll_after if op.poll_after is not None else pause
+            pause = min(pause * 2, self.adapter.poll_interval)
+            if self._stopped.wait(wait):
+                raise ProviderStopped(f"provider {self.provider.name} stopped while "
+                                      f"deleting server {node.external_id}")
         self.invalidate_unmanaged()
 
     def invalidate_unmanaged(self) -> None:
@@ -476,7 +452,7 @@ class AdapterProvider(Provider):
         node_id = meta.get(META_NODE_ID)
         if not node_id:
             return False
-        if self._pending_node(node_id):
+        if self.quota.is_reserved(node_id):
             return False
         # Ask ZooKeeper, not the cache: a leak verdict must not be stale.
         # A record we cannot read (a newer writer's) still owns its server.

@@ -52,6 +52,56 @@ class NodeRequestHandler:
 
     # Filling slots ----------------------------------------------------
 
+    def adopt(self, nodes: list[Node]) -> None:
+        """Take over a request whose launcher died (the request is locked
+        by us, ``pending``): keep its ready nodes, resume the launches of
+        its half-built ones; the rest is filled as usual by ``poll()``."""
+        self.log.info("Taking over from a launcher that is gone (nodes %s)",
+                      sorted(n.id for n in nodes))
+        free = list(range(len(self.request.node_types)))
+        for cached in sorted(nodes, key=lambda n: n.id or ""):
+            node = self.zk.try_lock_node(cached.id, blocking=True, timeout=10)
+            if node is None:
+                self.log.warning("Could not lock node %s to take it over", cached.id)
+                continue
+            index = next((i for i in free if self.request.node_types[i] in node.type), None)
+            label = self.pool.labels.get(node.type[0]) if node.type else None
+            if (node.allocated_to != self.request.id or index is None or label is None
+                    or node.state not in (models.READY, models.BUILDING, models.INIT)):
+                # Not ours to use (any more): the deleter or the ready pool
+                # takes it.
+                self._give_back(node)
+                continue
+            free.remove(index)
+            if node.az and self.az is None:
+                self.az = node.az
+            if node.state == models.READY:
+                self.slots[index] = node
+                continue
+            try:
+                self.launches[index] = self.provider.resume_launch(
+                    node, label, self.pool, self.request,
+                    on_done=lambda h: self.worker.wake())
+            except Exception:
+                self.log.exception("Could not resume the launch of node %s", node.id)
+                node.state = models.FAILED
+                self._give_back(node)
+                free.append(index)
+
+    def _give_back(self, node: Node) -> None:
+        try:
+            if node.allocated_to == self.request.id:
+                node.allocated_to = None
+                if node.state == models.INIT:
+                    node.state = models.DELETING
+                self.zk.store_node(node)
+            elif node.state == models.FAILED:
+                self.zk.store_node(node)
+        except Exception:
+            self.log.exception("Could not release node %s", node.id)
+        finally:
+            self.zk.unlock_node(node)
+
     def run(self) -> None:
         """Reuse what we can and start launches for the rest."""
         self.log.info("Accepted by %s for %s", self.worker.id, self.request.node_types)
@@ -78,7 +128,7 @@ class NodeRequestHandler:
         for index, label_name in enumerate(self.request.node_types):
             if self.slots[index] is not None or index in self.launches:
                 continue
-            if not self.provider.can_launch:
+            if not self.provider.launches_nodes:
                 self.waiting = True
                 continue
             label = self.pool.labels[label_name]
@@ -104,10 +154,10 @@ class NodeRequestHandler:
         node.attributes = self.pool.node_attributes
         node.az = self.az
         node.image_id = image_id
-        node.cloud = getattr(self.provider.provider, "cloud", None)
-        node.region = getattr(self.provider.provider, "region_name", None)
+        node.cloud = self.provider.provider.cloud
+        node.region = self.provider.provider.region_name
         node.resources = quota.to_dict()
-        image = getattr(label, "image", None)
+        image = label.image
         if image is not None:
             node.username = image.username
             node.python_path = image.python_path
@@ -186,7 +236,7 @@ class NodeRequestHandler:
         hosts while waiting for others could deadlock two multi-node
         requests, and the pool worker accepts it again as soon as every
         label has a ready node.  True when the request was given back."""
-        if self.provider.can_launch or all(slot is not None for slot in self.slots):
+        if self.provider.launches_nodes or all(slot is not None for slot in self.slots):
             return False
         self.log.info("Not every node is free now; returning the request to the queue")
         self._release_nodes()
@@ -207,7 +257,7 @@ class NodeRequestHandler:
         # is confirmed with ZooKeeper.
         if self.worker.launcher.request_cache.get(self.request.id) is not None:
             return True
-        return self.zk.kazoo.exists(f"/nodepool/requests/{self.request.id}") is not None
+        return self.zk.request_exists(self.request.id)
 
     def _fulfil(self) -> None:
         request = self.request

@@ -1,16 +1,26 @@
-"""Launching one node through an adapter: retries, timeouts, host keys.
+"""Launching one node: the framework's side of a launch, for every driver.
 
-This is the framework's side of a launch, shared by every cloud driver.
-The node arrives locked and ``building``; the launch ends with it
-``ready``, ``failed`` or ``aborted`` (the cloud had no quota: the request
-waits and tries again, it is not failed) and stored in ZooKeeper.  Every
-failed attempt deletes its half-built server before the next one.
+A :class:`Launch` is a :class:`~nodepool.driver.runner.Task`: the
+provider's step runner advances it in short steps, so a launch holds no
+thread while its cloud works.  It owns what is the same for every cloud:
+the node record (created ``init``, locked, ``building``), the attempts
+(``launch-retries`` in all, each bounded by ``launch-timeout``, each
+failed one deleting its half-built server before the next), the host-key
+scan (bounded by ``boot-timeout``), the outcome (``ready``, ``failed``, or
+``aborted`` when the cloud had no quota: the request then waits, it is not
+failed) and its metrics.
 
 ``nodepool.launch.*`` metrics are counted as upstream counts them: each
-failed attempt once, under its own error kind (so three attempts that
-each time out count three ``error.servercreatetimeout``); a quota refusal,
-a lost ZooKeeper session and a ready node once, when the launch ends.  The
-timer measures from the node record's creation, across attempts.
+failed attempt once, under its own error kind (three attempts that each
+time out count three ``error.servercreatetimeout``); a quota refusal, a
+lost ZooKeeper session and a ready node once, when the launch ends.  The
+timer runs from the node record's creation, across attempts.
+
+Its progress is stored in the node record (``external_id`` and
+``launch_progress``) whenever it changes, so a launcher that takes the
+node over after the owner died resumes the launch where it stood:
+:meth:`Launch.resume` rebuilds it from the record.  A record that is
+ready carries no ``launch_progress`` and looks exactly like upstream's.
 """
 
 from __future__ import annotations
@@ -19,29 +29,56 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
 
 from kazoo.exceptions import KazooException
 
 from nodepool import stats as statsmod
+from nodepool.driver import nodescan
 from nodepool.driver.adapter import (
     META_NODE_ID,
     META_POOL,
     META_PROVIDER,
-    Adapter,
+    CreateOperation,
+    DeleteOperation,
     Instance,
     LaunchSpec,
 )
-from nodepool.driver.nodescan import scan_host_keys
-from nodepool.exceptions import LaunchError, NotFound, QuotaException
+from nodepool.driver.runner import Task
+from nodepool.exceptions import (
+    LaunchError,
+    LaunchKeyscanException,
+    NotFound,
+    QuotaException,
+    ServerCreateTimeout,
+)
 from nodepool.zk import models
 from nodepool.zk.models import Node
+
+if TYPE_CHECKING:
+    from nodepool.driver.adapter_provider import AdapterProvider
 
 # Outcomes of a launch.
 RUNNING = "running"
 READY = models.READY
 FAILED = models.FAILED
 ABORTED = models.ABORTED
+
+# Steps of a launch, as stored in ``launch_progress["step"]``.
+STEP_RECORD = "record"
+STEP_CREATE = "create"
+STEP_SCAN = "scan"
+STEP_CLEANUP = "cleanup"
+
+# How long a half-built server may take to go away before the launch
+# gives up on it (the leak cleanup finds it later by its metadata).
+CLEANUP_TIMEOUT = 600.0
+# First pause while waiting on the cloud; doubled up to the adapter's
+# poll_interval.
+FIRST_POLL = 0.02
+# Pause between two host-key scan attempts.
+SCAN_RETRY = 1.0
 
 
 class NodeLogger(logging.LoggerAdapter):
@@ -60,7 +97,8 @@ class NodeLogger(logging.LoggerAdapter):
 
 
 class LaunchHandle:
-    """A launch in progress; ``state`` becomes READY, FAILED or ABORTED."""
+    """What a request handler sees of a launch: ``state`` becomes READY,
+    FAILED or ABORTED, then ``done`` is set."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -71,212 +109,232 @@ class LaunchHandle:
         self.record_created = threading.Event()
         if node.id is not None:
             self.record_created.set()
-        self.spec: LaunchSpec | None = None
+        self.launch: Launch | None = None
 
     def cancel(self) -> None:
-        if self.spec is not None:
-            self.spec.cancelled.set()
+        """Stop advancing the launch and leave the node as it is, for a
+        launcher that takes it over (shutdown, session loss)."""
+        if self.launch is not None:
+            self.launch.abandon()
 
     @property
     def complete(self) -> bool:
         return self.done.is_set()
 
 
-class NodeLauncher:
-    """Runs one node's launch (in a worker thread of the provider)."""
+class Launch(Task):
+    """One node's launch, advanced by the provider's step runner."""
 
-    def __init__(self, *, provider: Any, adapter: Adapter, zk: Any, node: Node,
-                 label: Any, pool: Any, request: Any, image_external_id: str | None,
-                 handle: LaunchHandle, retries: int, launch_timeout: float,
-                 boot_timeout: float, session_generation: int,
+    def __init__(self, *, provider: AdapterProvider, node: Node, label: Any, pool: Any,
+                 request: Any, image_external_id: str | None, handle: LaunchHandle,
                  on_done: Callable[[LaunchHandle], None] | None = None,
-                 reservation: int | None = None) -> None:
+                 reservation: Any = None) -> None:
         self.provider = provider
-        self.adapter = adapter
-        self.zk = zk
+        self.adapter = provider.adapter
+        self.zk = provider.zk
         self.node = node
         self.label = label
         self.pool = pool
         self.request = request
         self.image_external_id = image_external_id
         self.handle = handle
-        self.retries = max(1, retries)
-        self.launch_timeout = launch_timeout
-        self.boot_timeout = boot_timeout
-        self.session_generation = session_generation
+        handle.launch = self
         self.on_done = on_done
         self.reservation = reservation
+        settings = provider.provider
+        self.retries = max(1, settings.launch_retries)
+        self.launch_timeout = float(settings.launch_timeout)
+        self.boot_timeout = float(settings.boot_timeout)
+        self.session_generation = self.zk.zk_client.session_generation
         self.log_context: dict[str, Any] = {
-            "event_id": getattr(request, "event_id", None),
-            "request": getattr(request, "id", None), "node": node.id}
+            "event_id": request.event_id if request is not None else None,
+            "request": request.id if request is not None else None,
+            "node": node.id}
         self.log = NodeLogger(logging.getLogger("nodepool.NodeLauncher"), self.log_context)
-        # When the launch proper began (the node record exists) and the
-        # result still to be counted when it ends (None: nothing, e.g. the
-        # failed attempt was counted already).
-        self._started: float | None = None
-        self._result_key: str | None = None
+        self.step_name = STEP_RECORD if node.id is None else STEP_CREATE
+        self.attempt = 1
+        # Wall-clock start of the current attempt or scan (stored, so a
+        # launcher resuming the launch keeps the same deadlines).
+        self.started = time.time()
+        self.create_op: CreateOperation | None = None
+        self.delete_op: DeleteOperation | None = None
+        self.instance: Instance | None = None
+        # What to do once the half-built server is gone: try again, or
+        # end with this outcome.
+        self.after_cleanup: str | None = None
+        self._scan: Future | None = None
+        self._poll = FIRST_POLL
+        self._saved: Any = None
+        self._abandoned = False
+        self._clock = time.monotonic()
 
-    # Helpers ------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"<Launch node {self.node.id} {self.step_name}>"
 
-    def _session_lost(self) -> bool:
-        client = self.zk.zk_client
-        return client.session_generation != self.session_generation
+    # Resuming ---------------------------------------------------------------
 
-    def _store(self) -> None:
-        if self._session_lost():
-            # Our lock went with the old session; someone else may be
-            # deleting this node.  Writing now could resurrect it.
-            raise LaunchError("ZooKeeper session lost during launch")
-        self.zk.store_node(self.node)
+    def resume_from_record(self) -> None:
+        """Continue from the progress stored in the (locked) node record."""
+        if self.node.state == models.INIT:
+            # Created, never locked: the launch had not begun.
+            self.node.state = models.BUILDING
+            self.node.hostname = self.provider.hostname_for(self.node)
+            self._save(force=True)
+        progress = self.node.launch_progress or {}
+        step = progress.get("step")
+        self.attempt = int(progress.get("attempt") or 1)
+        self.started = float(progress.get("started") or time.time())
+        op = progress.get("op")
+        if step == STEP_SCAN and self.node.interface_ip:
+            # A fresh boot-timeout window: the host may have been up for a
+            # while, or the scan may have been cut short by the crash.
+            self.step_name = STEP_SCAN
+            self.started = time.time()
+        elif step == STEP_CLEANUP and self.node.external_id is not None:
+            self.step_name = STEP_CLEANUP
+            self.after_cleanup = progress.get("after") or "retry"
+            self.delete_op = self.adapter.delete(self.node.external_id, op)
+        elif self.node.external_id is not None and op:
+            self.step_name = STEP_CREATE
+            self.create_op = self.adapter.create(self._spec(), op, self.node.external_id)
+        else:
+            # The create call may have been made without its answer being
+            # stored: a server carrying this node's id is deleted first.
+            self.step_name = STEP_CREATE
+            orphan = self._find_orphan()
+            if orphan is not None:
+                self.node.external_id = orphan
+                self._begin_cleanup("retry", self.attempt - 1)
+        self.log.info("Resuming launch at step %s (attempt %d/%d)",
+                      self.step_name, self.attempt, self.retries)
 
-    def _metadata(self) -> dict[str, str]:
-        return {
-            META_PROVIDER: self.provider.provider.name,
-            META_POOL: self.pool.name,
-            META_NODE_ID: self.node.id,
-        }
-
-    def _report_external_id(self, external_id: Any) -> None:
-        self.node.external_id = external_id
+    def _find_orphan(self) -> Any:
         try:
-            self._store()
+            for instance in self.adapter.list_instances():
+                meta = instance.metadata or {}
+                if (meta.get(META_NODE_ID) == self.node.id
+                        and meta.get(META_PROVIDER) == self.provider.provider.name):
+                    return instance.external_id
         except Exception:
-            self.log.exception("Could not record external id %s", external_id)
+            self.log.exception("Could not look for a server of this node")
+        return None
 
-    def _delete_half_built(self) -> None:
-        external_id = self.node.external_id
-        if external_id is None:
-            return
+    # The task ---------------------------------------------------------------
+
+    def abandon(self) -> None:
+        """Stop here without touching the record (see LaunchHandle.cancel)."""
+        self._abandoned = True
+        self.provider.runner.wake(self)
+
+    def abandon_now(self) -> None:
+        """End without touching the record, from outside the runner (used
+        once the runner is stopped and no step of this launch runs)."""
+        self._abandoned = True
+        self._end(FAILED, "launch abandoned (provider stopped)", store=False)
+
+    def step(self) -> float | None:
+        if self._abandoned or self._session_lost():
+            self._end(FAILED, "launch abandoned (shutdown or ZooKeeper session lost)",
+                      store=False, stat=statsmod.ERROR_ZKSESSION
+                      if self._session_lost() else None)
+            return None
         try:
-            self.adapter.delete_instance(external_id, self.log)
-        except NotFound:
-            pass
-        except Exception:
-            # The leak cleanup finds it later by its metadata.
-            self.log.exception("Could not delete half-built server %s", external_id)
-        self.node.external_id = None
+            if self.step_name == STEP_RECORD:
+                return self._create_record()
+            if self.step_name == STEP_CREATE:
+                return self._create()
+            if self.step_name == STEP_SCAN:
+                return self._scan_keys()
+            return self._cleanup()
+        except QuotaException as e:
+            self.log.info("Cloud is out of quota: %s", e)
+            self.provider.invalidate_quota()
+            self._fail_attempt(e, ABORTED)
+        except Exception as e:
+            if self._session_lost() or isinstance(e, KazooException):
+                self.log.warning("Launch interrupted by a ZooKeeper problem: %s", e)
+                self._end(FAILED, f"ZooKeeper problem during launch: {e}", store=False,
+                          stat=statsmod.launch_result_key(e, session_lost=True))
+                return None
+            self._fail_attempt(e, None)
+        return 0.0 if self.step_name else None
 
-    # The launch --------------------------------------------------------
+    def crashed(self, error: BaseException) -> None:
+        self._end(FAILED, f"internal error: {error}")
 
-    def _create_record(self) -> None:
+    # Steps ------------------------------------------------------------------
+
+    def _create_record(self) -> float | None:
         """Store a new node: created unlocked in ``init`` (not a cleanup
-        state), locked, then ``building`` — so no deleter can take it."""
+        state), locked, then ``building``, so no deleter can take it."""
         node = self.node
         node.state = models.INIT
         try:
             self.zk.store_node(node)
-        finally:
+        except Exception as e:
+            self.handle.error = f"could not create node record: {e}"
             self.handle.record_created.set()
-        if self.reservation is not None:
-            self.provider.bind(self.reservation, node.id)
+            self.provider.quota.release(self.reservation)
+            # A dropped connection is transient: the request waits and
+            # launches again (like a quota refusal), it is not declined.
+            outcome = ABORTED if isinstance(e, KazooException) else FAILED
+            self.log.warning("Could not create the node record: %s", e)
+            # No launch began, so none is counted (as upstream, whose
+            # handler makes the record).
+            self._end(outcome, self.handle.error, store=False)
+            return None
+        self.handle.record_created.set()
+        self._clock = time.monotonic()
+        self.provider.quota.bind(self.reservation, node.id)
         self.log_context["node"] = node.id
         self.zk.lock_node(node, blocking=True, timeout=30)
         node.state = models.BUILDING
         node.hostname = self.provider.hostname_for(node)
-        self._store()
+        self.step_name = STEP_CREATE
+        self.started = time.time()
+        self._save(force=True)
         self.log.info("Launching node (%s) in %s", ",".join(node.type), node.az)
+        return 0.0
 
-    def run(self) -> None:
-        result = FAILED
-        try:
-            if self.node.id is None:
-                try:
-                    self._create_record()
-                except Exception as e:
-                    self.handle.error = f"could not create node record: {e}"
-                    if self.reservation is not None:
-                        self.provider.unreserve(self.reservation)
-                    # A dropped connection is transient: the request waits
-                    # and launches again (like a quota refusal), it is not
-                    # declined.  A record half made is cleaned up by the
-                    # deleter.  No launch began, so none is counted (as
-                    # upstream, whose handler makes the record).
-                    outcome = (ABORTED if isinstance(e, KazooException)
-                               and not self._session_lost() else FAILED)
-                    self.log.warning("Could not create the node record: %s", e,
-                                     exc_info=outcome == FAILED)
-                    self._finish(outcome, store=self.node.id is not None)
-                    return
-            self._started = time.monotonic()
-            result = self._launch()
-        except Exception as e:
-            self.log.exception("Launch failed")
-            self.handle.error = str(e)
-            self._result_key = statsmod.launch_result_key(
-                e, session_lost=self._session_lost())
-        finally:
-            self._finish(result)
+    def _spec(self) -> LaunchSpec:
+        return LaunchSpec(
+            hostname=self.provider.hostname_for(self.node), label=self.label, pool=self.pool,
+            image_external_id=self.image_external_id, metadata={
+                META_PROVIDER: self.provider.provider.name,
+                META_POOL: self.pool.name,
+                META_NODE_ID: self.node.id,
+            }, az=self.node.az, request=self.request, log=self.log)
 
-    def _launch(self) -> str:
-        for attempt in range(1, self.retries + 1):
-            if self.handle.spec is not None and self.handle.spec.cancelled.is_set():
-                return FAILED
-            spec = LaunchSpec(
-                hostname=self.provider.hostname_for(self.node), label=self.label,
-                image_external_id=self.image_external_id, metadata=self._metadata(),
-                az=self.node.az, request=self.request,
-                deadline=time.monotonic() + self.launch_timeout, log=self.log,
-                report_external_id=self._report_external_id)
-            self.handle.spec = spec
-            try:
-                instance = self.adapter.create_instance(spec)
-                self._apply_instance(instance)
-                self._scan_host_keys(instance)
-                self.node.state = models.READY
-                self._store()
-                self.log.info("Node is ready (%s) after %d attempt(s)",
-                              self.node.interface_ip, attempt)
-                self._result_key = statsmod.launch_result_key(None)
-                return READY
-            except QuotaException as e:
-                self.log.info("Cloud is out of quota: %s", e)
-                self.handle.error = str(e)
-                self._result_key = statsmod.launch_result_key(e)
-                self.provider.invalidate_quota()
-                self._delete_half_built()
-                return ABORTED
-            except Exception as e:
-                self.handle.error = str(e)
-                if self._session_lost():
-                    self.log.warning("Lost ZooKeeper session during launch: %s", e)
-                    self._result_key = statsmod.launch_result_key(e, session_lost=True)
-                    self._delete_half_built()
-                    return FAILED
-                self._record_result(statsmod.launch_result_key(e))
-                self._console_log()
-                if attempt < self.retries:
-                    self.log.warning("Launch attempt %d/%d failed: %s",
-                                     attempt, self.retries, e)
-                else:
-                    self.log.error("Launch attempt %d/%d failed: %s",
-                                   attempt, self.retries, e)
-                self._delete_half_built()
-                if attempt < self.retries:
-                    try:
-                        self._store()
-                    except Exception:
-                        return FAILED
-        return FAILED
+    def _create(self) -> float:
+        if self.create_op is None:
+            self.create_op = self.adapter.create(self._spec())
+            self.started = time.time()
+            self._poll = FIRST_POLL
+        op = self.create_op
+        if time.time() - self.started > self.launch_timeout:
+            raise ServerCreateTimeout(
+                f"server {op.external_id} not active within the launch-timeout of "
+                f"{self.launch_timeout:.0f} s (step {op.step}, status {op.status or 'unknown'})")
+        instance = op.advance()
+        if op.external_id is not None and op.external_id != self.node.external_id:
+            self.node.external_id = op.external_id
+        if instance is None:
+            self._save()
+            return self._next_poll(op.poll_after)
+        self.instance = instance
+        self._apply_instance(instance)
+        self.create_op = None
+        self.step_name = STEP_SCAN
+        self.started = time.time()
+        self._save(force=True)
+        return 0.0
 
-    def _record_result(self, key: str) -> None:
-        """Send ``nodepool.launch.*.<key>`` (timer and counter)."""
-        started = self._started if self._started is not None else time.monotonic()
-        try:
-            statsmod.get_stats().launch_result(
-                result=key, provider=self.provider.provider.name, az=self.node.az,
-                requestor=getattr(self.request, "requestor", None),
-                ms=(time.monotonic() - started) * 1000)
-        except Exception:
-            self.log.exception("Could not send launch metrics")
-
-    def _console_log(self) -> None:
-        if not getattr(self.label, "console_log", False) or self.node.external_id is None:
-            return
-        try:
-            text = self.adapter.get_console_log(self.node.external_id)
-        except Exception as e:
-            text = f"(console log unavailable: {e})"
-        self.log.info("Console log of %s:\n%s", self.node.external_id, text)
+    def _next_poll(self, wanted: float | None) -> float:
+        if wanted is not None:
+            return wanted
+        delay = self._poll
+        self._poll = min(self._poll * 2, self.adapter.poll_interval)
+        return delay
 
     def _apply_instance(self, instance: Instance) -> None:
         node = self.node
@@ -285,7 +343,7 @@ class NodeLauncher:
         node.private_ipv4 = instance.private_ipv4
         node.public_ipv6 = instance.public_ipv6
         interface_ip = instance.interface_ip
-        if getattr(self.pool, "use_internal_ip", False) and instance.private_ipv4:
+        if self.pool.use_internal_ip and instance.private_ipv4:
             interface_ip = instance.private_ipv4
         node.interface_ip = interface_ip
         node.az = instance.az or node.az
@@ -297,51 +355,208 @@ class NodeLauncher:
             node.slot = instance.slot
         if instance.node_properties is not None:
             node.node_properties = instance.node_properties
-        for attr in ("username", "python_path", "shell_type", "connection_type",
-                     "connection_port"):
-            value = getattr(instance, attr)
-            if value is not None:
-                setattr(node, attr, value)
+        if instance.username is not None:
+            node.username = instance.username
+        if instance.python_path is not None:
+            node.python_path = instance.python_path
+        if instance.shell_type is not None:
+            node.shell_type = instance.shell_type
+        if instance.connection_type is not None:
+            node.connection_type = instance.connection_type
+        if instance.connection_port is not None:
+            node.connection_port = instance.connection_port
         if instance.quota is not None:
             node.resources = instance.quota.to_dict()
-        self._store()
-
-    def _scan_host_keys(self, instance: Instance) -> None:
-        node = self.node
         if instance.host_keys is not None:
             node.host_keys = list(instance.host_keys)
-            return
-        if not getattr(self.label, "host_key_checking", True):
+
+    def _scan_keys(self) -> float | None:
+        node = self.node
+        instance = self.instance
+        if instance is not None and instance.host_keys is not None:
+            return self._ready()
+        if not self.label.host_key_checking:
             node.host_keys = []
-            return
+            return self._ready()
         if not node.interface_ip:
             raise LaunchError("the server has no IP address to connect to")
-        node.host_keys = scan_host_keys(
-            node.interface_ip, int(node.connection_port or 22),
-            timeout=self.boot_timeout,
-            connection_type=node.connection_type or "ssh")
+        remaining = self.started + self.boot_timeout - time.time()
+        if self._scan is None:
+            if remaining <= 0:
+                raise LaunchKeyscanException(
+                    f"could not get host keys from {node.interface_ip} within "
+                    f"{self.boot_timeout:.0f} s")
+            self._scan = nodescan.scan_once_async(
+                node.interface_ip, int(node.connection_port or 22),
+                node.connection_type or "ssh", min(nodescan.ATTEMPT_TIMEOUT, remaining))
+            self._scan.add_done_callback(lambda f: self.provider.runner.wake(self))
+            return nodescan.ATTEMPT_TIMEOUT + 1
+        if not self._scan.done():
+            return 1.0
+        future, self._scan = self._scan, None
+        try:
+            node.host_keys = future.result()
+        except Exception as e:
+            if remaining <= 0:
+                raise LaunchKeyscanException(
+                    f"could not get host keys from {node.interface_ip}:"
+                    f"{node.connection_port} within {self.boot_timeout:.0f} s ({e})") from e
+            return min(SCAN_RETRY, max(0.0, remaining))
+        return self._ready()
 
-    def _finish(self, result: str, store: bool = True) -> None:
+    def _ready(self) -> float | None:
+        self.node.state = models.READY
+        self.node.launch_progress = None
+        self._store()
+        self.log.info("Node is ready (%s) after %d attempt(s)",
+                      self.node.interface_ip, self.attempt)
+        self._end(READY, None, stat=statsmod.READY)
+        return None
+
+    def _cleanup(self) -> float | None:
+        op = self.delete_op
+        if op is None:
+            return self._after_cleanup()
+        if time.time() - self.started > CLEANUP_TIMEOUT:
+            self.log.error("Half-built server %s still there after %.0f s; leaving it "
+                           "to the leak cleanup", op.external_id, CLEANUP_TIMEOUT)
+            return self._after_cleanup()
+        try:
+            gone = op.advance()
+        except NotFound:
+            gone = True
+        except Exception as e:
+            self.log.warning("Deleting half-built server %s: %s", op.external_id, e)
+            return self._next_poll(None)
+        if not gone:
+            self._save()
+            return self._next_poll(op.poll_after)
+        return self._after_cleanup()
+
+    def _after_cleanup(self) -> float | None:
+        self.delete_op = None
+        self.node.external_id = None
+        outcome, self.after_cleanup = self.after_cleanup, None
+        if outcome and outcome != "retry":
+            self._end(outcome, self.handle.error,
+                      stat="error.quota" if outcome == ABORTED else None)
+            return None
+        self.attempt += 1
+        self.step_name = STEP_CREATE
+        self.started = time.time()
+        self._save(force=True)
+        return 0.0
+
+    # Failures -----------------------------------------------------------------
+
+    def _fail_attempt(self, error: Exception, outcome: str | None) -> None:
+        """An attempt failed: delete its server, then retry or end."""
+        self.handle.error = str(error)
+        if outcome is None:
+            self._count(statsmod.launch_result_key(error))
+            self._console_log()
+            final = self.attempt >= self.retries
+            (self.log.error if final else self.log.warning)(
+                "Launch attempt %d/%d failed: %s", self.attempt, self.retries, error)
+            outcome = FAILED if final else "retry"
+        if self.create_op is not None and self.create_op.external_id is not None:
+            self.node.external_id = self.create_op.external_id
+        self.create_op = None
+        self._scan = None
+        self._begin_cleanup(outcome, self.attempt)
+
+    def _begin_cleanup(self, outcome: str, attempt: int) -> None:
+        self.attempt = max(attempt, 0)
+        self.after_cleanup = outcome
+        self.step_name = STEP_CLEANUP
+        self.started = time.time()
+        external_id = self.node.external_id
+        self.delete_op = self.adapter.delete(external_id) if external_id is not None else None
+        self._poll = FIRST_POLL
+        try:
+            self._save(force=True)
+        except Exception:
+            self.log.exception("Could not record the failed attempt")
+
+    def _console_log(self) -> None:
+        if not self.label.console_log or self.node.external_id is None:
+            return
+        try:
+            text = self.adapter.get_console_log(self.node.external_id)
+        except Exception as e:
+            text = f"(console log unavailable: {e})"
+        self.log.info("Console log of %s:\n%s", self.node.external_id, text)
+
+    # Records ---------------------------------------------------------------------
+
+    def _session_lost(self) -> bool:
+        return self.zk.zk_client.session_generation != self.session_generation
+
+    def _progress(self) -> dict[str, Any]:
+        progress: dict[str, Any] = {"step": self.step_name, "attempt": self.attempt,
+                                    "started": self.started}
+        op = self.create_op if self.step_name == STEP_CREATE else (
+            self.delete_op if self.step_name == STEP_CLEANUP else None)
+        if op is not None:
+            progress["op"] = op.progress()
+        if self.step_name == STEP_CLEANUP:
+            progress["after"] = self.after_cleanup
+        return progress
+
+    def _save(self, force: bool = False) -> None:
+        """Store the launch's progress if it changed since last stored."""
+        progress = self._progress()
+        snapshot = (self.node.external_id, progress)
+        if not force and snapshot == self._saved:
+            return
+        self.node.launch_progress = progress
+        self._store()
+        self._saved = snapshot
+
+    def _store(self) -> None:
+        if self._session_lost():
+            # Our lock went with the old session; someone else may be
+            # acting on this node.  Writing now could resurrect it.
+            raise LaunchError("ZooKeeper session lost during launch")
+        self.zk.store_node(self.node)
+
+    def _count(self, key: str) -> None:
+        """Send ``nodepool.launch.*.<key>`` (timer and counter)."""
+        try:
+            statsmod.get_stats().launch_result(
+                result=key, provider=self.provider.provider.name, az=self.node.az,
+                requestor=self.request.requestor if self.request is not None else None,
+                ms=(time.monotonic() - self._clock) * 1000)
+        except Exception:
+            self.log.exception("Could not send launch metrics")
+
+    def _end(self, outcome: str, error: str | None, store: bool = True,
+             stat: str | None = None) -> None:
+        """Finish with ``outcome``; ``stat`` is the metric key to count
+        now (None when the failure was counted per attempt)."""
+        if self.handle.complete:
+            return
+        self.step_name = ""
         node = self.node
-        if result != READY and store:
+        if outcome != READY and store and node.id is not None:
             try:
-                node.state = result
-                if not self._session_lost():
-                    self.zk.store_node(node)
+                node.state = outcome
+                node.launch_progress = None
+                self._store()
             except Exception:
-                self.log.exception("Could not record launch result %s", result)
-        if self._session_lost() and node.lock is not None:
-            # The handler that owned this node was abandoned with the old
-            # session; a lock taken since then (in the new session) would
-            # never be released, and the deleter could never clean up.
+                self.log.exception("Could not record launch result %s", outcome)
+        if outcome != READY and not store and node.lock is not None and self._session_lost():
+            # A lock taken in the new session would never be released.
             try:
                 self.zk.unlock_node(node)
             except Exception:
                 self.log.exception("Could not release node lock")
-        if self._result_key is not None:
-            self._record_result(self._result_key)
-        self.handle.state = result
+        if stat is not None:
+            self._count(stat)
+        self.handle.error = error if outcome != READY else None
+        self.handle.state = outcome
         self.handle.done.set()
+        self.provider.launch_finished(self.handle)
         if self.on_done is not None:
             try:
                 self.on_done(self.handle)

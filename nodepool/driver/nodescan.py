@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import paramiko
 
@@ -61,6 +63,47 @@ def _key_of_type(ip: str, port: int, key_type: str, timeout: float) -> str | Non
         sock.close()
 
 
+# One attempt at most this long (a host that is still booting usually
+# refuses or drops the connection at once).
+ATTEMPT_TIMEOUT = 10.0
+# Scans in progress at once in a launcher, whatever the launches in flight.
+SCAN_THREADS = 32
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def scan_once(ip: str, port: int = 22, connection_type: str = "ssh",
+              timeout: float = ATTEMPT_TIMEOUT) -> list[str]:
+    """One attempt: the host's keys (an empty list for connection types
+    that only need the port open); raises OSError or LaunchKeyscanException
+    when the host does not answer (yet)."""
+    if connection_type not in SSH_TYPES:
+        _connect(ip, port, timeout).close()
+        return []
+    keys = []
+    seen_names = set()
+    for key_type in KEY_TYPES:
+        key = _key_of_type(ip, port, key_type, timeout)
+        if key and key.split()[0] not in seen_names:
+            seen_names.add(key.split()[0])
+            keys.append(key)
+    if not keys:
+        raise LaunchKeyscanException("the SSH server offered no host key")
+    return keys
+
+
+def scan_once_async(ip: str, port: int, connection_type: str,
+                    timeout: float = ATTEMPT_TIMEOUT) -> Future:
+    """:func:`scan_once` on the launcher's small, shared pool of scanning
+    threads; the future holds the keys or the error."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(SCAN_THREADS, thread_name_prefix="NodeScan")
+    return _pool.submit(scan_once, ip, port, connection_type, max(0.5, timeout))
+
+
 def scan_host_keys(ip: str, port: int = 22, timeout: float = 60.0,
                    connection_type: str = "ssh", attempt_timeout: float = 10.0) -> list[str]:
     """Wait until ``ip:port`` answers and return its host keys.
@@ -76,20 +119,8 @@ def scan_host_keys(ip: str, port: int = 22, timeout: float = 60.0,
             break
         per_try = max(0.5, min(attempt_timeout, remaining))
         try:
-            if connection_type not in SSH_TYPES:
-                _connect(ip, port, per_try).close()
-                return []
-            keys = []
-            seen_names = set()
-            for key_type in KEY_TYPES:
-                key = _key_of_type(ip, port, key_type, per_try)
-                if key and key.split()[0] not in seen_names:
-                    seen_names.add(key.split()[0])
-                    keys.append(key)
-            if keys:
-                return keys
-            last_error = RuntimeError("the SSH server offered no host key")
-        except OSError as e:
+            return scan_once(ip, port, connection_type, per_try)
+        except (OSError, LaunchKeyscanException) as e:
             last_error = e
         time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
     raise LaunchKeyscanException(

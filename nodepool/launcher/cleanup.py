@@ -4,8 +4,8 @@ Each task is isolated: one failing is logged and the others still run.
 
 * request locks of vanished requests, once older than 8 hours;
 * *lost* requests: ``pending`` with nobody holding the lock (a launcher
-  died or lost its session while handling them) go back to ``requested``
-  after their nodes are released, so any launcher can serve them again;
+  died or lost its session while handling them) are taken over or reset
+  (normally at once, on the lock's disappearance; this is the safety net);
 * leaked cloud resources of each provider (tagged as ours, no record,
   seen on two passes), and the reverse: ready nodes whose server is gone
   from the cloud (seen on two passes) are deleted instead of handed out;
@@ -32,7 +32,7 @@ import threading
 import time
 from typing import Any
 
-from nodepool.zk import ZKLockException, models
+from nodepool.zk import models
 from nodepool.zk.models import NodeRequest
 
 log = logging.getLogger("nodepool.CleanupWorker")
@@ -94,45 +94,9 @@ class CleanupWorker(threading.Thread):
             log.info("Removed %d stale request locks", len(removed))
 
     def reset_lost_requests(self) -> None:
-        zk = self.launcher.zk
-        handled = {h.request.id for w in list(self.launcher.pool_workers.values())
-                   for h in w.handlers}
-        for cached in self.launcher.request_cache.items():
-            if cached.state != models.PENDING or cached.id in handled:
-                continue
-            request = NodeRequest.fromDict(cached.toDict(), cached.id)
-            try:
-                zk.lock_request(request, blocking=False)
-            except ZKLockException:
-                continue
-            try:
-                if request.state != models.PENDING:
-                    continue
-                self._release_request_nodes(request)
-                request.nodes = []
-                request.state = models.REQUESTED
-                zk.store_request(request)
-                log.info("Reset lost request %s to requested", request.id)
-            finally:
-                zk.unlock_request(request)
-
-    def _release_request_nodes(self, request: NodeRequest) -> None:
-        zk = self.launcher.zk
-        for node in self.launcher.node_cache.items():
-            if node.allocated_to != request.id:
-                continue
-            fresh = zk.try_lock_node(node.id)
-            if fresh is None:
-                continue
-            try:
-                if fresh.allocated_to != request.id:
-                    continue
-                fresh.allocated_to = None
-                if fresh.state == models.INIT:
-                    fresh.state = models.DELETING
-                zk.store_node(fresh)
-            finally:
-                zk.unlock_node(fresh)
+        """The safety net behind the event-driven take-over of requests
+        whose launcher is gone (see :mod:`nodepool.launcher.resume`)."""
+        self.launcher.lost_requests.check_all()
 
     def cleanup_leaked_resources(self) -> None:
         for name, provider in list(self.launcher.providers.items()):

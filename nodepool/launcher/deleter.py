@@ -95,6 +95,11 @@ class DeletedNodeWorker(threading.Thread):
             retry = self._retry_after.get(node.id)
             if retry is not None and time.monotonic() < retry[0]:
                 continue
+            if node.state == models.BUILDING and self._request_state(
+                    node.allocated_to) == models.PENDING:
+                # Its launcher is gone but its request is not: whoever takes
+                # the request over resumes the launch (nodepool.launcher.resume).
+                continue
             if node.state in models.CLEANUP_STATES:
                 self._submit(self._delete_node, node)
             elif node.state == models.READY:

@@ -24,10 +24,17 @@ from nodepool.launcher.deleter import DeletedNodeWorker
 from nodepool.launcher.local_stats import LocalStatsWorker
 from nodepool.launcher.min_ready import MinReady
 from nodepool.launcher.pool_worker import PoolWorker
+from nodepool.launcher.resume import LostRequests
 from nodepool.launcher.stats_worker import StatsWorker
 from nodepool.zk import ZooKeeper, ZooKeeperClient
 from nodepool.zk import client as zkclient
-from nodepool.zk.cache import ImageCache, NodeCache, PoolComponentCache, RequestCache
+from nodepool.zk.cache import (
+    ImageCache,
+    NodeCache,
+    PoolComponentCache,
+    RequestCache,
+    RequestLockCache,
+)
 from nodepool.zk.components import (
     RUNNING,
     ComponentRegistry,
@@ -63,6 +70,8 @@ class NodePool(threading.Thread):
         self.request_cache: Any = None
         self.image_cache: Any = None
         self.component_cache: Any = None
+        self.request_lock_cache: Any = None
+        self.lost_requests = LostRequests(self)
         self.providers: dict[str, Any] = {}
         self._provider_configs: dict[str, Any] = {}
         # Replaced providers finishing their launches in flight.
@@ -141,6 +150,8 @@ class NodePool(threading.Thread):
         self.request_cache = RequestCache(self.zk)
         self.image_cache = ImageCache(self.zk)
         self.component_cache = PoolComponentCache(self.zk)
+        self.request_lock_cache = RequestLockCache(self.zk)
+        self.request_lock_cache.add_listener(self.lost_requests.lock_changed)
         self.component_cache.add_listener(lambda *a: self._wake_pools())
         self.node_cache.add_listener(self._on_node_change)
         self.request_cache.add_listener(self._on_request_change)
@@ -154,7 +165,8 @@ class NodePool(threading.Thread):
     @property
     def _caches(self) -> list[Any]:
         return [c for c in (self.node_cache, self.request_cache, self.image_cache,
-                            self.component_cache) if c is not None]
+                            self.component_cache, self.request_lock_cache)
+                if c is not None]
 
     def start_services(self) -> None:
         """Load config, connect, and start the helper workers (not the
@@ -173,6 +185,7 @@ class NodePool(threading.Thread):
             CleanupWorker(self, self.cleanup_interval, self.orphan_grace),
             StatsWorker(self),
             LocalStatsWorker(self),
+            self.lost_requests,
         ]
         for worker in self._workers:
             worker.start()
@@ -241,7 +254,9 @@ class NodePool(threading.Thread):
         if not self.zk_client.connected:
             return
         self._sync_providers()
-        self._sync_pool_workers()
+        if self._sync_pool_workers():
+            self.lost_requests.check_all()
+        self.lost_requests.enable()
         if self.min_ready is not None:
             self.min_ready.run()
 
@@ -303,7 +318,9 @@ class NodePool(threading.Thread):
             log.exception("Error stopping provider %s", name)
         log.info("Stopped provider %s", name)
 
-    def _sync_pool_workers(self) -> None:
+    def _sync_pool_workers(self) -> bool:
+        """Start, restart and stop pool workers; True if any started."""
+        started = False
         wanted = {}
         for name, provider_config in self.config.providers.items():
             if name not in self.providers:
@@ -326,6 +343,8 @@ class NodePool(threading.Thread):
                 self.pool_workers[key] = worker
                 worker.start()
                 worker.wake()
+                started = True
+        return started
 
     # Shared helpers for pool workers ----------------------------------------
 

@@ -137,6 +137,6 @@ class MinReady:
 
 def _can_launch(worker: Any) -> bool:
     try:
-        return bool(getattr(worker.provider, "can_launch", True))
+        return worker.provider.launches_nodes
     except KeyError:  # provider being replaced or removed
         return False

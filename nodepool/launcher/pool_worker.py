@@ -15,6 +15,7 @@ so a large request is not starved by a stream of small ones behind it.
 from __future__ import annotations
 
 import logging
+import queue
 import socket
 import threading
 import time
@@ -56,6 +57,10 @@ class PoolWorker(threading.Thread):
         self.id = (f"{socket.getfqdn()}-PoolWorker.{provider_name}-{pool_name}-"
                    f"{uuid.uuid4().hex}")
         self.handlers: list[NodeRequestHandler] = []
+        # Requests taken over from a launcher that is gone, handed in by
+        # another thread; the worker adds them to its handlers.
+        self._adopted: queue.SimpleQueue[NodeRequestHandler] = queue.SimpleQueue()
+        self._adopting: set[str] = set()
         self._wake = threading.Event()
         self._running = True
         # node id -> (when claimed, record version the claim saw or wrote)
@@ -148,6 +153,27 @@ class PoolWorker(threading.Thread):
         if (c.supported_labels, c.priority, c.paused) != (labels, priority, paused):
             self.component.update(supported_labels=labels, priority=priority, paused=paused)
 
+    def adopt(self, request: NodeRequest, nodes: list[Node]) -> bool:
+        """Take over ``request`` (locked by the caller, ``pending``) from a
+        launcher that is gone; its ``nodes`` are in this pool.  False if
+        this worker is stopping (the caller then resets the request)."""
+        if not self._running:
+            return False
+        self._adopting.add(request.id)
+        try:
+            handler = NodeRequestHandler(self, request)
+            handler.adopt(nodes)
+            self._adopted.put(handler)
+        finally:
+            self._adopting.discard(request.id)
+        self.wake()
+        return True
+
+    def serving(self, request_id: str) -> bool:
+        """Whether this worker is handling ``request_id`` (any thread)."""
+        return request_id in self._adopting or any(
+            h.request.id == request_id for h in list(self.handlers))
+
     def session_lost(self) -> None:
         """Our session expired: every lock we held is gone."""
         for handler in self.handlers:
@@ -202,6 +228,11 @@ class PoolWorker(threading.Thread):
                                f"{statsmod.normalize(key)}", value)
 
     def _poll_handlers(self) -> None:
+        while True:
+            try:
+                self.handlers.append(self._adopted.get_nowait())
+            except queue.Empty:
+                break
         active = []
         for handler in self.handlers:
             try:
@@ -314,7 +345,7 @@ class PoolWorker(threading.Thread):
                 return f"label {label_name} cannot be served: {error}"
             if not self.provider.label_ready(label):
                 return f"image of label {label_name} is not available"
-        if self.provider.can_launch:
+        if self.provider.launches_nodes:
             need = self._quota_of(request.node_types)
             if need is not None and not self.provider.can_ever_fit(pool, need):
                 return "it would exceed quota"
@@ -365,7 +396,7 @@ class PoolWorker(threading.Thread):
                 continue
             # Accept if it fits now; otherwise reserve and wait.
             new_labels = self._new_nodes_needed(request, ready)
-            if new_labels and not self.provider.can_launch:
+            if new_labels and not self.provider.launches_nodes:
                 continue
             need = self._quota_of(new_labels) or QuotaInformation()
             if new_labels:

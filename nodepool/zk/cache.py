@@ -44,6 +44,7 @@ from nodepool.zk.zookeeper import (
     COMPONENT_ROOT,
     IMAGE_ROOT,
     NODE_ROOT,
+    REQUEST_LOCK_ROOT,
     REQUEST_ROOT,
     ZooKeeper,
     is_lock_child,
@@ -437,6 +438,68 @@ class RequestCache(TreeCache[NodeRequest]):
         parts = self._relative(path)
         if len(parts) == 1:
             self._remove(parts[0])
+
+
+class RequestLockCache(TreeCache[Any]):
+    """How many contenders each request's lock has, by request id.
+
+    A ``pending`` request whose lock has no contender lost its launcher
+    (it died, or its session expired): the launcher that takes it over
+    listens here to act the moment the lock goes, instead of finding it
+    on a periodic pass.  Only counts are kept, no data is read.
+    """
+
+    root = REQUEST_LOCK_ROOT
+    name = "RequestLockCache"
+
+    def _wants_data(self, path: str) -> bool:
+        return False
+
+    def _read_snapshot(self) -> Any:
+        kazoo = self.zk.kazoo
+        ids = kazoo.get_children(self.root)
+        return [(i, kazoo.get_children_async(f"{self.root}/{i}")) for i in ids]
+
+    def _apply_snapshot(self, snapshot: Any) -> None:
+        fresh: dict[str, int] = {}
+        for request_id, result in snapshot:
+            try:
+                fresh[request_id] = sum(1 for c in result.get() if is_lock_child(c))
+            except NoNodeError:
+                continue
+        self._replace_all(fresh)
+
+    def _on_created(self, path: str) -> None:
+        parts = self._relative(path)
+        if len(parts) == 1:
+            with self._lock:
+                known = parts[0] in self._items
+                if not known:
+                    self._items[parts[0]] = 0
+            if not known:
+                self._notify(parts[0], None, 0)
+        elif len(parts) == 2 and is_lock_child(parts[1]):
+            self._change(parts[0], +1)
+
+    def _on_deleted(self, path: str) -> None:
+        parts = self._relative(path)
+        if len(parts) == 1:
+            self._remove(parts[0])
+        elif len(parts) == 2 and is_lock_child(parts[1]):
+            self._change(parts[0], -1)
+
+    def _on_data(self, path: str, data: bytes, stat: Any) -> None:
+        pass
+
+    def _change(self, request_id: str, delta: int) -> None:
+        with self._lock:
+            old = self._items.get(request_id, 0)
+            new = max(0, old + delta)
+            self._items[request_id] = new
+        self._notify(request_id, old, new)
+
+    def contenders(self, request_id: str) -> int:
+        return self._items.get(request_id, 0)
 
 
 class ImageCache(TreeCache[Record]):

@@ -107,10 +107,16 @@ class Record:
         obj.updateFromDict(d)
         return obj
 
+    # Keys written only when their value is not None.
+    OPTIONAL: ClassVar[frozenset[str]] = frozenset()
+
     def toDict(self) -> dict[str, Any]:
         d = dict(self.extra)
         for key in self.KEYS:
-            d[key] = getattr(self, _attr(key))
+            value = getattr(self, _attr(key))
+            if value is None and key in self.OPTIONAL:
+                continue
+            d[key] = value
         return d
 
     def serialize(self) -> bytes:
@@ -163,8 +169,11 @@ class Node(Record):
         "hostname", "comment", "user_data", "hold_job", "host_keys",
         "username", "connection_type", "shell_type", "hold_expiration",
         "resources", "slot", "attributes", "python_path", "tenant_name",
-        "driver_data", "requestor", "node_properties",
+        "driver_data", "requestor", "node_properties", "launch_progress",
     )
+    # Written only while set, so records of idle nodes carry exactly
+    # upstream's keys.
+    OPTIONAL = frozenset({"launch_progress"})
     DROP = frozenset({"id"})
 
     def __init__(self, id: str | None = None) -> None:
@@ -205,6 +214,9 @@ class Node(Record):
         self.driver_data: Any = None
         self.requestor: str | None = None
         self.node_properties: dict[str, Any] | None = None
+        # How far a launch in flight has got (see nodepool.driver.launch);
+        # None once the node is ready.  Not an upstream key.
+        self.launch_progress: dict[str, Any] | None = None
         # Number of contenders in the node's lock dir, kept by the cache.
         self.lock_contenders: int = 0
         # The kazoo lock we hold on this node, if any.
@@ -247,6 +259,7 @@ class Node(Record):
             "comment", "user_data", "hold_job", "connection_type",
             "shell_type", "resources", "slot", "attributes", "python_path",
             "tenant_name", "driver_data", "requestor", "node_properties",
+            "launch_progress",
         ):
             setattr(self, key, d.get(key))
         self.type = as_list(d.get("type"))

@@ -384,6 +384,10 @@ class ZooKeeper:
         request.mzxid = stat.mzxid
         return request
 
+    def request_exists(self, request_id: str) -> bool:
+        """Whether the request's znode exists now (asks ZooKeeper)."""
+        return self.kazoo.exists(request_path(request_id)) is not None
+
     def get_request(self, request_id: str) -> NodeRequest | None:
         got = self._get(request_path(request_id))
         if got is None:

@@ -2,52 +2,105 @@
 
 from __future__ import annotations
 
-import logging
+import time
 from typing import Any
 
-from nodepool.driver.adapter import Adapter, CloudImage, Instance, LaunchSpec, Resource
+from nodepool.driver.adapter import (
+    Adapter,
+    CloudImage,
+    CreateOperation,
+    DeleteOperation,
+    Instance,
+    LaunchSpec,
+    Resource,
+)
 from nodepool.driver.fake.cloud import FakeCloud, FakeCloudError, FakeNotFound, FakeQuotaError
 from nodepool.driver.openstack.flavors import select_flavor
 from nodepool.driver.quota import QuotaInformation
-from nodepool.exceptions import (
-    LaunchStatusException,
-    NotFound,
-    QuotaException,
-    ServerCreateTimeout,
-)
+from nodepool.exceptions import LaunchStatusException, NotFound, QuotaException
 
 # Fake servers are never contacted: the launcher takes these keys instead
 # of scanning (unless a test routes a server to a real sshd).
 FAKE_HOST_KEYS = ["ssh-rsa FAKEKEY"]
 
 
+class FakeCreate(CreateOperation):
+    """Steps: ``start`` (create the server), ``booting`` (until ACTIVE)."""
+
+    def __init__(self, adapter: FakeAdapter, spec: LaunchSpec, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.adapter = adapter
+        self.spec = spec
+
+    def advance(self) -> Instance | None:
+        cloud = self.adapter.cloud
+        if self.step == "start":
+            label = self.spec.label
+            try:
+                server = cloud.create_server(
+                    self.spec.hostname, self.adapter.flavor(label), self.spec.image_external_id,
+                    self.spec.metadata, self.spec.az,
+                    volume_gb=label.volume_size if label.boot_from_volume else 0)
+            except FakeQuotaError as e:
+                raise QuotaException(str(e)) from e
+            self.external_id = server.id
+            self.step = "booting"
+        server = cloud.get_server(self.external_id)
+        if server is None:
+            raise LaunchStatusException(f"server {self.external_id} vanished while booting")
+        self.status = server.status
+        if server.status == "ERROR":
+            raise LaunchStatusException(f"server {server.id} went to ERROR: {server.fault}")
+        if server.status == "ACTIVE":
+            return self.adapter.instance(server)
+        # The fake cloud knows when the server will be up.
+        self.poll_after = (None if cloud.hold_in_build
+                           else max(0.001, server.ready_at - time.monotonic()))
+        return None
+
+
+class FakeDelete(DeleteOperation):
+    """Steps: ``start`` (ask for the delete), ``deleting`` (until gone)."""
+
+    def __init__(self, adapter: FakeAdapter, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.adapter = adapter
+
+    def advance(self) -> bool:
+        cloud = self.adapter.cloud
+        if self.step == "start":
+            try:
+                cloud.delete_server(self.external_id)
+            except FakeNotFound:
+                return True
+            self.step = "deleting"
+        return cloud.get_server(self.external_id) is None
+
+
 class FakeAdapter(Adapter):
+    # The fake cloud answers from memory: no need to wait long between looks.
+    poll_interval = 0.2
+
     def __init__(self, provider_config: Any) -> None:
         super().__init__(provider_config)
         self.cloud = FakeCloud.for_provider(provider_config.name)
 
-    def _flavor(self, label: Any):
+    def flavor(self, label: Any):
         return select_flavor(self.cloud.flavors, label.min_ram, label.flavor_name)
 
-    def create_instance(self, spec: LaunchSpec) -> Instance:
-        label = spec.label
-        flavor = self._flavor(label)
-        try:
-            server = self.cloud.create_server(
-                spec.hostname, flavor, spec.image_external_id, spec.metadata, spec.az,
-                volume_gb=label.volume_size if label.boot_from_volume else 0)
-        except FakeQuotaError as e:
-            raise QuotaException(str(e)) from e
-        spec.report_external_id(server.id)
-        server = self.cloud.wait_for_server(server.id, spec.deadline, spec.cancelled)
-        if server.status == "ERROR":
-            raise LaunchStatusException(f"server {server.id} went to ERROR: {server.fault}")
-        if server.status != "ACTIVE":
-            raise ServerCreateTimeout(f"server {server.id} not active in time "
-                                      f"(status {server.status})")
-        return self._instance(server)
+    def create(self, spec: LaunchSpec, progress: dict[str, Any] | None = None,
+               external_id: Any = None) -> CreateOperation:
+        progress = progress or {}
+        return FakeCreate(self, spec, step=progress.get("step", "start"),
+                          data=progress.get("data"), external_id=external_id)
 
-    def _instance(self, server) -> Instance:
+    def delete(self, external_id: Any, progress: dict[str, Any] | None = None
+               ) -> DeleteOperation:
+        progress = progress or {}
+        return FakeDelete(self, step=progress.get("step", "start"),
+                          data=progress.get("data"), external_id=external_id)
+
+    def instance(self, server) -> Instance:
         routed = self.cloud.address_for is not None
         return Instance(
             external_id=server.id, metadata=dict(server.metadata),
@@ -58,15 +111,8 @@ class FakeAdapter(Adapter):
             quota=QuotaInformation(instances=1, cores=server.flavor.vcpus,
                                    ram=server.flavor.ram))
 
-    def delete_instance(self, external_id: Any,
-                        log: logging.Logger | logging.LoggerAdapter | None = None) -> None:
-        try:
-            self.cloud.delete_server(external_id)
-        except FakeNotFound as e:
-            raise NotFound(str(e)) from e
-
     def list_instances(self) -> list[Instance]:
-        return [self._instance(s) for s in self.cloud.list_servers()]
+        return [self.instance(s) for s in self.cloud.list_servers()]
 
     def get_console_log(self, external_id: Any) -> str | None:
         return self.cloud.console_logs.get(external_id, "fake console log")
@@ -92,7 +138,7 @@ class FakeAdapter(Adapter):
         return QuotaInformation(instances=c.max_instances, cores=c.max_cores, ram=c.max_ram)
 
     def get_quota_for_label(self, label: Any) -> QuotaInformation:
-        flavor = self._flavor(label)
+        flavor = self.flavor(label)
         return QuotaInformation(instances=1, cores=flavor.vcpus, ram=flavor.ram)
 
     def get_azs(self) -> list[str | None]:

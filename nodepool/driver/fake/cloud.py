@@ -54,6 +54,8 @@ class FakeServer:
     status: str = "BUILD"
     fault: str | None = None
     volume_gb: int = 0
+    # When a server being deleted disappears (monotonic), None if it is not.
+    gone_at: float | None = None
 
     def current_status(self, hold: bool) -> str:
         if self.status == "BUILD" and not hold and time.monotonic() >= self.ready_at:
@@ -203,46 +205,42 @@ class FakeCloud:
         n = next(self._addresses)
         return f"127.{100 + (n >> 16) % 100}.{(n >> 8) % 256}.{n % 256}"
 
-    def server_status(self, server_id: str) -> str:
+    def get_server(self, server_id: str) -> FakeServer | None:
+        """The server (its status brought up to date), None once gone."""
         with self.lock:
+            self._prune()
             server = self.servers.get(server_id)
-            if server is None:
-                raise FakeNotFound(server_id)
-            return server.current_status(self.hold_in_build)
-
-    def wait_for_server(self, server_id: str, deadline: float,
-                        cancelled: threading.Event | None = None) -> FakeServer:
-        """Block until the server leaves BUILD or ``deadline`` passes."""
-        with self.lock:
-            while True:
-                server = self.servers.get(server_id)
-                if server is None:
-                    raise FakeNotFound(server_id)
-                status = server.current_status(self.hold_in_build)
-                if status != "BUILD":
-                    return server
-                now = time.monotonic()
-                if now >= deadline or (cancelled is not None and cancelled.is_set()):
-                    return server
-                wake = deadline if self.hold_in_build else min(deadline, server.ready_at)
-                self.lock.wait(max(0.001, min(wake - now, 0.5)))
+            if server is not None:
+                server.current_status(self.hold_in_build)
+            return server
 
     def delete_server(self, server_id: str) -> None:
+        """Start deleting a server; it is gone ``delete_delay`` seconds
+        later (at once by default)."""
         with self.lock:
             self.delete_calls += 1
             if self._fail_deletes > 0:
                 self._fail_deletes -= 1
                 raise FakeCloudError("Injected failure deleting server")
-            if server_id not in self.servers:
+            self._prune()
+            server = self.servers.get(server_id)
+            if server is None:
                 raise FakeNotFound(server_id)
-        if self.delete_delay:
-            time.sleep(self.delete_delay)
-        with self.lock:
-            self.servers.pop(server_id, None)
-            self.lock.notify_all()
+            if self.delete_delay:
+                server.status = "DELETED"
+                server.gone_at = time.monotonic() + self.delete_delay
+            else:
+                del self.servers[server_id]
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        for server_id in [s.id for s in self.servers.values()
+                          if s.gone_at is not None and s.gone_at <= now]:
+            del self.servers[server_id]
 
     def list_servers(self) -> list[FakeServer]:
         with self.lock:
+            self._prune()
             for server in self.servers.values():
                 server.current_status(self.hold_in_build)
             return list(self.servers.values())

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 import keystoneauth1.exceptions as ksa_exc
@@ -23,15 +23,16 @@ from nodepool.driver.adapter import (
     META_PROVIDER,
     Adapter,
     CloudImage,
+    CreateOperation,
+    DeleteOperation,
     Instance,
     LaunchSpec,
     Resource,
 )
+from nodepool.driver.listing import SharedListing
 from nodepool.driver.openstack import cloud_config, quota
-from nodepool.driver.openstack.caches import Memo, NameCache, ServerListCache
+from nodepool.driver.openstack.caches import Memo, NameCache
 from nodepool.driver.openstack.errors import (
-    TRANSIENT,
-    classify,
     http_status,
     is_quota_message,
     translate,
@@ -43,14 +44,10 @@ from nodepool.driver.quota import QuotaInformation
 from nodepool.exceptions import (
     BuilderError,
     ImageNotAvailable,
-    LaunchError,
-    LaunchNetworkException,
     LaunchStatusException,
     NotFound,
     QuotaException,
     RuntimeConfigurationException,
-    ServerCreateTimeout,
-    ServerDeleteTimeout,
 )
 from nodepool.version import version_string
 
@@ -59,8 +56,6 @@ T = TypeVar("T")
 # Per-request socket timeout when clouds.yaml sets no ``api_timeout``: a
 # cloud that stops answering must not hang a launch or a delete for ever.
 DEFAULT_API_TIMEOUT = 60
-# How long a deleted server may take to disappear.
-DELETE_TIMEOUT = 600
 # Services that ``rate`` throttles (each separately).
 RATE_LIMITED_SERVICES = ("compute", "network", "image", "block-storage", "identity")
 IMAGE_FAILED_STATES = ("killed", "deleted", "pending_delete")
@@ -84,6 +79,79 @@ def connect(provider: Any) -> openstack.connection.Connection:
         config=region, app_name="nodepool", app_version=version_string)
 
 
+class OpenStackCreate(CreateOperation):
+    """Steps: ``start`` (ask for the server), ``booting`` (until the
+    shared listing shows it ACTIVE), ``floating-ip`` (until the attached
+    address shows on the server)."""
+
+    def __init__(self, adapter: OpenStackAdapter, spec: LaunchSpec, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.adapter = adapter
+        self.spec = spec
+        # When we asked for the server (monotonic; None for a launch
+        # resumed from another process, where any listing is new enough).
+        self.created_at: float | None = None
+
+    def advance(self) -> Instance | None:
+        adapter = self.adapter
+        label = self.spec.label
+        if self.step == "start":
+            self.created_at = time.monotonic()
+            self.external_id = adapter.start_server(self.spec)
+            self.step = "booting"
+            return None
+        if self.step == "booting":
+            status, fault = adapter.server_status(self.external_id, self.created_at)
+            self.status = status
+            if status == "MISSING":
+                raise LaunchStatusException(f"server {self.external_id} vanished while booting")
+            if status == "ERROR":
+                fault = fault or "no fault reported"
+                if is_quota_message(fault):
+                    raise QuotaException(f"server {self.external_id} failed for lack of "
+                                         f"quota: {fault}")
+                raise LaunchStatusException(f"server {self.external_id} went to ERROR: {fault}")
+            if status != "ACTIVE":
+                self.poll_after = max(0.01, adapter.servers.next_refresh())
+                return None
+            if adapter.floating_ip_needed(self.external_id, label):
+                self.data["floating_ip"] = adapter.add_floating_ip(self.external_id,
+                                                                   self.spec.log)
+                self.step = "floating-ip"
+                return None
+            return adapter.finished_server(self.external_id, label)
+        # floating-ip
+        if not adapter.has_address(self.external_id, self.data["floating_ip"]):
+            return None
+        return adapter.finished_server(self.external_id, label)
+
+
+class OpenStackDelete(DeleteOperation):
+    """Steps: ``start`` (ask for the delete), ``deleting`` (until a
+    listing made after the request no longer shows the server)."""
+
+    def __init__(self, adapter: OpenStackAdapter, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.adapter = adapter
+        self.deleted_at: float | None = None
+
+    def advance(self) -> bool:
+        if self.step == "start":
+            try:
+                self.adapter.request_delete(self.external_id, self.adapter.log)
+            except NotFound:
+                return True
+            self.deleted_at = time.monotonic()
+            self.step = "deleting"
+            return False
+        status, _ = self.adapter.server_status(self.external_id, self.deleted_at)
+        self.status = status
+        if status in ("MISSING", "DELETED"):
+            return True
+        self.poll_after = max(0.01, self.adapter.servers.next_refresh())
+        return False
+
+
 class OpenStackAdapter(Adapter):
     """One provider's view of one OpenStack cloud region."""
 
@@ -96,8 +164,8 @@ class OpenStackAdapter(Adapter):
         self.log = logging.getLogger(f"nodepool.driver.openstack.{provider_config.name}")
         self.conn = connect(provider_config)
         self.cloud = provider_config.cloud
-        self.servers = ServerListCache(
-            lambda: list(self.conn.compute.servers(details=True)), self.poll_interval)
+        self.servers: SharedListing[Any] = SharedListing(
+            lambda: self.conn.compute.servers(details=True), lambda s: s.id, self.poll_interval)
         self._flavors = Memo(lambda: list(self.conn.compute.flavors(details=True)))
         self._azs = Memo(lambda: [z.name for z in self.conn.compute.availability_zones()
                                   if (z.state or {}).get("available", True)])
@@ -159,27 +227,29 @@ class OpenStackAdapter(Adapter):
             raise LaunchStatusException(f"server {server_id} disappeared")
         return server
 
-    def _listings(self, deadline: float, sleep: Callable[[float], Any],
-                  log: Any) -> Iterator[tuple[dict[str, Any], float]]:
-        """The shared server listing each time it is refreshed, until
-        ``deadline``.  A listing that fails for a transient reason is
-        skipped; any other failure is raised."""
-        while time.monotonic() < deadline:
-            pause = self.poll_interval
-            try:
-                servers, listed_at = self.servers.get()
-            except Exception as e:
-                if classify(e) != TRANSIENT:
-                    raise translate(e, "listing servers", self.cloud) from e
-                log.warning("Listing servers in %s failed (%s); still waiting", self.cloud, e)
-            else:
-                yield servers, listed_at
-                pause = self.servers.next_refresh()
-            sleep(max(0.01, min(pause, deadline - time.monotonic())))
+    def _listing(self, newer_than: float | None = None) -> tuple[dict[str, Any], float]:
+        """The shared server listing (see :mod:`nodepool.driver.listing`)."""
+        try:
+            return self.servers.get(newer_than)
+        except Exception as e:
+            raise translate(e, "listing servers", self.cloud) from e
 
     # Servers ----------------------------------------------------------------
 
-    def create_instance(self, spec: LaunchSpec) -> Instance:
+    def create(self, spec: LaunchSpec, progress: dict[str, Any] | None = None,
+               external_id: Any = None) -> CreateOperation:
+        progress = progress or {}
+        return OpenStackCreate(self, spec, step=progress.get("step", "start"),
+                               data=progress.get("data"), external_id=external_id)
+
+    def delete(self, external_id: Any, progress: dict[str, Any] | None = None
+               ) -> DeleteOperation:
+        progress = progress or {}
+        return OpenStackDelete(self, step=progress.get("step", "start"),
+                               data=progress.get("data"), external_id=external_id)
+
+    def start_server(self, spec: LaunchSpec) -> str:
+        """Ask for the server; its id."""
         label = spec.label
         flavor = self._flavor(label)
         args = server_create_args(
@@ -188,13 +258,11 @@ class OpenStackAdapter(Adapter):
             network_ids=[self._required_network_id(n) for n in label.networks])
         created = self._call(f"creating server {spec.hostname}",
                              lambda: self.conn.compute.create_server(**args))
-        created_at = time.monotonic()
-        spec.report_external_id(created.id)
-        self._wait_for_active(created.id, created_at, spec)
-        server = self._cloud_server(created.id)
-        if label.pool.auto_floating_ip and self._needs_floating_ip(server):
-            server = self._add_floating_ip(server, spec)
-        return self._instance(server, quota.label_quota(label, flavor))
+        return created.id
+
+    def finished_server(self, server_id: str, label: Any) -> Instance:
+        server = self._cloud_server(server_id)
+        return self._instance(server, quota.label_quota(label, self._flavor(label)))
 
     def _image_ref(self, spec: LaunchSpec) -> str:
         cloud_image = spec.label.cloud_image
@@ -218,27 +286,19 @@ class OpenStackAdapter(Adapter):
                 "fix the pool's or label's networks")
         return network_id
 
-    def _wait_for_active(self, server_id: str, created_at: float, spec: LaunchSpec) -> None:
-        status = "unknown"
-        for servers, listed_at in self._listings(spec.deadline, spec.cancelled.wait, spec.log):
-            if spec.cancelled.is_set():
-                raise LaunchError(f"launch of server {server_id} was cancelled")
-            server = servers.get(server_id)
-            if server is None:
-                if listed_at > created_at:
-                    raise LaunchStatusException(f"server {server_id} vanished while booting")
-                continue
-            status = server.status
-            if status == "ACTIVE":
-                return
-            if status == "ERROR":
-                fault = (server.fault or {}).get("message") or "no fault reported"
-                if is_quota_message(fault):
-                    raise QuotaException(f"server {server_id} failed for lack of quota: "
-                                         f"{fault}")
-                raise LaunchStatusException(f"server {server_id} went to ERROR: {fault}")
-        raise ServerCreateTimeout(f"server {server_id} not active within the "
-                                  f"launch-timeout (status {status})")
+    def server_status(self, server_id: str, since: float | None) -> tuple[str, str | None]:
+        """(status, fault message) of a server from the shared listing;
+        status ``MISSING`` when a listing requested after ``since`` (a
+        monotonic time, or None for "any listing") does not show it, and
+        ``UNKNOWN`` while only older listings were seen."""
+        servers, listed_at = self._listing()
+        server = servers.get(server_id)
+        if server is None:
+            if since is None or listed_at > since:
+                return "MISSING", None
+            return "UNKNOWN", None
+        fault = (server.fault or {}).get("message") if server.status == "ERROR" else None
+        return server.status, fault
 
     def _needs_floating_ip(self, server: Any) -> bool:
         # openstacksdk knows whether the server already has a public
@@ -247,19 +307,24 @@ class OpenStackAdapter(Adapter):
                           lambda: self.conn._needs_floating_ip(server=server,
                                                                nat_destination=None))
 
-    def _add_floating_ip(self, server: Any, spec: LaunchSpec) -> Any:
-        fip = self._call(f"adding a floating IP to server {server.id}",
+    def floating_ip_needed(self, server_id: str, label: Any) -> bool:
+        if not label.pool.auto_floating_ip:
+            return False
+        server = self._cloud_server(server_id)
+        return self._needs_floating_ip(server)
+
+    def add_floating_ip(self, server_id: str, log: Any) -> str:
+        """Attach a floating IP (without waiting); its address."""
+        server = self._cloud_server(server_id)
+        fip = self._call(f"adding a floating IP to server {server_id}",
                          lambda: self.conn.create_floating_ip(server=server, wait=False))
         address = fip["floating_ip_address"]
-        spec.log.info("Attached floating IP %s to server %s", address, server.id)
-        while True:
-            server = self._cloud_server(server.id)
-            if address in (server.public_v4, server.public_v6):
-                return server
-            if spec.expired():
-                raise LaunchNetworkException(
-                    f"floating IP {address} did not show on server {server.id} in time")
-            spec.cancelled.wait(min(self.poll_interval, spec.remaining))
+        log.info("Attached floating IP %s to server %s", address, server_id)
+        return address
+
+    def has_address(self, server_id: str, address: str) -> bool:
+        server = self._cloud_server(server_id)
+        return address in (server.public_v4, server.public_v6)
 
     def _instance(self, server: Any, used: QuotaInformation) -> Instance:
         public_v4 = server.public_v4 or None
@@ -276,20 +341,12 @@ class OpenStackAdapter(Adapter):
             region=self.conn.config.region_name or self.provider.region_name,
             cloud=self.cloud, host_id=server.host_id or None, quota=used)
 
-    def delete_instance(self, external_id: Any,
-                        log: logging.Logger | logging.LoggerAdapter | None = None) -> None:
-        log = log or self.log
-        self._delete_floating_ips(external_id, log)
-        self._call(f"deleting server {external_id}", lambda: self.conn.compute.delete_server(
-            external_id, ignore_missing=False))
-        deleted_at = time.monotonic()
-        for servers, listed_at in self._listings(deleted_at + DELETE_TIMEOUT,
-                                                 time.sleep, log):
-            server = servers.get(external_id)
-            if listed_at > deleted_at and (server is None or server.status == "DELETED"):
-                return
-        raise ServerDeleteTimeout(f"server {external_id} still exists "
-                                  f"{DELETE_TIMEOUT} s after deleting it")
+    def request_delete(self, server_id: str, log: Any) -> None:
+        """Ask for a server's deletion (releasing its floating IPs
+        first); NotFound if it does not exist."""
+        self._delete_floating_ips(server_id, log)
+        self._call(f"deleting server {server_id}", lambda: self.conn.compute.delete_server(
+            server_id, ignore_missing=False))
 
     def _delete_floating_ips(self, server_id: str, log: Any) -> None:
         """Floating IPs outlive their server's ports; release them first.

@@ -11,8 +11,7 @@ instead of sending their own.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 
@@ -59,48 +58,3 @@ class NameCache:
     def clear(self) -> None:
         with self._lock:
             self._ids.clear()
-
-
-class ServerListCache:
-    """The project's servers from one ``GET /servers/detail``, at most
-    ``ttl`` seconds old.
-
-    Every launch waits for its server to become ACTIVE and every delete
-    for it to disappear; polling ``GET /servers/<id>`` per server is what
-    melts an API when a hundred launches are in flight.  Instead all of
-    them read this listing, refreshed by whichever waiter finds it stale.
-    """
-
-    def __init__(self, fetch: Callable[[], Iterable[Any]], ttl: float) -> None:
-        self._fetch = fetch
-        self.ttl = ttl
-        self._lock = threading.Lock()
-        self._servers: dict[str, Any] = {}
-        # monotonic time at which the cached listing was *requested*: a
-        # server created before then is certainly in it.
-        self._fetched_at = float("-inf")
-        # A failed listing is reported to every waiter for ``ttl`` too:
-        # with the cloud down, each would otherwise wait out its own
-        # API timeout in turn behind the lock.
-        self._error: Exception | None = None
-        self._failed_at = float("-inf")
-
-    def get(self) -> tuple[dict[str, Any], float]:
-        """(servers by id, monotonic time the listing was requested),
-        refreshed first when the cached listing is ``ttl`` old."""
-        with self._lock:
-            now = time.monotonic()
-            if now - self._fetched_at >= self.ttl:
-                if self._error is not None and now - self._failed_at < self.ttl:
-                    raise self._error
-                try:
-                    servers = {s.id: s for s in self._fetch()}
-                except Exception as e:
-                    self._error, self._failed_at = e, time.monotonic()
-                    raise
-                self._servers, self._fetched_at, self._error = servers, now, None
-            return self._servers, self._fetched_at
-
-    def next_refresh(self) -> float:
-        """Seconds until the cached listing may be refreshed."""
-        return max(0.0, self._fetched_at + self.ttl - time.monotonic())

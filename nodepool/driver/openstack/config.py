@@ -9,6 +9,7 @@ from typing import Any
 import voluptuous as v
 
 from nodepool.driver import ConfigLabel, ConfigPool, ConfigValue, Driver, ProviderConfig
+from nodepool.driver.quota import QuotaInformation
 from nodepool.exceptions import ConfigError
 
 
@@ -92,6 +93,13 @@ class OpenStackPool(ConfigPool):
         self.use_internal_ip: bool = d.get("use-internal-ip", False)
         for label in d.get("labels") or []:
             self.labels[label["name"]] = OpenStackLabel(label, self)
+
+    def limits(self) -> QuotaInformation:
+        limits = super().limits()
+        limits.add(QuotaInformation.for_limits(
+            volumes=None if self.max_volumes == math.inf else self.max_volumes,
+            **{"volume-gb": None if self.max_volume_gb == math.inf else self.max_volume_gb}))
+        return limits
 
 
 def _label_schema() -> dict:

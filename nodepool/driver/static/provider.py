@@ -24,7 +24,6 @@ from nodepool.driver.static import records
 from nodepool.driver.static.capacity import max_assignable
 from nodepool.driver.static.hosts import HostProblem, tcp_check
 from nodepool.driver.static.registrar import Registrar, host_label
-from nodepool.exceptions import LaunchError
 from nodepool.zk import models
 from nodepool.zk.models import Node
 
@@ -34,9 +33,7 @@ log = logging.getLogger("nodepool.driver.static")
 class StaticProvider(Provider):
     """A live static provider: registers its hosts and checks them."""
 
-    # Hosts are not fungible: one busy label must not stop the others.
-    PAUSE_AT_QUOTA: ClassVar[bool] = False
-    can_launch: ClassVar[bool] = False
+    launches_nodes: ClassVar[bool] = False
 
     def __init__(self, provider_config: Any) -> None:
         super().__init__(provider_config)
@@ -159,19 +156,6 @@ class StaticProvider(Provider):
 
     def choose_az(self, pool: Any) -> str | None:
         return None
-
-    def note_node_created(self, node: Node, quota: QuotaInformation) -> None:
-        """Static records are not created by request handlers."""
-
-    def hostname_for(self, node: Node) -> str:
-        return node.hostname or ""
-
-    def launch(self, *args: Any, **kwargs: Any) -> Any:
-        raise LaunchError("static providers cannot launch nodes; they only "
-                          "hand out their configured hosts")
-
-    def launches_in_flight(self) -> int:
-        return 0
 
     def cleanup_leaked_resources(self) -> dict[str, int]:
         """No cloud to leak into; use the periodic pass to re-check hosts

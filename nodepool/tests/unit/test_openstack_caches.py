@@ -1,55 +1,8 @@
-"""The OpenStack driver's caches ask the cloud once, however many wait."""
+"""The OpenStack driver's caches ask the cloud once."""
 
 from __future__ import annotations
 
-import threading
-import time
-from types import SimpleNamespace
-
-import pytest
-
-from nodepool.driver.openstack.caches import Memo, NameCache, ServerListCache
-
-
-def test_server_listing_is_fetched_once_for_concurrent_waiters():
-    calls = []
-
-    def fetch():
-        calls.append(time.monotonic())
-        time.sleep(0.1)
-        return [SimpleNamespace(id="a"), SimpleNamespace(id="b")]
-
-    cache = ServerListCache(fetch, ttl=10)
-    results = []
-    threads = [threading.Thread(target=lambda: results.append(cache.get()))
-               for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(calls) == 1
-    assert all(set(servers) == {"a", "b"} for servers, _ in results)
-    # The listing is dated when it was asked for, not when it arrived.
-    assert results[0][1] <= calls[0]
-    assert cache.next_refresh() > 9
-
-
-def test_server_listing_failure_is_shared_for_its_lifetime():
-    calls = []
-
-    def fetch():
-        calls.append(1)
-        raise ConnectionError("cloud is down")
-
-    cache = ServerListCache(fetch, ttl=0.2)
-    for _ in range(3):
-        with pytest.raises(ConnectionError):
-            cache.get()
-    assert len(calls) == 1
-    time.sleep(0.25)
-    with pytest.raises(ConnectionError):
-        cache.get()
-    assert len(calls) == 2
+from nodepool.driver.openstack.caches import Memo, NameCache
 
 
 def test_name_cache_keeps_hits_only():
