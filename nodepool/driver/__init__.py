@@ -72,6 +72,18 @@ class LabelImage(ConfigValue):
         return self.name
 
 
+class ProviderDiskImage(LabelImage):
+    """A top-level diskimage as one provider uploads it (``diskimages``
+    of an image-managing provider); drivers add their own keys."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        # Stops uploads of this image to this provider (builds go on).
+        self.pause: bool = False
+        # Cloud image properties, over the diskimage's ``metadata``.
+        self.meta: dict[str, Any] = {}
+
+
 class ConfigLabel(ConfigValue):
     """A label as offered by one pool.  The settings here are the ones
     the framework reads; drivers add their own."""
@@ -168,6 +180,12 @@ class ProviderConfig(ConfigValue):
         # Written into node records (``cloud``, ``region``).
         self.cloud: str | None = None
         self.region_name: str | None = None
+        # For the builder (``manage_images`` providers): how uploads are
+        # named, bounded and post-processed, and the diskimages uploaded.
+        self.diskimages: dict[str, ProviderDiskImage] = {}
+        self.image_name_format: str = "{image_name}-{timestamp}"
+        self.image_upload_timeout: float = 3600
+        self.post_upload_hook: str | None = None
         self._raw = provider
 
     # Whether the builder uploads diskimages to this provider.

@@ -30,6 +30,7 @@ from typing import Any
 
 from nodepool.driver.deletion import delete_locked_node
 from nodepool.driver.launch import NodeLogger
+from nodepool.launcher.worker import LauncherWorker
 from nodepool.zk import models
 from nodepool.zk.models import Node
 
@@ -41,9 +42,9 @@ MAX_BACKOFF = 60.0
 INIT_GRACE = 30.0
 
 
-class DeletedNodeWorker(threading.Thread):
+class DeletedNodeWorker(LauncherWorker):
     def __init__(self, launcher: Any, interval: float = 5.0) -> None:
-        super().__init__(name="DeletedNodeWorker", daemon=True)
+        super().__init__("DeletedNodeWorker")
         self.launcher = launcher
         self.interval = interval
         self._wake = threading.Event()
@@ -186,7 +187,7 @@ class DeletedNodeWorker(threading.Thread):
         try:
             if node.state != models.READY or not node.allocated_to:
                 return
-            if zk.kazoo.exists(f"/nodepool/requests/{node.allocated_to}") is not None:
+            if zk.request_exists(node.allocated_to):
                 return
             NodeLogger(log, {"node": node.id}).info(
                 "Unallocating node from vanished request %s", node.allocated_to)

@@ -26,6 +26,7 @@ from nodepool.launcher.min_ready import MinReady
 from nodepool.launcher.pool_worker import PoolWorker
 from nodepool.launcher.resume import LostRequests
 from nodepool.launcher.stats_worker import StatsWorker
+from nodepool.launcher.worker import LauncherWorker
 from nodepool.zk import ZooKeeper, ZooKeeperClient
 from nodepool.zk import client as zkclient
 from nodepool.zk.cache import (
@@ -43,7 +44,6 @@ from nodepool.zk.components import (
 
 log = logging.getLogger("nodepool.NodePool")
 
-COORDINATION_ROOT = "/nodepool/pool-coordination"
 
 
 class NodePool(threading.Thread):
@@ -81,7 +81,7 @@ class NodePool(threading.Thread):
         self._running = True
         self._wake = threading.Event()
         self.ready = False
-        self._workers: list[Any] = []
+        self._workers: list[LauncherWorker] = []
         self.min_ready: MinReady | None = None
 
     # Public state ----------------------------------------------------------
@@ -226,9 +226,7 @@ class NodePool(threading.Thread):
     def _on_node_change(self, key: str, old: Any, new: Any) -> None:
         self._wake_pools()
         for worker in self._workers:
-            notify = getattr(worker, "node_changed", None)
-            if notify is not None:
-                notify(key, old, new)
+            worker.node_changed(key, old, new)
         # Ready counts changed: min-ready may need a top-up.
         if (old is None or new is None or old.state != new.state
                 or old.allocated_to != new.allocated_to):
@@ -241,9 +239,7 @@ class NodePool(threading.Thread):
                 worker.session_lost()
         elif event == zkclient.CONNECTED:
             for worker in self._workers:
-                notify = getattr(worker, "reconnected", None)
-                if notify is not None:
-                    notify()
+                worker.reconnected()
             self._wake_pools()
             self._wake.set()
 
@@ -371,8 +367,8 @@ class NodePool(threading.Thread):
         if not peers:
             yield False
             return
-        lock = self.zk.kazoo.Lock(
-            f"{COORDINATION_ROOT}/{worker.provider_name}/{worker.pool_name}", worker.id)
+        lock = self.zk.pool_coordination_lock(worker.provider_name, worker.pool_name,
+                                              worker.id)
         if not lock.acquire(timeout=30):
             yield False
             return
