@@ -47,9 +47,11 @@ def test_sigusr2_dumps_stacks_and_sigterm_stops(tmp_path, zk_info, zuul):
 
 
 def test_invalid_config_exits_with_message(tmp_path, zk_info):
-    proc, log = start_daemon(tmp_path, fake_config(zk_info) + "  - bogus\n")
+    # A bad value outside the providers makes the whole file unusable (a
+    # broken provider would only be left out).
+    proc, log = start_daemon(tmp_path, fake_config(zk_info) + "max-hold-age: forever\n")
     assert proc.wait(30) == 1
-    assert "nodepool.yaml" in log.read_text()
+    assert "nodepool.yaml:" in log.read_text() and "max-hold-age: expected int" in log.read_text()
 
 
 def test_logging_config_is_used(tmp_path, zk_info):
