@@ -1,10 +1,17 @@
 """Loading and validating nodepool.yaml.
 
-The file is validated in one pass with voluptuous (each provider's part by
-its driver's schema), then cross-checked (labels, diskimages, parents).
+The file is validated with voluptuous (each provider's part by its
+driver's schema), then cross-checked (labels, diskimages, parents).
 Every problem is reported with the file, the place inside it (a path such
 as ``providers[0](name=fake) > pools[0] > labels[1] > min-ram``), the line
 and what was expected, so an operator can fix it without reading code.
+
+Two readers share that work.  ``load_config`` (the daemons, the CLI) is as
+forgiving as upstream's loader: unknown settings are warnings, and a
+provider that cannot be loaded is left out while the others load.
+``validate_config`` (``nodepool config-validate``) is as strict as
+upstream's validator.  ``check_zookeeper`` is what every process that
+connects requires.
 """
 
 from __future__ import annotations
@@ -629,25 +636,26 @@ def _build(path: str, secure_path: str | None, strict: bool) -> tuple[Config | N
             limits[name] = value
         config.tenant_resource_limits[item["tenant-name"]] = limits
 
-    first_line: dict[str, str] = {}
+    first_seen: dict[str, str] = {}
     for i, item in enumerate(data.get("providers") or []):
-        provider, problems = _load_provider(doc, i, item, config, strict, report)
-        if provider is not None and provider.name in config.providers:
+        name = item.get("name") if isinstance(item, Mapping) else None
+        name = name if isinstance(name, str) and name else None
+        provider: ProviderConfig | None = None
+        if name is not None and name in first_seen:
             # Upstream's loader lets the last one win silently; keeping
             # the first keeps a running provider from being replaced.
-            _withdraw(config, provider)
-            problems = [doc.message(
-                ["providers", i], f"provider {provider.name!r} is defined more than once "
-                                  f"(first at {first_line[provider.name]}); rename one")]
-            provider = None
+            problems = _provider_structure(doc, i, item, strict, report)[1] + [doc.message(
+                ["providers", i], f"provider {name!r} is defined more than once (first at "
+                                  f"{first_seen[name]}); rename one")]
+        else:
+            provider, problems = _load_provider(doc, i, item, config, strict, report)
+        if name is not None:
+            first_seen.setdefault(name, doc.where(["providers", i]))
         if provider is None:
             report.errors.extend(problems)
-            name = item.get("name") if isinstance(item, Mapping) else None
-            key = name if isinstance(name, str) and name else f"providers[{i}]"
-            config.left_out.setdefault(key, []).extend(problems)
+            config.left_out.setdefault(name or f"providers[{i}]", []).extend(problems)
             continue
         config.providers[provider.name] = provider
-        first_line[provider.name] = doc.where(["providers", i])
     if strict:
         report.warnings.extend(_zookeeper_warnings(config))
     config.problems = list(report.errors)
