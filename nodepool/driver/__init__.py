@@ -194,8 +194,22 @@ class ProviderConfig(ConfigValue):
     def load(self, config: Any) -> None:
         """Parse the provider's pools and labels, register every pool with
         ``config.labels[<label>].pools``; raise ConfigError on problems the
-        schema cannot express."""
+        schema cannot express (before registering anything, so a provider
+        the loader leaves out leaves no trace in ``config``)."""
         raise NotImplementedError
+
+    def check_environment(self) -> None:
+        """Raise ConfigError when something this provider needs outside
+        nodepool.yaml is missing (an OpenStack cloud absent from
+        clouds.yaml).  The daemons then leave the provider out;
+        ``config-validate`` only warns, because a file is often checked on
+        a machine that does not have the launcher's clouds.yaml."""
+
+    def load_warnings(self) -> list[str]:
+        """Settings that load but will not do what the operator probably
+        meant (one message each, without file or line); called after
+        ``load``."""
+        return []
 
     def get_supported_labels(self, pool_name: str | None = None) -> set[str]:
         labels: set[str] = set()

@@ -63,7 +63,10 @@ class NodePool(threading.Thread):
         self.orphan_grace = orphan_grace
         self.hostname = hostname or socket.gethostname()
         self.config: Any = None
-        self.config_file = nodepool_config.ConfigFile(config_path, secure_path)
+        # Without ZooKeeper settings the launcher can do nothing: refuse
+        # such a file at start (and on reload) with a one-line reason.
+        self.config_file = nodepool_config.ConfigFile(
+            config_path, secure_path, check=nodepool_config.check_zookeeper)
         self.zk_client: ZooKeeperClient | None = None
         self.zk: Any = None
         self.node_cache: Any = None
