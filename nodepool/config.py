@@ -764,6 +764,28 @@ def connect_until_stopped(client: Any, running: Any, pause: Any) -> bool:
     return False
 
 
+def keep_broken_providers(new: Config, previous: Config) -> list[str]:
+    """A provider that ran under ``previous`` but is left out of ``new``
+    (its section became broken) keeps its previous definition, so one
+    mistake in one provider's section never stops it serving (OPERATORS.md
+    row 21).  Returns the names kept."""
+    kept = []
+    for name in new.left_out:
+        old = previous.providers.get(name)
+        if old is None or name in new.providers:
+            continue
+        new.providers[name] = old
+        for pool in old.pools.values():
+            for label_name in pool.labels:
+                label = new.labels.get(label_name)
+                if label is not None:
+                    label.pools.append(pool)
+        kept.append(name)
+        log.error("Provider %s keeps its previous configuration until its section in %s "
+                  "is fixed", name, new.path)
+    return kept
+
+
 class ConfigFile:
     """A daemon's configuration file and secure file, re-read when either
     changes.
@@ -789,6 +811,8 @@ class ConfigFile:
         # so a SIGHUP that lands while a check runs is never lost.
         self._forces_asked = 0
         self._forces_seen = 0
+        # The configuration in force (the last one returned).
+        self.current: Config | None = None
 
     @property
     def files(self) -> str:
@@ -816,6 +840,9 @@ class ConfigFile:
         if self.check is not None:
             self.check(config)
         self._read_signature = signature
+        if self.current is not None:
+            keep_broken_providers(config, self.current)
+        self.current = config
         return config
 
     def force_reload(self) -> None:

@@ -22,14 +22,17 @@ class SharedListing(Generic[T]):
     """Items by id from one list call, at most ``ttl`` seconds old."""
 
     def __init__(self, fetch: Callable[[], Iterable[T]], key: Callable[[T], Any],
-                 ttl: float) -> None:
+                 ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._fetch = fetch
         self._key = key
         self.ttl = ttl
+        # Listing times are given in this clock's terms (wall-clock time
+        # lets a resumed operation compare them with times it stored).
+        self._clock = clock
         self._lock = threading.Lock()
         self._items: dict[Any, T] = {}
-        # monotonic time at which the cached listing was *requested*: an
-        # item created before then is certainly in it.
+        # When the cached listing was *requested*: an item created before
+        # then is certainly in it.
         self._fetched_at = float("-inf")
         # A failed listing is reported to every reader for ``ttl`` too:
         # with the cloud down, each would otherwise wait out its own API
@@ -38,15 +41,15 @@ class SharedListing(Generic[T]):
         self._failed_at = float("-inf")
 
     def get(self, newer_than: float | None = None) -> tuple[dict[Any, T], float]:
-        """(items by id, monotonic time the listing was requested).
+        """(items by id, time the listing was requested).
 
         Refreshed first when the cached listing is ``ttl`` old, or was
-        requested at or before ``newer_than`` (a monotonic time): a caller
+        requested at or before ``newer_than`` (in the same clock): a caller
         that must not see the same listing twice passes the time of the
         one it saw last.
         """
         with self._lock:
-            now = time.monotonic()
+            now = self._clock()
             stale = now - self._fetched_at >= self.ttl
             if newer_than is not None and self._fetched_at <= newer_than:
                 stale = True
@@ -57,14 +60,14 @@ class SharedListing(Generic[T]):
                 try:
                     items = {self._key(item): item for item in self._fetch()}
                 except Exception as e:
-                    self._error, self._failed_at = e, time.monotonic()
+                    self._error, self._failed_at = e, self._clock()
                     raise
                 self._items, self._fetched_at, self._error = items, now, None
             return self._items, self._fetched_at
 
     def next_refresh(self) -> float:
         """Seconds until the cached listing may be refreshed."""
-        return max(0.0, self._fetched_at + self.ttl - time.monotonic())
+        return max(0.0, self._fetched_at + self.ttl - self._clock())
 
     def invalidate(self) -> None:
         with self._lock:

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from nodepool.tests.helpers import fake_config
+from nodepool.tests.helpers import fake_config, wait_for
 
 BROKEN_PROVIDERS = """\
   - name: gone
@@ -104,3 +104,17 @@ def test_launcher_without_zookeeper_settings_exits_naming_them(tmp_path, zk_info
     assert code == 1
     assert f"{tmp_path / 'nodepool.yaml'}: {missing}" in output
     assert "Traceback" not in output
+
+
+def test_provider_broken_by_a_reload_keeps_serving(zk_info, zuul, launcher_factory,
+                                                   tmp_path):
+    launcher = launcher_factory(fake_config(zk_info))
+    assert zuul.wait_request(zuul.submit(["fake-label"]))["state"] == "fulfilled"
+    # A typo in the provider's section: it would be left out of the new
+    # configuration, but it keeps its previous definition and serves on.
+    text = fake_config(zk_info).replace("max-servers: 20", "max-servers: twenty")
+    (tmp_path / "nodepool.yaml").write_text(text)
+    launcher.request_reload()
+    wait_for(lambda: "fake-provider" in launcher.config.left_out, what="the reload")
+    assert "fake-provider" in launcher.config.providers
+    assert zuul.wait_request(zuul.submit(["fake-label"]))["state"] == "fulfilled"
