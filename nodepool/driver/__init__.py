@@ -304,10 +304,12 @@ class Provider:
         RuntimeConfigurationException if the label can never work."""
         return QuotaInformation(instances=1)
 
-    def available_quota(self, pool: ConfigPool, nodes: list[Any]) -> QuotaInformation:
+    def available_quota(self, pool: ConfigPool) -> QuotaInformation:
         """Room for new nodes in ``pool`` now: pool limits and the cloud's,
-        minus what ``nodes`` (every node record) and launches not yet
-        recorded use.  Must not call the cloud on every call (cache)."""
+        minus what the provider's node records and the launches not yet
+        recorded use.  Called for every pool worker pass: answer from
+        running totals (the node cache's ``index``) and cached limits,
+        never by walking every node or calling the cloud."""
         return QuotaInformation(instances=0)
 
     def can_ever_fit(self, pool: ConfigPool, need: QuotaInformation) -> bool:

@@ -143,7 +143,7 @@ class StaticProvider(Provider):
     def quota_for_label(self, label: Any) -> QuotaInformation:
         return QuotaInformation(instances=1)
 
-    def available_quota(self, pool: Any, nodes: list[Node]) -> QuotaInformation:
+    def available_quota(self, pool: Any) -> QuotaInformation:
         """Never room for a new node: static pools only reuse."""
         return QuotaInformation(instances=0)
 

@@ -1,0 +1,133 @@
+"""The requests one pool worker may still act on, in the order it serves them.
+
+A gate reset or a cloud outage can queue thousands of requests.  A pool
+worker that re-sorted and re-examined all of them on every event would
+spend its time on requests it cannot serve yet.  Instead the queue is kept
+in order as request events come (an insertion is a binary search), and
+requests the pool has decided to leave to others are *parked*: they are
+not looked at again until they change, or until the set of pools changes
+(``unpark_all``).  Requests that arrived since the worker last looked are
+listed apart, so each gets a first decision promptly even when the worker
+stops its scan early for lack of capacity.
+"""
+
+from __future__ import annotations
+
+import bisect
+import threading
+
+from nodepool.zk import models
+from nodepool.zk.models import NodeRequest
+
+Key = tuple[bool, tuple[str, int, str], str]
+
+
+class RequestQueue:
+    """Open requests (``requested``, not declined by this pool) in serving
+    order: requests whose labels the pool has first, then by priority."""
+
+    def __init__(self, pool_id: str, labels: set[str]) -> None:
+        self.pool_id = pool_id
+        self._labels = set(labels)
+        self._lock = threading.Lock()
+        self._order: list[Key] = []
+        self._keys: dict[str, Key] = {}
+        self._requests: dict[str, NodeRequest] = {}
+        self._parked: dict[str, NodeRequest] = {}
+        self._fresh: set[str] = set()
+
+    def _key(self, request: NodeRequest) -> Key:
+        assert request.id is not None
+        missing = not set(request.node_types) <= self._labels
+        return (missing, request.sort_key(), request.id)
+
+    def _wanted(self, request: NodeRequest | None) -> bool:
+        return (request is not None and request.state == models.REQUESTED
+                and self.pool_id not in request.declined_by)
+
+    # Events -------------------------------------------------------------
+
+    def update(self, request_id: str, request: NodeRequest | None) -> bool:
+        """A request changed (None: it is gone).  True if the pool worker
+        should look again (the request is new to it or changed)."""
+        with self._lock:
+            self._remove(request_id)
+            self._parked.pop(request_id, None)
+            if not self._wanted(request):
+                self._fresh.discard(request_id)
+                return False
+            assert request is not None
+            self._insert(request)
+            self._fresh.add(request_id)
+            return True
+
+    def _insert(self, request: NodeRequest) -> None:
+        key = self._key(request)
+        bisect.insort(self._order, key)
+        self._keys[key[2]] = key
+        self._requests[key[2]] = request
+
+    def _remove(self, request_id: str) -> None:
+        key = self._keys.pop(request_id, None)
+        if key is None:
+            return
+        self._requests.pop(request_id, None)
+        index = bisect.bisect_left(self._order, key)
+        if index < len(self._order) and self._order[index] == key:
+            del self._order[index]
+
+    # The worker's side --------------------------------------------------
+
+    def snapshot(self) -> list[NodeRequest]:
+        """The open, unparked requests in serving order."""
+        with self._lock:
+            requests = self._requests
+            return [requests[key[2]] for key in self._order]
+
+    def take_fresh(self) -> list[NodeRequest]:
+        """Requests added or changed since last asked (still open and
+        unparked), in serving order."""
+        with self._lock:
+            fresh = [self._requests[i] for i in self._fresh if i in self._requests]
+            self._fresh.clear()
+        return sorted(fresh, key=self._key)
+
+    def park(self, request_id: str) -> None:
+        """Leave the request alone until it changes or ``unpark_all``."""
+        with self._lock:
+            request = self._requests.get(request_id)
+            if request is None:
+                return
+            self._remove(request_id)
+            self._parked[request_id] = request
+            self._fresh.discard(request_id)
+
+    def unpark_all(self) -> None:
+        """Look at every parked request again (the pools changed)."""
+        with self._lock:
+            parked, self._parked = self._parked, {}
+            for request in parked.values():
+                self._insert(request)
+                self._fresh.add(request.id or "")
+
+    def set_labels(self, labels: set[str]) -> None:
+        """The pool's labels changed (a reload): re-sort, look at all."""
+        with self._lock:
+            if labels == self._labels:
+                return
+            self._labels = set(labels)
+            requests = list(self._requests.values()) + list(self._parked.values())
+            self._order, self._keys, self._requests, self._parked = [], {}, {}, {}
+            for request in requests:
+                self._insert(request)
+                self._fresh.add(request.id or "")
+
+    def load(self, requests: list[NodeRequest]) -> None:
+        """Fill from a full listing (start-up)."""
+        for request in requests:
+            if request.id is not None:
+                self.update(request.id, request)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._order)
