@@ -333,10 +333,12 @@ class OpenStackAdapter(Adapter):
     # Leaks ----------------------------------------------------------------
 
     def list_resources(self) -> list[Resource]:
-        """Our servers.  Uploaded images are the builder's to clean up;
-        it finds them through :meth:`list_images`."""
+        """Our servers, from a listing requested since this call (shared
+        with waiting launches, as any other).  Uploaded images are the
+        builder's to clean up; it finds them through :meth:`list_images`."""
+        servers, _ = self.servers.get(requested_after=time.monotonic())
         return [Resource("instance", s.id, dict(s.metadata), s.name)
-                for s in self.servers.get()[0].values()
+                for s in servers.values()
                 if META_PROVIDER in (s.metadata or {})]
 
     def delete_resource(self, resource: Resource) -> None:

@@ -85,21 +85,35 @@ class ServerListCache:
         self._error: Exception | None = None
         self._failed_at = float("-inf")
 
-    def get(self) -> tuple[dict[str, Any], float]:
+    def get(self, requested_after: float | None = None) -> tuple[dict[str, Any], float]:
         """(servers by id, monotonic time the listing was requested),
-        refreshed first when the cached listing is ``ttl`` old."""
+        refreshed first when the cached listing is ``ttl`` old or, with
+        ``requested_after``, was requested before that monotonic time.
+
+        A caller that needs the cloud as it is now passes the time of its
+        call: a listing another thread started fetching since then serves
+        it too, without a request of its own.
+        """
         with self._lock:
             now = time.monotonic()
-            if now - self._fetched_at >= self.ttl:
-                if self._error is not None and now - self._failed_at < self.ttl:
-                    raise self._error
-                try:
-                    servers = {s.id: s for s in self._fetch()}
-                except Exception as e:
-                    self._error, self._failed_at = e, time.monotonic()
-                    raise
-                self._servers, self._fetched_at, self._error = servers, now, None
+            if self._usable(self._fetched_at, now, requested_after):
+                return self._servers, self._fetched_at
+            if self._error is not None and self._usable(self._failed_at, now,
+                                                        requested_after):
+                raise self._error
+            try:
+                servers = {s.id: s for s in self._fetch()}
+            except Exception as e:
+                self._error, self._failed_at = e, time.monotonic()
+                raise
+            self._servers, self._fetched_at, self._error = servers, now, None
             return self._servers, self._fetched_at
+
+    def _usable(self, when: float, now: float, requested_after: float | None) -> bool:
+        """Whether an answer from ``when`` may serve a caller now."""
+        if now - when >= self.ttl:
+            return False
+        return requested_after is None or when >= requested_after
 
     def next_refresh(self) -> float:
         """Seconds until the cached listing may be refreshed."""

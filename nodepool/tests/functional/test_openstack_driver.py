@@ -509,6 +509,32 @@ def test_leaked_servers_deleted_on_the_second_pass(sim, make_provider, zk):
     assert {s.id for s in sim.servers()} == others
 
 
+def test_leak_passes_each_list_the_cloud(sim, make_provider, zk):
+    # The server listing that waiting launches share must not stand in
+    # for a pass's own look at the cloud: two passes, two listings.
+    provider = make_provider()
+    handle, node = launch(provider, zk, "small")
+    assert handle.state == READY, handle.error
+    listings = sim.requests_log.count(("GET", "/compute/v2.1/servers/detail"))
+    provider.cleanup_leaked_resources()
+    provider.cleanup_leaked_resources()
+    assert sim.requests_log.count(("GET", "/compute/v2.1/servers/detail")) == listings + 2
+
+
+def test_ready_node_whose_server_vanished_is_reported_on_the_second_listing(
+        sim, make_provider, zk):
+    provider = make_provider()
+    handle, node = launch(provider, zk, "small")
+    assert handle.state == READY, handle.error
+    record = stored(zk, node)
+    assert provider.vanished_nodes([record]) == []
+    # Someone else deletes the server, right after our launch listed it.
+    sim.connect().compute.delete_server(record.external_id)
+    wait_for(lambda: not sim.servers(), what="server gone")
+    assert provider.vanished_nodes([record]) == []  # seen missing once
+    assert provider.vanished_nodes([record]) == [record.id]
+
+
 def test_leaked_images_deleted_but_known_uploads_kept(sim, make_provider, zk):
     provider = make_provider()
     build = models.ImageBuild()

@@ -34,6 +34,26 @@ def test_server_listing_is_fetched_once_for_concurrent_waiters():
     assert cache.next_refresh() > 9
 
 
+def test_server_listing_requested_after_a_time_is_never_an_older_one():
+    calls = []
+
+    def fetch():
+        calls.append(time.monotonic())
+        return [SimpleNamespace(id=f"s{len(calls)}")]
+
+    cache = ServerListCache(fetch, ttl=60)
+    cache.get()
+    cache.get()
+    assert len(calls) == 1  # within its lifetime the listing is shared
+    asked = time.monotonic()
+    servers, listed_at = cache.get(requested_after=asked)
+    assert len(calls) == 2 and set(servers) == {"s2"} and listed_at >= asked
+    # A listing requested since serves such callers without a request.
+    assert cache.get(requested_after=asked) == (servers, listed_at)
+    assert cache.get() == (servers, listed_at)
+    assert len(calls) == 2
+
+
 def test_server_listing_failure_is_shared_for_its_lifetime():
     calls = []
 
