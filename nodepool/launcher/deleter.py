@@ -50,6 +50,9 @@ class DeletedNodeWorker(threading.Thread):
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
         self._retry_after: dict[str, tuple[float, float]] = {}
+        # Monotonic time at which the latest completed pass began: every
+        # node the cache showed then has been looked at.
+        self.last_pass_started = float("-inf")
         self._executor = ThreadPoolExecutor(DELETE_THREADS,
                                             thread_name_prefix="NodeDeleter")
 
@@ -74,10 +77,13 @@ class DeletedNodeWorker(threading.Thread):
                 break
             if not self.launcher.zk_client.connected:
                 continue
+            started = time.monotonic()
             try:
                 self._pass()
             except Exception:
                 log.exception("Error in delete pass")
+            else:
+                self.last_pass_started = started
 
     # Deciding ----------------------------------------------------------------
 

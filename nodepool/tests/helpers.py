@@ -27,6 +27,51 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0,
         time.sleep(interval)
 
 
+def wait_for_pass(worker: Any, timeout: float = 20.0, what: str | None = None) -> None:
+    """Wait until ``worker`` has completed a pass that began after this
+    call, so it has looked at everything that was true before the call.
+
+    ``worker`` is any daemon thread with ``last_pass_started`` (monotonic
+    time the latest completed pass began); it is woken first if it has a
+    ``wake()``.  This is the proof a test needs before asserting that the
+    daemon did *not* do something.
+    """
+    since = time.monotonic()
+    wake = getattr(worker, "wake", None)
+    if wake is not None:
+        wake()
+    wait_for(lambda: worker.last_pass_started >= since, timeout,
+             what=what or f"a pass of {getattr(worker, 'name', worker)}")
+
+
+def wait_for_pool_passes(launcher: Any, request_id: str | None = None,
+                         timeout: float = 20.0) -> None:
+    """Wait until every pool worker of ``launcher`` has looked at the open
+    requests: first until its request cache shows ``request_id`` (when
+    given), then for a pass of each worker begun after that."""
+    if request_id is not None:
+        wait_for(lambda: launcher.request_cache.get(request_id) is not None, timeout,
+                 what=f"request {request_id} in the launcher's cache")
+    for worker in list(launcher.pool_workers.values()):
+        wait_for_pass(worker, timeout)
+
+
+def assert_request_waits(zuul: FakeZuul, launcher: Any, request_id: str) -> None:
+    """Assert that every pool of ``launcher`` has looked at the request and
+    left it waiting: neither taken (no handler, still ``requested``) nor
+    declined."""
+    wait_for_pool_passes(launcher, request_id)
+    for worker in list(launcher.pool_workers.values()):
+        # A pass accepts by starting a handler; its thread marks the
+        # request pending only later.
+        assert request_id not in {h.request.id for h in list(worker.handlers)}, (
+            f"{worker.name} took request {request_id}")
+    request = zuul.request(request_id)
+    assert request is not None, f"request {request_id} is gone"
+    assert request["state"] == "requested", request
+    assert not request.get("declined_by"), request
+
+
 class FakeZuul:
     """Makes node requests exactly as Zuul 14 does, on its own session:
     persistent sequential znodes with Zuul's keys, node locks with kazoo's
@@ -91,9 +136,18 @@ class FakeZuul:
         return wait_for(done, timeout, what=f"request {request_id} in {states}")
 
     def write_node(self, node_id: str, **changes: Any) -> None:
+        """Write a node record the way Zuul's ``storeNode`` does: every key
+        read back (Zuul keeps them all), the keys Zuul always writes, and
+        a new ``state_time`` whenever a state is set: Zuul's Node.state
+        setter stamps it, on every in-use, used and hold write."""
         data = self.node(node_id)
+        assert data is not None, f"node {node_id} is gone"
+        for key in ("hold_job", "comment", "user_data", "tenant_name", "requestor"):
+            data.setdefault(key, None)
         data.update(changes)
         data["id"] = node_id
+        if "state" in changes:
+            data["state_time"] = time.time()
         self.client.set(f"/nodepool/nodes/{node_id}", json.dumps(data).encode())
 
     def lock_node(self, node_id: str, timeout: float = 30) -> None:

@@ -1,8 +1,12 @@
 """The launcher against real ZooKeeper and the fake cloud, with the test
 playing Zuul's part of the protocol (WIRE.md)."""
 
+import logging
+import os
+import time
+
 from nodepool.driver.fake.cloud import FakeCloud
-from nodepool.tests.helpers import fake_config, wait_for
+from nodepool.tests.helpers import assert_request_waits, fake_config, wait_for, wait_for_pass
 
 
 def test_request_fulfilled_and_used_node_deleted(zk_info, zuul, launcher_factory):
@@ -128,18 +132,15 @@ def test_requests_served_in_priority_order(zk_info, zuul, launcher_factory):
 
 
 def test_quota_wait_then_resume_when_node_deleted(zk_info, zuul, launcher_factory):
-    launcher_factory(fake_config(zk_info))
+    launcher = launcher_factory(fake_config(zk_info))
     cloud = FakeCloud.for_provider("fake-provider")
     cloud.max_instances = 2
     a = zuul.submit(["fake-label", "fake-label"])
     zuul.wait_request(a)
     nodes = zuul.accept(a)
     waiting = zuul.submit(["fake-label"])
-    import time
-    time.sleep(1.0)
     # At quota: the request waits, it is neither failed nor declined.
-    request = zuul.request(waiting)
-    assert request["state"] == "requested" and not request.get("declined_by")
+    assert_request_waits(zuul, launcher, waiting)
     zuul.return_nodes(nodes)
     assert zuul.wait_request(waiting)["state"] == "fulfilled"
 
@@ -186,17 +187,23 @@ def test_cloud_over_quota_error_waits_not_fails(zk_info, zuul, launcher_factory)
 
 
 def test_held_node_untouched_until_expiry(zk_info, zuul, launcher_factory):
-    launcher_factory(fake_config(zk_info))
+    launcher = launcher_factory(fake_config(zk_info))
     request_id = zuul.submit(["fake-label"])
     zuul.wait_request(request_id)
     [node_id] = zuul.accept(request_id)
     zuul.write_node(node_id, state="hold", hold_job="t p j r", comment="debug",
-                    hold_expiration=2)
+                    hold_expiration=3600)
     zuul.unlock_node(node_id)
-    import time
-    time.sleep(1.0)
+    wait_for(lambda: launcher.node_cache.get(node_id).state == "hold"
+             and not launcher.node_cache.get(node_id).locked, what="hold in the cache")
+    [deleter] = [w for w in launcher._workers if w.name == "DeletedNodeWorker"]
+    wait_for_pass(deleter)
     assert zuul.node(node_id)["state"] == "hold"
+    # Its expiry counts from when it was held (Zuul stamps state_time).
+    held_at = zuul.node(node_id)["state_time"]
+    zuul.write_node(node_id, hold_expiration=1)
     wait_for(lambda: zuul.node(node_id) is None, timeout=10, what="expired hold deleted")
+    assert time.time() > held_at + 1
 
 
 def test_vanished_request_returns_nodes_to_pool(zk_info, zuul, launcher_factory):
@@ -239,8 +246,6 @@ def test_config_reload_adds_label(zk_info, zuul, launcher_factory, tmp_path):
     launcher = launcher_factory(fake_config(zk_info))
     request_id = zuul.submit(["other-label"])
     assert zuul.wait_request(request_id)["state"] == "failed"
-    import os
-    import time
     path = tmp_path / "nodepool.yaml"
     path.write_text(two_label_config(zk_info))
     os.utime(path, (time.time() + 5, time.time() + 5))
@@ -249,14 +254,16 @@ def test_config_reload_adds_label(zk_info, zuul, launcher_factory, tmp_path):
     assert zuul.wait_request(request_id)["state"] == "fulfilled"
 
 
-def test_bad_config_reload_keeps_running(zk_info, zuul, launcher_factory, tmp_path):
+def test_bad_config_reload_keeps_running(zk_info, zuul, launcher_factory, tmp_path,
+                                        caplog):
     launcher = launcher_factory(fake_config(zk_info))
-    import os
-    import time
+    caplog.set_level(logging.INFO, logger="nodepool")
     path = tmp_path / "nodepool.yaml"
     path.write_text("labels: [oops\n")
     os.utime(path, (time.time() + 5, time.time() + 5))
-    time.sleep(0.5)
+    wait_for(lambda: any("keeping the previous one" in r.getMessage()
+                         for r in caplog.records), what="the bad config noticed")
+    wait_for_pass(launcher)
     assert launcher.is_alive()
     assert zuul.wait_request(zuul.submit(["fake-label"]))["state"] == "fulfilled"
 
@@ -328,8 +335,6 @@ def test_pool_change_replaces_provider_without_dropping_requests(
     old_provider = launcher.providers["fake-provider"]
     request_id = zuul.submit(["fake-label"])
     wait_for(lambda: zuul.request(request_id)["state"] == "pending", what="pending")
-    import os
-    import time
     path = tmp_path / "nodepool.yaml"
     path.write_text(fake_config(zk_info, max_servers=6))
     os.utime(path, (time.time() + 5, time.time() + 5))
