@@ -69,6 +69,12 @@ class ServerListCache:
     for it to disappear; polling ``GET /servers/<id>`` per server is what
     melts an API when a hundred launches are in flight.  Instead all of
     them read this listing, refreshed by whichever waiter finds it stale.
+
+    Two times are kept per listing.  Its age counts from when it arrived,
+    so a listing that took longer than ``ttl`` to come (a slow API with
+    many servers) still serves everyone who queued for it instead of each
+    of them asking again in turn.  What it proves counts from when it was
+    requested: a server created before then is certainly in it.
     """
 
     def __init__(self, fetch: Callable[[], Iterable[Any]], ttl: float) -> None:
@@ -76,9 +82,8 @@ class ServerListCache:
         self.ttl = ttl
         self._lock = threading.Lock()
         self._servers: dict[str, Any] = {}
-        # monotonic time at which the cached listing was *requested*: a
-        # server created before then is certainly in it.
-        self._fetched_at = float("-inf")
+        self._requested_at = float("-inf")
+        self._answered_at = float("-inf")
         # A failed listing is reported to every waiter for ``ttl`` too:
         # with the cloud down, each would otherwise wait out its own
         # API timeout in turn behind the lock.
@@ -87,8 +92,8 @@ class ServerListCache:
 
     def get(self, requested_after: float | None = None) -> tuple[dict[str, Any], float]:
         """(servers by id, monotonic time the listing was requested),
-        refreshed first when the cached listing is ``ttl`` old or, with
-        ``requested_after``, was requested before that monotonic time.
+        refreshed first when the cached listing arrived ``ttl`` ago or,
+        with ``requested_after``, was requested before that monotonic time.
 
         A caller that needs the cloud as it is now passes the time of its
         call: a listing another thread started fetching since then serves
@@ -96,25 +101,26 @@ class ServerListCache:
         """
         with self._lock:
             now = time.monotonic()
-            if self._usable(self._fetched_at, now, requested_after):
-                return self._servers, self._fetched_at
-            if self._error is not None and self._usable(self._failed_at, now,
-                                                        requested_after):
+            if self._fresh(self._answered_at, self._requested_at, now, requested_after):
+                return self._servers, self._requested_at
+            if self._error is not None and self._fresh(self._failed_at, self._failed_at,
+                                                       now, requested_after):
                 raise self._error
             try:
                 servers = {s.id: s for s in self._fetch()}
             except Exception as e:
                 self._error, self._failed_at = e, time.monotonic()
                 raise
-            self._servers, self._fetched_at, self._error = servers, now, None
-            return self._servers, self._fetched_at
+            self._servers, self._error = servers, None
+            self._requested_at, self._answered_at = now, time.monotonic()
+            return self._servers, self._requested_at
 
-    def _usable(self, when: float, now: float, requested_after: float | None) -> bool:
-        """Whether an answer from ``when`` may serve a caller now."""
-        if now - when >= self.ttl:
+    def _fresh(self, answered_at: float, requested_at: float, now: float,
+               requested_after: float | None) -> bool:
+        if now - answered_at >= self.ttl:
             return False
-        return requested_after is None or when >= requested_after
+        return requested_after is None or requested_at >= requested_after
 
     def next_refresh(self) -> float:
         """Seconds until the cached listing may be refreshed."""
-        return max(0.0, self._fetched_at + self.ttl - time.monotonic())
+        return max(0.0, self._answered_at + self.ttl - time.monotonic())

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from nodepool.driver.openstack import caches
 from nodepool.driver.openstack.caches import Memo, NameCache, ServerListCache
 
 
@@ -32,6 +33,43 @@ def test_server_listing_is_fetched_once_for_concurrent_waiters():
     # The listing is dated when it was asked for, not when it arrived.
     assert results[0][1] <= calls[0]
     assert cache.next_refresh() > 9
+
+
+def test_slow_server_listing_serves_everyone_who_waited_for_it(monkeypatch):
+    # A listing that takes longer than its lifetime to arrive (a slow API)
+    # must still serve the callers queued behind it, not send each of them
+    # to ask again in turn.
+    clock = [0.0]
+    monkeypatch.setattr(caches, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    fetching, release = threading.Event(), threading.Event()
+    calls = []
+
+    def fetch():
+        calls.append(clock[0])
+        fetching.set()
+        release.wait(10)
+        return [SimpleNamespace(id="a")]
+
+    cache = ServerListCache(fetch, ttl=1)
+    results = []
+    first = threading.Thread(target=lambda: results.append(cache.get()))
+    first.start()
+    assert fetching.wait(10)
+    clock[0] = 5.0  # the answer takes five lifetimes to come
+    others = [threading.Thread(target=lambda: results.append(cache.get()))
+              for _ in range(3)]
+    for thread in others:
+        thread.start()
+    release.set()
+    for thread in [first, *others]:
+        thread.join(10)
+    assert calls == [0.0]
+    # Dated when it was asked for, however long it took.
+    assert results == [({"a": results[0][0]["a"]}, 0.0)] * 4
+    assert cache.next_refresh() == 1.0
+    clock[0] = 6.0
+    cache.get()
+    assert calls == [0.0, 6.0]
 
 
 def test_server_listing_requested_after_a_time_is_never_an_older_one():
