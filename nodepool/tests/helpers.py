@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from kazoo.client import KazooClient
+from kazoo.protocol.states import EventType, WatchedEvent
 from kazoo.recipe.lock import Lock
 
 from nodepool.zk import models
+from nodepool.zk.watch import WatchingKazooClient
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0,
@@ -182,6 +185,67 @@ class FakeZuul:
             self.client.delete(f"/nodepool/requests/{request_id}")
         except Exception:
             pass
+
+
+class NodeRecordWatch:
+    """Every node record as it changes, seen through a persistent recursive
+    watch on a session of its own (an observer, not a poller: ZooKeeper
+    delivers each creation and deletion in order, so ``most`` is exactly
+    the most records that ever existed at once).
+
+    ``allocations`` maps each node id to every request it was seen
+    allocated to; the record is read after each change it had.
+    """
+
+    ROOT = "/nodepool/nodes"
+
+    def __init__(self, zk_info: Any) -> None:
+        self.client = WatchingKazooClient(hosts=zk_info.hosts, use_ssl=True,
+                                          certfile=zk_info.cert, keyfile=zk_info.key,
+                                          ca=zk_info.ca)
+        self.client.start(timeout=10)
+        self._lock = threading.Lock()
+        self.live: set[str] = set()
+        self.most = 0
+        self.allocations: dict[str, set[str]] = {}
+        self.client.ensure_path(self.ROOT)
+        self.client.add_recursive_watch(self.ROOT, self._on_event)
+        for node_id in self.client.get_children(self.ROOT):
+            self._created(node_id)
+
+    def close(self) -> None:
+        self.client.stop()
+        self.client.close()
+
+    def _created(self, node_id: str) -> None:
+        with self._lock:
+            self.live.add(node_id)
+            self.most = max(self.most, len(self.live))
+        self.client.get_async(f"{self.ROOT}/{node_id}").rawlink(
+            lambda result: self._on_data(node_id, result))
+
+    def _on_event(self, event: WatchedEvent) -> None:
+        node_id = event.path[len(self.ROOT) + 1:]
+        if not event.path.startswith(self.ROOT + "/") or "/" in node_id:
+            return  # the root itself, or a lock under a node
+        if event.type == EventType.CREATED:
+            self._created(node_id)
+        elif event.type == EventType.DELETED:
+            with self._lock:
+                self.live.discard(node_id)
+        elif event.type == EventType.CHANGED:
+            self.client.get_async(event.path).rawlink(
+                lambda result: self._on_data(node_id, result))
+
+    def _on_data(self, node_id: str, result: Any) -> None:
+        try:
+            data, _ = result.get()
+            request = json.loads(data).get("allocated_to")
+        except Exception:
+            return  # deleted meanwhile, or not a record
+        if request:
+            with self._lock:
+                self.allocations.setdefault(node_id, set()).add(request)
 
 
 def fake_config(zk_info: Any, *, labels: list[dict] | None = None, pools: str | None = None,

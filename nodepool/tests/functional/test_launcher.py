@@ -6,7 +6,13 @@ import os
 import time
 
 from nodepool.driver.fake.cloud import FakeCloud
-from nodepool.tests.helpers import assert_request_waits, fake_config, wait_for, wait_for_pass
+from nodepool.tests.helpers import (
+    NodeRecordWatch,
+    assert_request_waits,
+    fake_config,
+    wait_for,
+    wait_for_pass,
+)
 
 
 def test_request_fulfilled_and_used_node_deleted(zk_info, zuul, launcher_factory):
@@ -282,34 +288,49 @@ def test_malformed_request_is_failed_and_launcher_lives(zk_info, zuul, launcher_
 
 
 def test_two_launchers_one_provider(zk_info, zuul, launcher_factory):
+    """Two launchers with the same provider pool share it: both launch
+    nodes for requests, max-servers holds for the two together at every
+    moment, and no node is ever given to two requests."""
     config = fake_config(zk_info, max_servers=4)
-    first = launcher_factory(config, name="a.yaml", hostname="launcher-a")
-    second = launcher_factory(config, name="b.yaml", hostname="launcher-b")
-    requests = [zuul.submit(["fake-label"]) for _ in range(10)]
-    seen_nodes = set()
-    served = 0
-    import time
-    deadline = time.monotonic() + 60
-    pending = list(requests)
-    while pending and time.monotonic() < deadline:
-        live = [n for n in launcher_nodes(zuul) if n["state"] != "deleted"]
-        assert len(live) <= 4, f"max-servers exceeded: {len(live)}"
-        for request_id in list(pending):
-            r = zuul.request(request_id)
-            assert r is not None, (request_id, zuul.client.exists(
-                f"/nodepool/requests/{request_id}"))
-            if r["state"] == "fulfilled":
-                assert not (set(r["nodes"]) & seen_nodes), "node allocated twice"
-                seen_nodes.update(r["nodes"])
-                zuul.return_nodes(zuul.accept(request_id))
-                pending.remove(request_id)
-                served += 1
-            assert r["state"] != "failed"
-        time.sleep(0.02)
-    assert served == 10
-    launchers = {zuul.node(n)["launcher"] for n in seen_nodes if zuul.node(n)} | set()
-    assert first.is_alive() and second.is_alive()
-    del launchers
+    watch = NodeRecordWatch(zk_info)
+    try:
+        launchers = [launcher_factory(config, name="a.yaml", hostname="launcher-a"),
+                     launcher_factory(config, name="b.yaml", hostname="launcher-b")]
+        pools = {next(iter(launcher.pool_workers.values())).id for launcher in launchers}
+        launched_by: dict[str, str] = {}  # node id -> pool worker id
+        given: dict[str, str] = {}  # node id -> request id
+        served = 0
+        # Rounds of ten requests until each launcher has served some (the
+        # first to look might take a whole round; never all of ten).
+        for _ in range(10):
+            pending = [zuul.submit(["fake-label"]) for _ in range(10)]
+            while pending:
+                done = wait_for(lambda p=pending: [r for r in p if zuul.request(r)["state"]
+                                                   in ("fulfilled", "failed")], 60,
+                                what="a request answered")
+                for request_id in done:
+                    request = zuul.request(request_id)
+                    assert request["state"] == "fulfilled", request
+                    [node_id] = request["nodes"]
+                    assert node_id not in given, (
+                        f"node {node_id} given to {given[node_id]} and {request_id}")
+                    given[node_id] = request_id
+                    launched_by[node_id] = zuul.node(node_id)["launcher"]
+                    zuul.return_nodes(zuul.accept(request_id))
+                    pending.remove(request_id)
+                    served += 1
+            if set(launched_by.values()) == pools:
+                break
+        assert set(launched_by.values()) == pools, (
+            f"only {set(launched_by.values())} launched nodes in {served} requests")
+        assert all(launcher.is_alive() for launcher in launchers)
+        wait_for(lambda: not watch.live, what="all nodes deleted")
+        # Watched throughout: never more records than max-servers, and
+        # each node allocated to one request only.
+        assert 0 < watch.most <= 4, watch.most
+        assert {n: {r} for n, r in given.items()} == watch.allocations
+    finally:
+        watch.close()
 
 
 def test_stop_finishes_launch_in_flight(zk_info, zuul, launcher_factory):
