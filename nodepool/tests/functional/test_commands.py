@@ -10,7 +10,6 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -339,9 +338,12 @@ def test_delete_now_waits_for_a_launcher(cli, zk):
     put_node(zk, "0000000001")
 
     def launcher():
-        # Play the launcher's delete worker.
+        # Play the launcher's delete worker: as a launcher must, wait until
+        # the command has let go of the node's lock (it then waits for the
+        # record to go).
         wait_for(lambda: node_data(zk, "0000000001")["state"] == "deleting", 30)
-        time.sleep(0.3)
+        wait_for(lambda: not zk.kazoo.get_children("/nodepool/nodes/0000000001/lock"), 30,
+                 what="the command's lock released")
         zk.delete_raw_node("0000000001")
 
     thread = threading.Thread(target=launcher)
