@@ -165,9 +165,10 @@ class FakeZuul:
         """What Zuul's executor does on fulfilment: check, lock, in-use,
         delete the request."""
         request = self.request(request_id)
+        assert request is not None, f"request {request_id} is gone"
         nodes = request["nodes"]
         for node_id in nodes:
-            assert self.node(node_id)["allocated_to"] == request_id
+            assert (self.node(node_id) or {}).get("allocated_to") == request_id
             self.lock_node(node_id)
             self.write_node(node_id, state=models.IN_USE,
                             user_data={"zuul_system": self.system_id})
@@ -176,7 +177,7 @@ class FakeZuul:
 
     def return_nodes(self, node_ids: list[str], state: str = models.USED) -> None:
         for node_id in node_ids:
-            if self.node(node_id)["state"] == models.IN_USE:
+            if (self.node(node_id) or {}).get("state") == models.IN_USE:
                 self.write_node(node_id, state=state)
             self.unlock_node(node_id)
 
