@@ -52,6 +52,9 @@ class DeletedNodeWorker(LauncherWorker):
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
         self._retry_after: dict[str, tuple[float, float]] = {}
+        # Monotonic time at which the latest completed pass began: every
+        # node the cache showed then has been looked at.
+        self.last_pass_started = float("-inf")
         self._executor = ThreadPoolExecutor(DELETE_THREADS,
                                             thread_name_prefix="NodeDeleter")
 
@@ -76,10 +79,13 @@ class DeletedNodeWorker(LauncherWorker):
                 break
             if not self.launcher.zk_client.connected:
                 continue
+            started = time.monotonic()
             try:
                 self._pass()
             except Exception:
                 log.exception("Error in delete pass")
+            else:
+                self.last_pass_started = started
 
     # Deciding ----------------------------------------------------------------
 

@@ -84,6 +84,9 @@ class NodePool(threading.Thread):
         self._running = True
         self._wake = threading.Event()
         self.ready = False
+        # Monotonic time at which the latest completed main pass (config
+        # reload, providers, min-ready) began: proof it has looked since.
+        self.last_pass_started = float("-inf")
         self._workers: list[LauncherWorker] = []
         self.min_ready: MinReady | None = None
 
@@ -204,9 +207,11 @@ class NodePool(threading.Thread):
             self._running = False
             return
         while self._running:
+            started = time.monotonic()
             try:
                 self._main_pass()
                 self.ready = True
+                self.last_pass_started = started
             except Exception:
                 log.exception("Error in launcher main loop")
             self._wake.wait(self.watermark_sleep)

@@ -8,41 +8,46 @@ from typing import Any
 
 import voluptuous as v
 
-from nodepool.driver import ConfigLabel, ConfigPool, ConfigValue, Driver, ProviderConfig
+from nodepool.driver import (
+    ConfigLabel,
+    ConfigPool,
+    Driver,
+    LabelImage,
+    ProviderConfig,
+)
+from nodepool.driver import ProviderDiskImage as BaseProviderDiskImage
 from nodepool.driver.quota import QuotaInformation
 from nodepool.exceptions import ConfigError
 
 
-class ProviderDiskImage(ConfigValue):
+class ProviderDiskImage(BaseProviderDiskImage):
     """A diskimage as this provider uses it (uploads)."""
 
     def __init__(self, d: Mapping[str, Any]) -> None:
-        self.name: str = d["name"]
-        self.pause: bool = d.get("pause", False)
+        super().__init__(d["name"])
+        self.pause = d.get("pause", False)
         self.config_drive: bool | None = d.get("config-drive")
-        self.meta: dict[str, Any] = d.get("meta") or {}
-        self.connection_type: str = d.get("connection-type", "ssh")
-        self.connection_port: int = d.get(
+        self.meta = d.get("meta") or {}
+        self.connection_type = d.get("connection-type", "ssh")
+        self.connection_port = d.get(
             "connection-port", 5986 if self.connection_type == "winrm" else 22)
-        # Filled from the top-level diskimage during load.
-        self.username: str = "zuul"
-        self.python_path: str = "auto"
-        self.shell_type: str | None = None
+        # username, python_path and shell_type come from the top-level
+        # diskimage during load.
 
 
-class ProviderCloudImage(ConfigValue):
+class ProviderCloudImage(LabelImage):
     """An image that already exists in the cloud."""
 
     def __init__(self, d: Mapping[str, Any]) -> None:
-        self.name: str = d["name"]
+        super().__init__(d["name"])
         self.image_id: str | None = d.get("image-id")
         self.image_name: str | None = d.get("image-name")
         self.config_drive: bool | None = d.get("config-drive")
-        self.username: str = d.get("username", "zuul")
-        self.python_path: str = d.get("python-path", "auto")
-        self.shell_type: str | None = d.get("shell-type")
-        self.connection_type: str = d.get("connection-type", "ssh")
-        self.connection_port: int = d.get(
+        self.username = d.get("username", "zuul")
+        self.python_path = d.get("python-path", "auto")
+        self.shell_type = d.get("shell-type")
+        self.connection_type = d.get("connection-type", "ssh")
+        self.connection_port = d.get(
             "connection-port", 5986 if self.connection_type == "winrm" else 22)
 
     @property
@@ -54,8 +59,8 @@ class ProviderCloudImage(ConfigValue):
 class OpenStackLabel(ConfigLabel):
     def __init__(self, d: Mapping[str, Any], pool: OpenStackPool) -> None:
         super().__init__(d["name"], pool)
-        self.diskimage: ProviderDiskImage | None = None
-        self.cloud_image: ProviderCloudImage | None = None
+        # diskimage (ProviderDiskImage) and cloud_image (ProviderCloudImage)
+        # are set during load.
         self.min_ram: int | None = d.get("min-ram")
         self.flavor_name: str | None = d.get("flavor-name")
         self.key_name: str | None = d.get("key-name")
@@ -68,12 +73,6 @@ class OpenStackLabel(ConfigLabel):
         self.userdata: str | None = d.get("userdata")
         self.networks: list[str] = d.get("networks") or list(pool.networks)
         self.host_key_checking: bool = d.get("host-key-checking", pool.host_key_checking)
-
-    @property
-    def image(self) -> ProviderDiskImage | ProviderCloudImage:
-        image = self.diskimage or self.cloud_image
-        assert image is not None
-        return image
 
 
 class OpenStackPool(ConfigPool):
@@ -203,7 +202,7 @@ class OpenStackProviderConfig(ProviderConfig):
         self.post_upload_hook: str | None = provider.get("post-upload-hook")
         self.clean_floating_ips: bool = provider.get("clean-floating-ips", False)
         self.port_cleanup_interval: int = provider.get("port-cleanup-interval", 600)
-        self.diskimages: dict[str, ProviderDiskImage] = {
+        self.diskimages: dict[str, BaseProviderDiskImage] = {
             d["name"]: ProviderDiskImage(d) for d in provider.get("diskimages") or []}
         self.cloud_images: dict[str, ProviderCloudImage] = {
             d["name"]: ProviderCloudImage(d) for d in provider.get("cloud-images") or []}

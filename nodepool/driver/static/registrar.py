@@ -135,6 +135,12 @@ class Registrar:
         self._syncing = False
         self._thread: threading.Thread | None = None
         self._executor: ThreadPoolExecutor | None = None
+        # Monotonic times at which the latest completed look began: at
+        # every record (sync), at one host's records.  Proof that the
+        # registrar has looked since a moment, e.g. before asserting that
+        # it registered nothing.
+        self.last_sync_started = float("-inf")
+        self.host_looked_at: dict[Identity, float] = {}
 
     # Lifecycle ---------------------------------------------------------
 
@@ -220,7 +226,9 @@ class Registrar:
                 self._resync_at = time.monotonic() + RESYNC_INTERVAL
             try:
                 if self.zk.zk_client.connected:
+                    started = time.monotonic()
                     self.sync()
+                    self.last_sync_started = started
                 else:
                     self._retry_later("connection", time.monotonic() + 1.0)
             except Exception:
@@ -277,8 +285,10 @@ class Registrar:
         while True:
             entry = self.configured().get(identity)
             if entry is not None and self.running:
+                started = time.monotonic()
                 try:
                     self.sync_host(*entry)
+                    self.host_looked_at[identity] = started
                 except Exception:
                     log.exception("Error registering static host %s",
                                   host_label(entry[1]))

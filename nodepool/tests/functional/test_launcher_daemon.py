@@ -92,9 +92,9 @@ def test_operator_logging_file_keeps_stack_dump_and_config_errors(tmp_path, zk_i
             assert 'File "' in stack, f"no stack for thread {name}"
 
         # A broken main file: reported, the running configuration stays.
-        rewrite(cfg, config_text + "  - bogus\n")
+        rewrite(cfg, config_text + "max-hold-age: forever\n")
         wait_for(lambda: f"Configuration {cfg} and {secure} is invalid" in read(logfile)
-                 and f"{cfg}: providers[1]: expected a mapping" in read(logfile),
+                 and "max-hold-age: expected int" in read(logfile),
                  what="invalid main file reported")
         assert zuul.wait_request(zuul.submit(["fake-label"]))["state"] == "fulfilled"
         rewrite(cfg, config_text)

@@ -2,7 +2,9 @@
 ``config-validate`` accepts, and rejects the ones it rejects.
 
 The fixtures are not part of this repository: tools/fetch-upstream-fixtures
-takes them from the upstream wheel on PyPI at test time.  The verdicts
+takes them from the upstream wheel on PyPI at test time, with the pip of
+the interpreter running the tests (a virtualenv's, not the system's).  A
+fetch that fails fails these tests: they are never skipped.  The verdicts
 (upstream_fixture_verdicts.json) were recorded by running upstream's own
 validator on each fixture.
 """
@@ -13,6 +15,7 @@ import json
 import os
 import pathlib
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -34,11 +37,15 @@ def upstream_fixtures() -> pathlib.Path:
     if not (CACHE / "node.yaml").exists():
         result = subprocess.run(
             [str(REPO / "tools" / "fetch-upstream-fixtures"), str(CACHE)],
-            capture_output=True, text=True,
-            env={**os.environ, "PYTHON": os.environ.get("PYTHON", "python3")})
+            capture_output=True, text=True, env={**os.environ, "PYTHON": sys.executable})
         if result.returncode != 0 or not (CACHE / "node.yaml").exists():
-            pytest.skip("could not download upstream fixtures from PyPI: "
-                        + result.stderr.strip()[-300:])
+            pytest.fail(
+                f"could not fetch the upstream fixtures into {CACHE} with "
+                f"{sys.executable} -m pip (exit {result.returncode}): "
+                f"{result.stderr.strip()[-1000:]}\n"
+                "Let pip reach PyPI (or its configured index), or point "
+                "NODEPOOL_UPSTREAM_FIXTURES at a directory holding nodepool "
+                "11.0.0's tests/fixtures.", pytrace=False)
     return CACHE
 
 
