@@ -329,6 +329,9 @@ class Provider:
         :meth:`launch`."""
         return None
 
+    def release(self, reservation: Any) -> None:
+        """Give back a reservation whose node will not be launched."""
+
     def invalidate_quota(self) -> None:
         """Forget cached cloud limits and usage (the cloud refused a
         launch for lack of quota, so they were wrong)."""

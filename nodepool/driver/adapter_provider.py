@@ -285,6 +285,9 @@ class AdapterProvider(Provider):
     def reserve(self, pool_name: str, quota: QuotaInformation) -> Reservation:
         return self.quota.reserve(pool_name, quota)
 
+    def release(self, reservation: Reservation | None) -> None:
+        self.quota.release(reservation)
+
     def available_quota(self, pool: Any) -> QuotaInformation:
         """Room for new nodes in ``pool`` right now."""
         pool_room = pool.limits().subtract(self.quota.usage(pool.name))
