@@ -36,6 +36,9 @@ REQUEST_LOCK_ROOT = f"{ROOT}/requests-lock"
 IMAGE_ROOT = f"{ROOT}/images"
 COMPONENT_ROOT = f"{ROOT}/components"
 ELECTION_ROOT = f"{ROOT}/elections"
+# Ours, not upstream's: one lock per provider whose nodes are registered
+# rather than launched (static hosts), see lock_registration().
+REGISTRATION_ROOT = f"{ROOT}/registration"
 
 # kazoo's Lock recipe names contenders "<uuid hex>__lock__<seq10>".
 LOCK_MARKER = "__lock__"
@@ -77,6 +80,10 @@ def upload_path(image: str, build_id: str, provider: str,
                 upload_id: str | None = None) -> str:
     base = f"{build_path(image, build_id)}/providers/{provider}/images"
     return f"{base}/{upload_id}" if upload_id else base
+
+
+def registration_lock_path(provider: str) -> str:
+    return f"{REGISTRATION_ROOT}/{provider}"
 
 
 def is_lock_child(name: str) -> bool:
@@ -712,6 +719,22 @@ class ZooKeeper:
 
     def unlock(self, lock: Lock | None) -> None:
         self._release(lock)
+
+    # Registered nodes (static hosts) ---------------------------------------
+
+    def lock_registration(self, provider: str, timeout: float | None = None,
+                          identifier: str | None = None) -> Lock:
+        """Take the registration lock of ``provider`` (blocking up to
+        ``timeout`` seconds; ZKLockException when it cannot be had).
+
+        Every process that registers node records for a provider's
+        endpoints (launchers, ``nodepool delete --now``) holds it while it
+        compares the records with the endpoints' slots and writes, so two
+        of them never fill one slot twice.  Only the comparison and the
+        writes happen under it, never a contact with an endpoint.  The
+        lock is ephemeral: it goes with the holder's session.
+        """
+        return self._lock(registration_lock_path(provider), True, timeout, identifier)
 
     # Versioned raw writes (used by component records) ------------------
 

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from nodepool.driver.static import hosts as static_hosts
+from nodepool.driver import registration
 from nodepool.tests.helpers import wait_for
 from nodepool.tests.sshd import LoopbackSshd
 
@@ -24,8 +24,8 @@ RECORDS = Path(__file__).parent.parent / "fixtures" / "upstream_records"
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch):
     """Retry unreachable hosts quickly so tests need not wait 30 s."""
-    monkeypatch.setattr(static_hosts, "INITIAL_BACKOFF", 0.2)
-    monkeypatch.setattr(static_hosts, "MAX_BACKOFF", 1.0)
+    monkeypatch.setattr(registration, "INITIAL_BACKOFF", 0.2)
+    monkeypatch.setattr(registration, "MAX_BACKOFF", 1.0)
 
 
 @pytest.fixture
@@ -95,9 +95,9 @@ def wait_ready(zuul, server: LoopbackSshd, count: int = 1, timeout: float = 20):
 
 
 def health(launcher, server: LoopbackSshd) -> str:
-    provider = launcher.providers[PROVIDER]
-    [state] = [h["state"] for h in provider.describe_hosts()
-               if h["host"].startswith(f"{server.address} port {server.port} ")]
+    registrar = launcher.registrars[PROVIDER]
+    [state] = [h["state"] for h in registrar.describe()
+               if h["endpoint"].startswith(f"Static host {server.address} port {server.port} ")]
     return state
 
 
