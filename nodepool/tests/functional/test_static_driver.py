@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from kazoo.exceptions import NoNodeError
 
 from nodepool.driver import registration
-from nodepool.tests.helpers import wait_for
+from nodepool.tests.helpers import FakeZuul, wait_for
 from nodepool.tests.sshd import LoopbackSshd
 
 PROVIDER = "static-provider"
@@ -333,3 +337,123 @@ def test_record_deleted_by_hand_is_replaced(zk_info, zuul, launcher_factory, ssh
     assert again["_id"] != record["_id"] and again["slot"] == 0
     time.sleep(1.0)
     assert len(records(zuul, server)) == 1
+
+
+class SlotWatcher:
+    """Reads every static record over and over on its own session and
+    remembers the most live records (not being deleted) each host and
+    each slot ever had at one moment.
+
+    Records are read newest first (node ids are ZooKeeper sequence
+    numbers: creation order).  A record never comes back once it is being
+    deleted, so an older record read live after a newer one was read
+    live was live when the newer one was read: every record counted in
+    one pass was live at the same moment, and a count above the slots is
+    a real double registration, never an artefact of reading one by one.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.passes = 0
+        self.most: dict[tuple[str, int], int] = {}
+        self.most_per_slot: dict[tuple[str, int, Any], int] = {}
+        self.seen: dict[tuple[str, int], set[str]] = {}
+        self._running = True
+        self._thread = threading.Thread(target=self._run, daemon=True, name="SlotWatcher")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._running = False
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        self.client.ensure_path("/nodepool/nodes")
+        while self._running:
+            ids = sorted(self.client.get_children("/nodepool/nodes"), reverse=True)
+            reads = [(i, self.client.get_async(f"/nodepool/nodes/{i}")) for i in ids]
+            hosts: Counter[tuple[str, int]] = Counter()
+            slots: Counter[tuple[str, int, Any]] = Counter()
+            for node_id, result in reads:
+                try:
+                    data = json.loads(result.get()[0] or b"{}")
+                except NoNodeError:
+                    continue
+                if data.get("provider") != PROVIDER or data["state"] in ("deleting",
+                                                                          "deleted"):
+                    continue
+                host_key = (data["hostname"], data["connection_port"])
+                hosts[host_key] += 1
+                slots[(*host_key, data["slot"])] += 1
+                self.seen.setdefault(host_key, set()).add(node_id)
+            for key, count in hosts.items():
+                self.most[key] = max(self.most.get(key, 0), count)
+            for slot_key, count in slots.items():
+                self.most_per_slot[slot_key] = max(self.most_per_slot.get(slot_key, 0), count)
+            self.passes += 1
+
+
+def test_two_launchers_share_a_static_provider_without_double_registration(
+        zk_info, zuul, launcher_factory, sshd, monkeypatch):
+    one, two = sshd(2), sshd(3)
+    config = static_config(zk_info, [
+        host(one, "label-a", **{"max-parallel-jobs": 2}), host(two, "label-a")])
+    slots = {(one.address, one.port): 2, (two.address, two.port): 1}
+    watcher_session = FakeZuul(zk_info)
+    watcher = SlotWatcher(watcher_session.client)
+    watcher.start()
+    try:
+        # Both start at once, so both find the hosts unregistered.
+        with ThreadPoolExecutor(2) as pool:
+            launchers = list(pool.map(
+                lambda n: launcher_factory(config, name=f"{n}.yaml", hostname=n),
+                ["launcher-1", "launcher-2"]))
+        wait_ready(zuul, one, 2)
+        wait_ready(zuul, two, 1)
+
+        # Which launcher hands out which node (the last liveness check
+        # before a node is allocated is made by the launcher claiming it).
+        claimed_by: dict[str, str] = {}
+        for launcher in launchers:
+            provider = launcher.providers[PROVIDER]
+
+            def checked(node, check=provider.check_reusable, name=launcher.hostname):
+                if check(node):
+                    claimed_by[node.id] = name
+                    return True
+                return False
+            monkeypatch.setattr(provider, "check_reusable", checked)
+
+        # Every slot used and registered again, round after round, until
+        # both launchers have served requests.
+        served_by: set[str] = set()
+        rounds = 0
+        while rounds < 3 or len(served_by) < 2:
+            assert rounds < 15, f"only {served_by} served requests in {rounds} rounds"
+            rounds += 1
+            requests = [zuul.submit(["label-a"]) for _ in range(3)]
+            nodes = []
+            for request_id in requests:
+                request = zuul.wait_request(request_id)
+                assert request["state"] == "fulfilled", request
+                served_by.update(claimed_by[n] for n in request["nodes"])
+                nodes += zuul.accept(request_id)
+            zuul.return_nodes(nodes)
+            wait_ready(zuul, one, 2)
+            wait_ready(zuul, two, 1)
+        passes = watcher.passes
+        wait_for(lambda: watcher.passes > passes + 2, what="the watcher to look again")
+    finally:
+        watcher.stop()
+        watcher_session.close()
+
+    assert watcher.most == slots
+    assert set(watcher.most_per_slot.values()) == {1}
+    assert sorted(watcher.most_per_slot) == sorted(
+        [(one.address, one.port, 0), (one.address, one.port, 1), (two.address, two.port, 0)])
+    # Each round replaced every record.
+    assert {key: len(ids) for key, ids in watcher.seen.items()} == {
+        key: count * (rounds + 1) for key, count in slots.items()}
+    assert sorted(r["slot"] for r in ready(zuul, one)) == [0, 1]
+    assert len(records(zuul)) == 3
