@@ -101,7 +101,6 @@ class Registrar:
         self._stopped = False
         self._cond = threading.Condition()
         self._requested = True
-        self._syncing = False
         self._resync_at = 0.0
         self._retry_at: dict[Any, float] = {}
         self._tasks: dict[Hashable, str] = {}
@@ -154,21 +153,7 @@ class Registrar:
             self._requested = True
             self._cond.notify_all()
 
-    def settle(self, timeout: float) -> bool:
-        """Wait until every look asked for so far has been done: no pass
-        pending or running and no endpoint being looked at.  Endpoints
-        waiting for a retry do not count.  True if settled."""
-        with self._cond:
-            return self._cond.wait_for(self._settled, timeout)
-
-    def _settled(self) -> bool:
-        if not self._running:
-            return True
-        with self._tasks_lock:
-            busy = bool(self._tasks)
-        return not (self._requested or self._syncing or busy)
-
-    # What operators (and tests) see ----------------------------------------
+    # What operators see ----------------------------------------
 
     def health(self, spec: EndpointSpec) -> EndpointHealth:
         with self._health_lock:
@@ -218,7 +203,6 @@ class Registrar:
                 if not self._running:
                     return
                 self._requested = False
-                self._syncing = True
                 self._retry_at.clear()
                 self._resync_at = time.monotonic() + RESYNC_INTERVAL
                 provider = self.provider
@@ -232,10 +216,6 @@ class Registrar:
             except Exception:
                 log.exception("Error registering the nodes of provider %s", self.name)
                 self._retry_later("error", time.monotonic() + ERROR_RETRY)
-            finally:
-                with self._cond:
-                    self._syncing = False
-                    self._cond.notify_all()
 
     def _sync(self, provider: Provider) -> None:
         """Deregister free records of removed endpoints; look at every
@@ -263,8 +243,6 @@ class Registrar:
         except RuntimeError:  # shut down meanwhile
             with self._tasks_lock:
                 self._tasks.pop(key, None)
-            with self._cond:
-                self._cond.notify_all()
 
     def _run_endpoint(self, key: Hashable) -> None:
         while True:
@@ -284,8 +262,6 @@ class Registrar:
                     self._tasks[key] = "running"
                     continue
                 self._tasks.pop(key, None)
-            with self._cond:
-                self._cond.notify_all()
             return
 
     # One endpoint ------------------------------------------------------
@@ -315,7 +291,8 @@ class Registrar:
                     health.record_ok()
             if learned is None:
                 self._retry_later(spec.key, health.next_try)
-        if learned is None and problem is None and not view.excess:
+        if not view.excess and (problem is None and learned is None
+                                or problem is not None and not free):
             return
         with self._registration_lock():
             view = self._view(provider, spec)
