@@ -166,11 +166,21 @@ class ZooKeeper:
             except NoNodeError:
                 yield []
 
-    def _delete_recursive(self, path: str) -> None:
-        try:
-            self.kazoo.delete(path, recursive=True)
-        except NoNodeError:
-            pass
+    def _delete_recursive(self, path: str, attempts: int = 5) -> None:
+        # Another process may try to lock a record while its tree is being
+        # removed (a launcher's deleter seeing a node that ``nodepool
+        # delete --now`` is deleting), adding a lock contender behind the
+        # recursive delete's back.  That attempt fails once the tree is
+        # gone, so the delete is simply tried again.
+        for attempt in range(attempts):
+            try:
+                self.kazoo.delete(path, recursive=True)
+                return
+            except NoNodeError:
+                return
+            except NotEmptyError:
+                if attempt == attempts - 1:
+                    raise
 
     # Locks -------------------------------------------------------------
 

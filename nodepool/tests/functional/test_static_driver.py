@@ -17,6 +17,7 @@ import yaml
 from kazoo.exceptions import NoNodeError
 
 from nodepool.driver import registration
+from nodepool.tests.functional.test_commands import CLI
 from nodepool.tests.helpers import FakeZuul, wait_for
 from nodepool.tests.sshd import LoopbackSshd
 
@@ -394,59 +395,69 @@ class SlotWatcher:
             self.passes += 1
 
 
+@pytest.fixture
+def slot_watcher(zk_info):
+    """A started SlotWatcher on a session of its own."""
+    session = FakeZuul(zk_info)
+    watcher = SlotWatcher(session.client)
+    watcher.start()
+    yield watcher
+    watcher.stop()
+    session.close()
+
+
+def watched_again(watcher: SlotWatcher) -> None:
+    """Wait until the watcher has read every record again after now."""
+    passes = watcher.passes
+    wait_for(lambda: watcher.passes > passes + 1, what="the watcher to look again")
+
+
 def test_two_launchers_share_a_static_provider_without_double_registration(
-        zk_info, zuul, launcher_factory, sshd, monkeypatch):
+        zk_info, zuul, launcher_factory, sshd, monkeypatch, slot_watcher):
     one, two = sshd(2), sshd(3)
     config = static_config(zk_info, [
         host(one, "label-a", **{"max-parallel-jobs": 2}), host(two, "label-a")])
     slots = {(one.address, one.port): 2, (two.address, two.port): 1}
-    watcher_session = FakeZuul(zk_info)
-    watcher = SlotWatcher(watcher_session.client)
-    watcher.start()
-    try:
-        # Both start at once, so both find the hosts unregistered.
-        with ThreadPoolExecutor(2) as pool:
-            launchers = list(pool.map(
-                lambda n: launcher_factory(config, name=f"{n}.yaml", hostname=n),
-                ["launcher-1", "launcher-2"]))
+    watcher: SlotWatcher = slot_watcher
+    # Both start at once, so both find the hosts unregistered.
+    with ThreadPoolExecutor(2) as pool:
+        launchers = list(pool.map(
+            lambda n: launcher_factory(config, name=f"{n}.yaml", hostname=n),
+            ["launcher-1", "launcher-2"]))
+    wait_ready(zuul, one, 2)
+    wait_ready(zuul, two, 1)
+
+    # Which launcher hands out which node (the last liveness check
+    # before a node is allocated is made by the launcher claiming it).
+    claimed_by: dict[str, str] = {}
+    for launcher in launchers:
+        provider = launcher.providers[PROVIDER]
+
+        def checked(node, check=provider.check_reusable, name=launcher.hostname):
+            if check(node):
+                claimed_by[node.id] = name
+                return True
+            return False
+        monkeypatch.setattr(provider, "check_reusable", checked)
+
+    # Every slot used and registered again, round after round, until
+    # both launchers have served requests.
+    served_by: set[str] = set()
+    rounds = 0
+    while rounds < 3 or len(served_by) < 2:
+        assert rounds < 15, f"only {served_by} served requests in {rounds} rounds"
+        rounds += 1
+        requests = [zuul.submit(["label-a"]) for _ in range(3)]
+        nodes = []
+        for request_id in requests:
+            request = zuul.wait_request(request_id)
+            assert request["state"] == "fulfilled", request
+            served_by.update(claimed_by[n] for n in request["nodes"])
+            nodes += zuul.accept(request_id)
+        zuul.return_nodes(nodes)
         wait_ready(zuul, one, 2)
         wait_ready(zuul, two, 1)
-
-        # Which launcher hands out which node (the last liveness check
-        # before a node is allocated is made by the launcher claiming it).
-        claimed_by: dict[str, str] = {}
-        for launcher in launchers:
-            provider = launcher.providers[PROVIDER]
-
-            def checked(node, check=provider.check_reusable, name=launcher.hostname):
-                if check(node):
-                    claimed_by[node.id] = name
-                    return True
-                return False
-            monkeypatch.setattr(provider, "check_reusable", checked)
-
-        # Every slot used and registered again, round after round, until
-        # both launchers have served requests.
-        served_by: set[str] = set()
-        rounds = 0
-        while rounds < 3 or len(served_by) < 2:
-            assert rounds < 15, f"only {served_by} served requests in {rounds} rounds"
-            rounds += 1
-            requests = [zuul.submit(["label-a"]) for _ in range(3)]
-            nodes = []
-            for request_id in requests:
-                request = zuul.wait_request(request_id)
-                assert request["state"] == "fulfilled", request
-                served_by.update(claimed_by[n] for n in request["nodes"])
-                nodes += zuul.accept(request_id)
-            zuul.return_nodes(nodes)
-            wait_ready(zuul, one, 2)
-            wait_ready(zuul, two, 1)
-        passes = watcher.passes
-        wait_for(lambda: watcher.passes > passes + 2, what="the watcher to look again")
-    finally:
-        watcher.stop()
-        watcher_session.close()
+    watched_again(watcher)
 
     assert watcher.most == slots
     assert set(watcher.most_per_slot.values()) == {1}
@@ -457,3 +468,23 @@ def test_two_launchers_share_a_static_provider_without_double_registration(
         key: count * (rounds + 1) for key, count in slots.items()}
     assert sorted(r["slot"] for r in ready(zuul, one)) == [0, 1]
     assert len(records(zuul)) == 3
+
+
+def test_delete_now_while_a_launcher_serves_the_host_registers_it_once(
+        zk_info, zuul, launcher_factory, sshd, tmp_path, slot_watcher):
+    # The command and the launcher both register the freed slot again;
+    # only one of them may.
+    server = sshd(2)
+    launcher_factory(static_config(zk_info, [host(server, "label-a")]))
+    [record] = wait_ready(zuul, server)
+    seen = {record["_id"]}
+    cli = CLI(tmp_path / "nodepool.yaml")
+    for _ in range(3):
+        cli.ok("delete", "--now", record["_id"])
+        [record] = wait_ready(zuul, server)
+        assert record["_id"] not in seen
+        seen.add(record["_id"])
+    watched_again(slot_watcher)
+    assert slot_watcher.most == {(server.address, server.port): 1}
+    assert slot_watcher.seen[(server.address, server.port)] == seen
+    assert len(records(zuul, server)) == 1
