@@ -275,9 +275,13 @@ def test_config_change_adds_removes_and_relabels_hosts(
     assert zuul.wait_request(request_id)["state"] == "fulfilled"
     in_use = zuul.accept(request_id)
     old_provider = launcher.providers[PROVIDER]
+    registrar = launcher.registrars[PROVIDER]
     rewrite_config(tmp_path, launcher, static_config(zk_info, [
         host(b, "label-c"), host(c, "label-b")]))
     wait_for(lambda: launcher.providers[PROVIDER] is not old_provider, what="new provider")
+    # The framework's registrar carries on with the new provider object.
+    assert launcher.registrars[PROVIDER] is registrar
+    assert registrar.provider is launcher.providers[PROVIDER]
     wait_ready(zuul, c)
     # b's ready record is rewritten in place, not duplicated.
     wait_for(lambda: [r["type"] for r in ready(zuul, b)] == [["label-c"]], what="relabel")
