@@ -73,6 +73,18 @@ class LabelImage(ConfigValue):
         return self.name
 
 
+class ProviderDiskImage(LabelImage):
+    """A top-level diskimage as one provider uploads it (``diskimages``
+    of an image-managing provider); drivers add their own keys."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        # Stops uploads of this image to this provider (builds go on).
+        self.pause: bool = False
+        # Cloud image properties, over the diskimage's ``metadata``.
+        self.meta: dict[str, Any] = {}
+
+
 class ConfigLabel(ConfigValue):
     """A label as offered by one pool.  The settings here are the ones
     the framework reads; drivers add their own."""
@@ -169,6 +181,12 @@ class ProviderConfig(ConfigValue):
         # Written into node records (``cloud``, ``region``).
         self.cloud: str | None = None
         self.region_name: str | None = None
+        # For the builder (``manage_images`` providers): how uploads are
+        # named, bounded and post-processed, and the diskimages uploaded.
+        self.diskimages: dict[str, ProviderDiskImage] = {}
+        self.image_name_format: str = "{image_name}-{timestamp}"
+        self.image_upload_timeout: float = 3600
+        self.post_upload_hook: str | None = None
         self._raw = provider
 
     # Whether the builder uploads diskimages to this provider.
@@ -177,8 +195,22 @@ class ProviderConfig(ConfigValue):
     def load(self, config: Any) -> None:
         """Parse the provider's pools and labels, register every pool with
         ``config.labels[<label>].pools``; raise ConfigError on problems the
-        schema cannot express."""
+        schema cannot express (before registering anything, so a provider
+        the loader leaves out leaves no trace in ``config``)."""
         raise NotImplementedError
+
+    def check_environment(self) -> None:
+        """Raise ConfigError when something this provider needs outside
+        nodepool.yaml is missing (an OpenStack cloud absent from
+        clouds.yaml).  The daemons then leave the provider out;
+        ``config-validate`` only warns, because a file is often checked on
+        a machine that does not have the launcher's clouds.yaml."""
+
+    def load_warnings(self) -> list[str]:
+        """Settings that load but will not do what the operator probably
+        meant (one message each, without file or line); called after
+        ``load``."""
+        return []
 
     def get_supported_labels(self, pool_name: str | None = None) -> set[str]:
         labels: set[str] = set()

@@ -107,6 +107,12 @@ class Registrar:
         self._tasks_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._executor: ThreadPoolExecutor | None = None
+        # Monotonic times at which the latest completed looks began: at
+        # every record (a pass), at one endpoint's records.  Proof that the
+        # registrar has looked since a moment, e.g. before asserting that
+        # it registered nothing.
+        self.last_sync_started = float("-inf")
+        self.looked_at: dict[Hashable, float] = {}
 
     # Lifecycle ---------------------------------------------------------
 
@@ -163,12 +169,15 @@ class Registrar:
             health.description = spec.description
             return health
 
+    def endpoints(self) -> list[EndpointSpec]:
+        """The provider's endpoints as of the latest pass."""
+        with self._cond:
+            return list(self._specs.values())
+
     def describe(self) -> list[dict[str, Any]]:
         """Each configured endpoint's pool, description and health."""
-        with self._cond:
-            specs = list(self._specs.values())
         out = []
-        for spec in specs:
+        for spec in self.endpoints():
             health = self.health(spec)
             out.append({"pool": spec.pool, "endpoint": spec.description,
                         "state": health.state, "reason": health.reason})
@@ -210,7 +219,9 @@ class Registrar:
                 if provider is None:
                     pass
                 elif self.zk.zk_client.connected:
+                    started = time.monotonic()
                     self._sync(provider)
+                    self.last_sync_started = started
                 else:
                     self._retry_later("connection", time.monotonic() + 1.0)
             except Exception:
@@ -249,8 +260,10 @@ class Registrar:
             with self._cond:
                 provider, spec = self.provider, self._specs.get(key)
             if spec is not None and provider is not None and self._running:
+                started = time.monotonic()
                 try:
                     self.sync_endpoint(provider, spec)
+                    self.looked_at[key] = started
                 except RegistrationDeferred as e:
                     log.warning("Registration of %s deferred: %s", spec.description, e)
                     self._retry_later(key, time.monotonic() + ERROR_RETRY)

@@ -27,6 +27,7 @@ from nodepool.launcher.min_ready import MinReady
 from nodepool.launcher.pool_worker import PoolWorker
 from nodepool.launcher.resume import LostRequests
 from nodepool.launcher.stats_worker import StatsWorker
+from nodepool.launcher.worker import LauncherWorker
 from nodepool.zk import ZooKeeper, ZooKeeperClient
 from nodepool.zk import client as zkclient
 from nodepool.zk.cache import (
@@ -44,7 +45,6 @@ from nodepool.zk.components import (
 
 log = logging.getLogger("nodepool.NodePool")
 
-COORDINATION_ROOT = "/nodepool/pool-coordination"
 
 
 class NodePool(threading.Thread):
@@ -64,7 +64,10 @@ class NodePool(threading.Thread):
         self.orphan_grace = orphan_grace
         self.hostname = hostname or socket.gethostname()
         self.config: Any = None
-        self.config_file = nodepool_config.ConfigFile(config_path, secure_path)
+        # Without ZooKeeper settings the launcher can do nothing: refuse
+        # such a file at start (and on reload) with a one-line reason.
+        self.config_file = nodepool_config.ConfigFile(
+            config_path, secure_path, check=nodepool_config.check_zookeeper)
         self.zk_client: ZooKeeperClient | None = None
         self.zk: Any = None
         self.node_cache: Any = None
@@ -85,7 +88,10 @@ class NodePool(threading.Thread):
         self._running = True
         self._wake = threading.Event()
         self.ready = False
-        self._workers: list[Any] = []
+        # Monotonic time at which the latest completed main pass (config
+        # reload, providers, min-ready) began: proof it has looked since.
+        self.last_pass_started = float("-inf")
+        self._workers: list[LauncherWorker] = []
         self.min_ready: MinReady | None = None
 
     # Public state ----------------------------------------------------------
@@ -209,9 +215,11 @@ class NodePool(threading.Thread):
             self._running = False
             return
         while self._running:
+            started = time.monotonic()
             try:
                 self._main_pass()
                 self.ready = True
+                self.last_pass_started = started
             except Exception:
                 log.exception("Error in launcher main loop")
             self._wake.wait(self.watermark_sleep)
@@ -234,9 +242,7 @@ class NodePool(threading.Thread):
     def _on_node_change(self, key: str, old: Any, new: Any) -> None:
         self._wake_pools()
         for worker in self._workers:
-            notify = getattr(worker, "node_changed", None)
-            if notify is not None:
-                notify(key, old, new)
+            worker.node_changed(key, old, new)
         # Ready counts changed: min-ready may need a top-up.
         if (old is None or new is None or old.state != new.state
                 or old.allocated_to != new.allocated_to):
@@ -249,9 +255,7 @@ class NodePool(threading.Thread):
                 worker.session_lost()
         elif event == zkclient.CONNECTED:
             for worker in self._workers:
-                notify = getattr(worker, "reconnected", None)
-                if notify is not None:
-                    notify()
+                worker.reconnected()
             self._wake_pools()
             self._wake.set()
 
@@ -403,8 +407,8 @@ class NodePool(threading.Thread):
         if not peers:
             yield False
             return
-        lock = self.zk.kazoo.Lock(
-            f"{COORDINATION_ROOT}/{worker.provider_name}/{worker.pool_name}", worker.id)
+        lock = self.zk.pool_coordination_lock(worker.provider_name, worker.pool_name,
+                                              worker.id)
         if not lock.acquire(timeout=30):
             yield False
             return

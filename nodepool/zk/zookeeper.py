@@ -36,6 +36,10 @@ REQUEST_LOCK_ROOT = f"{ROOT}/requests-lock"
 IMAGE_ROOT = f"{ROOT}/images"
 COMPONENT_ROOT = f"{ROOT}/components"
 ELECTION_ROOT = f"{ROOT}/elections"
+# Ours, not upstream's: locks that keep several of our launchers (or
+# builders) from making the same decision at once.
+POOL_COORDINATION_ROOT = f"{ROOT}/pool-coordination"
+BUILDER_COORDINATION_ROOT = f"{ROOT}/builder-coordination"
 # Ours, not upstream's: one lock per provider whose nodes are registered
 # rather than launched (static hosts), see lock_registration().
 REGISTRATION_ROOT = f"{ROOT}/registration"
@@ -754,3 +758,83 @@ class ZooKeeper:
             return self.kazoo.set(path, data, version=version).version
         except (BadVersionError, NoNodeError):
             return None
+
+    # Raw records (for data this version cannot parse) ---------------------
+
+    def get_raw_node(self, node_id: str) -> tuple[bytes, Any] | None:
+        """(data, stat) of a node znode, None if it does not exist."""
+        return self._get(node_path(node_id))
+
+    def get_raw_request(self, request_id: str) -> tuple[bytes, Any] | None:
+        """(data, stat) of a request znode, None if it does not exist."""
+        return self._get(request_path(request_id))
+
+    def replace_request_if_version(self, request: NodeRequest, version: int) -> bool:
+        """Overwrite a request znode (whatever it held) with ``request``
+        if it is unchanged since ``version``."""
+        return self.set_if_version(request_path(_id(request)), request.serialize(),
+                                   version) is not None
+
+    def watch_request(self, request_id: str, watch: Any) -> bytes | None:
+        """The request's data, with a one-shot ``watch(event)`` on its next
+        change; None (and no watch) if it does not exist."""
+        try:
+            data, _ = self.kazoo.get(request_path(request_id), watch=watch)
+        except NoNodeError:
+            return None
+        return data
+
+    def image_exists(self, image: str) -> bool:
+        return self.kazoo.exists(image_path(image)) is not None
+
+    def erase_uploads(self, image: str, build_id: str, provider: str) -> None:
+        """Remove every upload record of ``provider`` for a build (``nodepool
+        erase``)."""
+        try:
+            self.kazoo.delete(f"{build_path(image, build_id)}/providers/{provider}",
+                              recursive=True)
+        except NoNodeError:
+            pass
+
+    # Coordination (ours) ---------------------------------------------------
+
+    def pool_coordination_lock(self, provider: str, pool: str, identifier: str) -> Lock:
+        """A lock (not yet taken) serialising capacity decisions of the
+        launchers serving one provider pool."""
+        return self.kazoo.Lock(f"{POOL_COORDINATION_ROOT}/{provider}/{pool}", identifier)
+
+    def leaked_image_cleanup_lock(self, provider: str, identifier: str) -> Lock:
+        """A lock (not yet taken) so one builder at a time cleans up a
+        provider's leaked images."""
+        return self.kazoo.Lock(
+            f"{BUILDER_COORDINATION_ROOT}/leaked-images/{provider}", identifier)
+
+    def election(self, name: str, identifier: str) -> Any:
+        """kazoo's Election recipe at ``/nodepool/elections/<name>``."""
+        return self.kazoo.Election(f"{ELECTION_ROOT}/{name}", identifier)
+
+    # Image data export and import --------------------------------------------
+
+    def advance_upload_sequence(self, image: str, build_id: str, provider: str,
+                                number: int, keep: set[str]) -> None:
+        """Make the provider's next upload id higher than ``number`` (the
+        sequence counter lives in the parent znode), deleting the
+        placeholder znodes this creates unless their path is in ``keep``."""
+        parent = upload_path(image, build_id, provider, "x").rsplit("/", 1)[0]
+        for _ in range(number):
+            created = self.kazoo.create(parent + "/", b"", sequence=True, makepath=True)
+            if created not in keep:
+                self.kazoo.delete(created)
+
+    def write_image_record(self, path: str, payload: bytes) -> None:
+        """Create or overwrite an image record (build, upload or pause flag)
+        at ``path``, which must be under the image root."""
+        if not path.startswith(IMAGE_ROOT + "/"):
+            raise ValueError(f"{path} is not an image record")
+        if self.kazoo.exists(path):
+            self.kazoo.set(path, payload)
+            return
+        try:
+            self.kazoo.create(path, payload, makepath=True)
+        except NodeExistsError:
+            self.kazoo.set(path, payload)

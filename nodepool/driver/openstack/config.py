@@ -209,19 +209,20 @@ class OpenStackProviderConfig(ProviderConfig):
             d["name"]: ProviderCloudImage(d) for d in provider.get("cloud-images") or []}
         for pool in provider.get("pools") or []:
             self.pools[pool["name"]] = OpenStackPool(pool, self)
+        self._load_warnings: list[str] = []
 
     def load(self, config: Any) -> None:
-        errors = []
-        for name, image in self.diskimages.items():
+        errors: list[str] = []
+        self._load_warnings = []
+        for name in self.diskimages:
             top = config.diskimages.get(name)
             if top is None:
                 errors.append(f"diskimage {name!r} is not defined under the top-level "
                               "diskimages")
-                continue
-            image.username = top.username
-            image.python_path = top.python_path
-            image.shell_type = top.shell_type
-            top.image_types.add(self.image_format(name) or "qcow2")
+            elif top.abstract:
+                errors.append(f"diskimage {name!r} is abstract (only a parent for other "
+                              "diskimages, never built); name a diskimage that inherits "
+                              "from it")
         seen_pools: set[str] = set()
         for pool_dict in self._raw.get("pools") or []:
             if pool_dict["name"] in seen_pools:
@@ -233,13 +234,7 @@ class OpenStackProviderConfig(ProviderConfig):
                 raw = next(lbl for lbl in (self._pool_raw(pool.name).get("labels") or [])
                            if lbl["name"] == label.name)
                 if "diskimage" in raw:
-                    disk_image = self.diskimages.get(raw["diskimage"])
-                    if disk_image is None:
-                        errors.append(
-                            f"pool {pool.name!r} label {label.name!r} uses diskimage "
-                            f"{raw['diskimage']!r}, which this provider's diskimages "
-                            "do not list")
-                    label.diskimage = disk_image
+                    self._attach_diskimage(config, pool, label, raw["diskimage"], errors)
                 else:
                     cloud_image = self.cloud_images.get(raw["cloud-image"])
                     if cloud_image is None:
@@ -250,7 +245,57 @@ class OpenStackProviderConfig(ProviderConfig):
                     label.cloud_image = cloud_image
         if errors:
             raise ConfigError("; ".join(errors))
+        for name, image in self.diskimages.items():
+            top = config.diskimages[name]
+            image.username = top.username
+            image.python_path = top.python_path
+            image.shell_type = top.shell_type
+            top.image_types.add(self.image_format(name) or "qcow2")
         self._register_pools(config)
+
+    def _attach_diskimage(self, config: Any, pool: ConfigPool, label: OpenStackLabel,
+                          name: str, errors: list[str]) -> None:
+        """Point a label at its diskimage the way upstream's loader does:
+        by the top-level diskimages.  One this provider's ``diskimages``
+        do not list loads, but is never uploaded here, so its requests are
+        declined ("image not available"): that is worth a warning."""
+        top = config.diskimages.get(name)
+        if top is None or top.abstract:
+            what = "is abstract (never built)" if top is not None else (
+                "is not defined under the top-level diskimages")
+            errors.append(f"pool {pool.name!r} label {label.name!r} uses diskimage "
+                          f"{name!r}, which {what}")
+            return
+        image = self.diskimages.get(name)
+        if image is None:
+            image = ProviderDiskImage({"name": name})
+            image.username = top.username
+            image.python_path = top.python_path
+            image.shell_type = top.shell_type
+            self._load_warnings.append(
+                f"pool {pool.name!r} label {label.name!r} uses diskimage {name!r}, which "
+                "this provider's diskimages do not list: it is never uploaded to this "
+                f"provider, so requests for {label.name!r} are declined here until "
+                f"{name!r} is added to the provider's diskimages")
+        label.diskimage = image
+
+    def check_environment(self) -> None:
+        """The cloud must be in clouds.yaml (as upstream's loader requires)."""
+        from nodepool.driver.openstack import cloud_config
+        try:
+            cloud_config.cloud_region(self.cloud, self.region_name)
+        except Exception as e:
+            found = cloud_config.loader().config_filename
+            where = (f"the clouds.yaml in use is {found}" if found else
+                     "no clouds.yaml was found (OS_CLIENT_CONFIG_FILE, ./clouds.yaml, "
+                     "~/.config/openstack/clouds.yaml, /etc/openstack/clouds.yaml)")
+            region = f" region {self.region_name!r}" if self.region_name else ""
+            raise ConfigError(
+                f"cloud {self.cloud!r}{region} cannot be used: {e} ({where}); add the "
+                "cloud to clouds.yaml or fix the provider's cloud/region-name") from e
+
+    def load_warnings(self) -> list[str]:
+        return list(self._load_warnings)
 
     def _pool_raw(self, name: str) -> Mapping[str, Any]:
         for pool in self._raw.get("pools") or []:

@@ -145,9 +145,12 @@ def test_unusable_logging_file_is_refused_with_the_reason(tmp_path, content, ext
 
 
 def test_invalid_config_exits_with_message(tmp_path, zk_info):
-    proc, log = start_daemon(tmp_path, fake_config(zk_info) + "  - bogus\n")
+    # A bad value outside the providers makes the whole file unusable (a
+    # broken provider would only be left out).
+    proc, log = start_daemon(tmp_path, fake_config(zk_info) + "max-hold-age: forever\n")
     assert proc.wait(30) == 1
-    assert "launcher.yaml" in log.read_text()
+    text = log.read_text()
+    assert "launcher.yaml:" in text and "max-hold-age: expected int" in text
 
 
 def test_sigusr1_stops_in_order(tmp_path, zk_info, zuul, zk):

@@ -17,8 +17,9 @@ import yaml
 from kazoo.exceptions import NoNodeError
 
 from nodepool.driver import registration
+from nodepool.driver.registrar import Registrar
 from nodepool.tests.functional.test_commands import CLI
-from nodepool.tests.helpers import FakeZuul, wait_for
+from nodepool.tests.helpers import FakeZuul, assert_request_waits, wait_for
 from nodepool.tests.sshd import LoopbackSshd
 
 PROVIDER = "static-provider"
@@ -99,9 +100,24 @@ def wait_ready(zuul, server: LoopbackSshd, count: int = 1, timeout: float = 20):
                     timeout, what=f"{count} ready record(s) of {server.address}")
 
 
+def registrar(launcher) -> Registrar:
+    return launcher.registrars[PROVIDER]
+
+
+def wait_for_look(launcher, server: LoopbackSshd) -> None:
+    """Wait until the registrar has looked at the host's records (and
+    contacted it if it had to) in a look begun after this call."""
+    since = time.monotonic()
+    current = registrar(launcher)
+    [identity] = [e.key for e in current.endpoints()
+                  if (e.key[0], e.key[2]) == (server.address, server.port)]
+    current.request_sync()
+    wait_for(lambda: current.looked_at.get(identity, float("-inf")) >= since,
+             what=f"the registrar's look at {server.address}")
+
+
 def health(launcher, server: LoopbackSshd) -> str:
-    registrar = launcher.registrars[PROVIDER]
-    [state] = [h["state"] for h in registrar.describe()
+    [state] = [h["state"] for h in registrar(launcher).describe()
                if h["endpoint"].startswith(f"Static host {server.address} port {server.port} ")]
     return state
 
@@ -138,7 +154,7 @@ def test_hosts_registered_ready_with_scanned_keys(zk_info, zuul, launcher_factor
 def test_request_served_then_host_reregistered_after_use(
         zk_info, zuul, launcher_factory, sshd):
     server = sshd(2)
-    launcher_factory(static_config(zk_info, [host(server, "label-a")]))
+    launcher = launcher_factory(static_config(zk_info, [host(server, "label-a")]))
     [first] = wait_ready(zuul, server)
     request_id = zuul.submit(["label-a"])
     request = zuul.wait_request(request_id)
@@ -147,9 +163,7 @@ def test_request_served_then_host_reregistered_after_use(
     nodes = zuul.accept(request_id)
     # The host is busy: the next request waits, untouched (not declined).
     waiting = zuul.submit(["label-a"])
-    time.sleep(1.0)
-    pending = zuul.request(waiting)
-    assert pending["state"] == "requested" and not pending.get("declined_by")
+    assert_request_waits(zuul, launcher, waiting)
     zuul.return_nodes(nodes)
     request = zuul.wait_request(waiting)
     assert request["state"] == "fulfilled"
@@ -169,12 +183,11 @@ def test_unreachable_host_registered_once_its_sshd_starts(
         host(up, "label-a"), host(later, "label-b")]))
     wait_ready(zuul, up)
     wait_for(lambda: health(launcher, later) == "unreachable", what="host marked down")
-    time.sleep(1.0)
+    wait_for_look(launcher, later)
     assert records(zuul, later) == []
     # A request for its label waits instead of failing.
     request_id = zuul.submit(["label-b"])
-    time.sleep(0.5)
-    assert zuul.request(request_id)["state"] == "requested"
+    assert_request_waits(zuul, launcher, request_id)
     later.start()
     request = zuul.wait_request(request_id)
     assert request["state"] == "fulfilled"
@@ -191,9 +204,9 @@ def test_dead_host_is_not_handed_out(zk_info, zuul, launcher_factory, sshd):
     # The liveness check fails: the record is deregistered, the request
     # goes back to waiting.
     wait_for(lambda: zuul.node(record["_id"]) is None, what="dead host's record removed")
-    time.sleep(1.0)
-    request = zuul.request(request_id)
-    assert request["state"] == "requested" and not request.get("declined_by")
+    wait_for(lambda: launcher.node_cache.get(record["_id"]) is None,
+             what="the launcher's cache without the record")
+    assert_request_waits(zuul, launcher, request_id)
     assert health(launcher, server) == "unreachable"
     assert records(zuul, server) == []
     server.start()
@@ -275,13 +288,13 @@ def test_config_change_adds_removes_and_relabels_hosts(
     assert zuul.wait_request(request_id)["state"] == "fulfilled"
     in_use = zuul.accept(request_id)
     old_provider = launcher.providers[PROVIDER]
-    registrar = launcher.registrars[PROVIDER]
+    serving = registrar(launcher)
     rewrite_config(tmp_path, launcher, static_config(zk_info, [
         host(b, "label-c"), host(c, "label-b")]))
     wait_for(lambda: launcher.providers[PROVIDER] is not old_provider, what="new provider")
     # The framework's registrar carries on with the new provider object.
-    assert launcher.registrars[PROVIDER] is registrar
-    assert registrar.provider is launcher.providers[PROVIDER]
+    assert registrar(launcher) is serving
+    assert serving.provider is launcher.providers[PROVIDER]
     wait_ready(zuul, c)
     # b's ready record is rewritten in place, not duplicated.
     wait_for(lambda: [r["type"] for r in ready(zuul, b)] == [["label-c"]], what="relabel")
@@ -290,7 +303,11 @@ def test_config_change_adds_removes_and_relabels_hosts(
     assert [r["state"] for r in records(zuul, a)] == ["in-use"]
     zuul.return_nodes(in_use)
     wait_for(lambda: records(zuul, a) == [], what="removed host's record deleted")
-    time.sleep(1.0)
+    since = time.monotonic()
+    registrar(launcher).request_sync()
+    wait_for(lambda: registrar(launcher).last_sync_started >= since, what="registrar sync")
+    wait_for_look(launcher, b)
+    wait_for_look(launcher, c)
     assert records(zuul, a) == []
     assert len(records(zuul, b)) == 1 and len(records(zuul, c)) == 1
     assert zuul.wait_request(zuul.submit(["label-c"]))["state"] == "fulfilled"
@@ -313,7 +330,7 @@ def test_max_parallel_jobs_change(zk_info, zuul, launcher_factory, sshd, tmp_pat
     zuul.return_nodes(in_use)
     [left] = wait_ready(zuul, server, 1)
     assert left["slot"] == 0
-    time.sleep(1.0)
+    wait_for_look(launcher, server)
     assert len(records(zuul, server)) == 1
     # Growing again fills the new slots.
     rewrite_config(tmp_path, launcher, static_config(zk_info, [
@@ -327,20 +344,22 @@ def test_restarted_launcher_adopts_existing_records(zk_info, zuul, launcher_fact
     first = launcher_factory(config, name="a.yaml")
     before = sorted(r["_id"] for r in wait_ready(zuul, server, 2))
     first.stop()
-    launcher_factory(config, name="b.yaml")
-    time.sleep(1.5)
+    second = launcher_factory(config, name="b.yaml")
+    wait_for_look(second, server)
     assert sorted(r["_id"] for r in records(zuul, server)) == before
     assert zuul.wait_request(zuul.submit(["label-a"]))["state"] == "fulfilled"
 
 
 def test_record_deleted_by_hand_is_replaced(zk_info, zuul, launcher_factory, sshd):
     server = sshd(2)
-    launcher_factory(static_config(zk_info, [host(server, "label-a")]))
+    launcher = launcher_factory(static_config(zk_info, [host(server, "label-a")]))
     [record] = wait_ready(zuul, server)
     zuul.client.delete(f"/nodepool/nodes/{record['_id']}", recursive=True)
     [again] = wait_ready(zuul, server)
     assert again["_id"] != record["_id"] and again["slot"] == 0
-    time.sleep(1.0)
+    wait_for(lambda: launcher.node_cache.get(again["_id"]) is not None,
+             what="the launcher's cache with the new record")
+    wait_for_look(launcher, server)
     assert len(records(zuul, server)) == 1
 
 
