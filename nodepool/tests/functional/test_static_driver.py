@@ -109,8 +109,8 @@ def wait_for_look(launcher, server: LoopbackSshd) -> None:
     contacted it if it had to) in a look begun after this call."""
     since = time.monotonic()
     current = registrar(launcher)
-    [identity] = [e.key for e in current.endpoints()
-                  if (e.key[0], e.key[2]) == (server.address, server.port)]
+    [identity] = [e.key for e in current.endpoints() if isinstance(e.key, tuple)
+                  and (e.key[0], e.key[2]) == (server.address, server.port)]
     current.request_sync()
     wait_for(lambda: current.looked_at.get(identity, float("-inf")) >= since,
              what=f"the registrar's look at {server.address}")
