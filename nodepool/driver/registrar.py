@@ -304,8 +304,8 @@ class Registrar:
                     health.record_ok()
             if learned is None:
                 self._retry_later(spec.key, health.next_try)
-        if not view.excess and (problem is None and learned is None
-                                or problem is not None and not free):
+        if self._stopped or not view.excess and (problem is None and learned is None
+                                                 or problem is not None and not free):
             return
         with self._registration_lock():
             view = self._view(provider, spec)

@@ -491,6 +491,8 @@ def test_two_launchers_share_a_static_provider_without_double_registration(
         key: count * (rounds + 1) for key, count in slots.items()}
     assert sorted(r["slot"] for r in ready(zuul, one)) == [0, 1]
     assert len(records(zuul)) == 3
+    # The lock they share, where doc/source/compatibility.rst says.
+    assert zuul.client.exists(f"/nodepool/registration/{PROVIDER}")
 
 
 def test_delete_now_while_a_launcher_serves_the_host_registers_it_once(
