@@ -19,6 +19,7 @@ from typing import Any
 
 from nodepool import config as nodepool_config
 from nodepool.driver import registry
+from nodepool.driver.registrar import Registrar
 from nodepool.launcher.cleanup import CleanupWorker
 from nodepool.launcher.deleter import DeletedNodeWorker
 from nodepool.launcher.local_stats import LocalStatsWorker
@@ -76,6 +77,9 @@ class NodePool(threading.Thread):
         self.request_lock_cache: Any = None
         self.lost_requests = LostRequests(self)
         self.providers: dict[str, Any] = {}
+        # One per provider name whose provider registers endpoints (static
+        # hosts); outlives the provider objects a config reload replaces.
+        self.registrars: dict[str, Registrar] = {}
         self._provider_configs: dict[str, Any] = {}
         # Replaced providers finishing their launches in flight.
         self._retiring: list[Any] = []
@@ -122,6 +126,10 @@ class NodePool(threading.Thread):
             worker.stop()
         for worker in self._workers:
             worker.join(10)
+        for registrar in self.registrars.values():
+            registrar.stop()
+        for registrar in self.registrars.values():
+            registrar.join(10)
         for provider in list(self.providers.values()) + self._retiring:
             try:
                 provider.stop()
@@ -323,6 +331,7 @@ class NodePool(threading.Thread):
                 log.info("Started provider %s", name)
             self.providers[name] = provider
             self._provider_configs[name] = provider_config
+            self._serve_registration(name, provider)
         for old in list(self._retiring):
             if old.launches_in_flight() == 0:
                 self._retiring.remove(old)
@@ -331,11 +340,34 @@ class NodePool(threading.Thread):
                 except Exception:
                     log.exception("Error stopping replaced provider")
 
+    def _serve_registration(self, name: str, provider: Any) -> None:
+        """Hand a (new) provider to its registrar, starting or stopping
+        the registrar as the provider does or does not register endpoints."""
+        registrar = self.registrars.get(name)
+        if not provider.registers_endpoints:
+            if registrar is not None:
+                self._stop_registrar(name)
+            return
+        if registrar is None:
+            registrar = Registrar(name, self.zk, self.node_cache, identifier=self.hostname)
+            registrar.serve(provider)
+            registrar.start()
+            self.registrars[name] = registrar
+        else:
+            registrar.serve(provider)
+
+    def _stop_registrar(self, name: str) -> None:
+        registrar = self.registrars.pop(name, None)
+        if registrar is not None:
+            registrar.stop()
+            registrar.join(10)
+
     def _stop_provider(self, name: str) -> None:
         for key in [k for k, w in self.pool_workers.items() if w.provider_name == name]:
             worker = self.pool_workers.pop(key)
             worker.stop()
             worker.join(10)
+        self._stop_registrar(name)
         provider = self.providers.pop(name)
         self._provider_configs.pop(name, None)
         try:

@@ -40,6 +40,9 @@ ELECTION_ROOT = f"{ROOT}/elections"
 # builders) from making the same decision at once.
 POOL_COORDINATION_ROOT = f"{ROOT}/pool-coordination"
 BUILDER_COORDINATION_ROOT = f"{ROOT}/builder-coordination"
+# Ours, not upstream's: one lock per provider whose nodes are registered
+# rather than launched (static hosts), see lock_registration().
+REGISTRATION_ROOT = f"{ROOT}/registration"
 
 # kazoo's Lock recipe names contenders "<uuid hex>__lock__<seq10>".
 LOCK_MARKER = "__lock__"
@@ -81,6 +84,10 @@ def upload_path(image: str, build_id: str, provider: str,
                 upload_id: str | None = None) -> str:
     base = f"{build_path(image, build_id)}/providers/{provider}/images"
     return f"{base}/{upload_id}" if upload_id else base
+
+
+def registration_lock_path(provider: str) -> str:
+    return f"{REGISTRATION_ROOT}/{provider}"
 
 
 def is_lock_child(name: str) -> bool:
@@ -163,11 +170,21 @@ class ZooKeeper:
             except NoNodeError:
                 yield []
 
-    def _delete_recursive(self, path: str) -> None:
-        try:
-            self.kazoo.delete(path, recursive=True)
-        except NoNodeError:
-            pass
+    def _delete_recursive(self, path: str, attempts: int = 5) -> None:
+        # Another process may try to lock a record while its tree is being
+        # removed (a launcher's deleter seeing a node that ``nodepool
+        # delete --now`` is deleting), adding a lock contender behind the
+        # recursive delete's back.  That attempt fails once the tree is
+        # gone, so the delete is simply tried again.
+        for attempt in range(attempts):
+            try:
+                self.kazoo.delete(path, recursive=True)
+                return
+            except NoNodeError:
+                return
+            except NotEmptyError:
+                if attempt == attempts - 1:
+                    raise
 
     # Locks -------------------------------------------------------------
 
@@ -716,6 +733,22 @@ class ZooKeeper:
 
     def unlock(self, lock: Lock | None) -> None:
         self._release(lock)
+
+    # Registered nodes (static hosts) ---------------------------------------
+
+    def lock_registration(self, provider: str, timeout: float | None = None,
+                          identifier: str | None = None) -> Lock:
+        """Take the registration lock of ``provider`` (blocking up to
+        ``timeout`` seconds; ZKLockException when it cannot be had).
+
+        Every process that registers node records for a provider's
+        endpoints (launchers, ``nodepool delete --now``) holds it while it
+        compares the records with the endpoints' slots and writes, so two
+        of them never fill one slot twice.  Only the comparison and the
+        writes happen under it, never a contact with an endpoint.  The
+        lock is ephemeral: it goes with the holder's session.
+        """
+        return self._lock(registration_lock_path(provider), True, timeout, identifier)
 
     # Versioned raw writes (used by component records) ------------------
 
