@@ -79,6 +79,9 @@ CLEANUP_TIMEOUT = 600.0
 FIRST_POLL = 0.02
 # Pause between two host-key scan attempts.
 SCAN_RETRY = 1.0
+# Pause before a step interrupted by a dropped ZooKeeper connection is
+# tried again.
+ZK_RETRY = 0.5
 
 
 class NodeLogger(logging.LoggerAdapter):
@@ -251,11 +254,17 @@ class Launch(Task):
             self.provider.invalidate_quota()
             self._fail_attempt(e, ABORTED)
         except Exception as e:
-            if self._session_lost() or isinstance(e, KazooException):
-                self.log.warning("Launch interrupted by a ZooKeeper problem: %s", e)
-                self._end(FAILED, f"ZooKeeper problem during launch: {e}", store=False,
-                          stat=statsmod.launch_result_key(e, session_lost=True))
+            if self._session_lost():
+                self.log.warning("Launch interrupted: ZooKeeper session lost (%s)", e)
+                self._end(FAILED, f"ZooKeeper session lost during launch: {e}",
+                          store=False, stat=statsmod.launch_result_key(e, session_lost=True))
                 return None
+            if isinstance(e, KazooException):
+                # The connection dropped; the session (and our locks) may
+                # well survive.  Try the step again once it is back (a
+                # write that did land is written again, which is harmless).
+                self.log.info("ZooKeeper unavailable during launch (%s); retrying", e)
+                return ZK_RETRY
             self._fail_attempt(e, None)
         return 0.0 if self.step_name else None
 
@@ -268,6 +277,9 @@ class Launch(Task):
         """Store a new node: created unlocked in ``init`` (not a cleanup
         state), locked, then ``building``, so no deleter can take it."""
         node = self.node
+        if node.id is not None:
+            # A retry after a dropped connection: the record exists.
+            return self._lock_record()
         node.state = models.INIT
         try:
             self.zk.store_node(node)
@@ -287,7 +299,12 @@ class Launch(Task):
         self._clock = time.monotonic()
         self.provider.quota.bind(self.reservation, node.id)
         self.log_context["node"] = node.id
-        self.zk.lock_node(node, blocking=True, timeout=30)
+        return self._lock_record()
+
+    def _lock_record(self) -> float | None:
+        node = self.node
+        if node.lock is None:
+            self.zk.lock_node(node, blocking=True, timeout=30)
         node.state = models.BUILDING
         node.hostname = self.provider.hostname_for(node)
         self.step_name = STEP_CREATE
