@@ -172,6 +172,11 @@ class UploadWorker(BuilderWorker):
                 self._delete_cloud_image(provider, pc.name, external_id)
             external_id = None
         record.state = models.READY if external_id is not None else models.FAILED
+        key = (image, build.id, pc.name)
+        if record.state == models.FAILED:
+            # Before the record says so: another upload worker that sees
+            # the failed record must also see the retry delay.
+            builder.upload_failures[key] = time.time()
         record.state_time = time.time()
         record.external_id = external_id
         record.external_name = external_name if external_id is not None else None
@@ -183,7 +188,7 @@ class UploadWorker(BuilderWorker):
             if external_id is not None:
                 self._delete_cloud_image(provider, pc.name, external_id)
             record.state = models.FAILED
-        key = (image, build.id, pc.name)
+            builder.upload_failures[key] = time.time()
         if record.state == models.READY:
             self.log.info("Build %s-%s is ready in %s as %s (%s)", image, build.id,
                           pc.name, external_name, external_id)
@@ -195,7 +200,6 @@ class UploadWorker(BuilderWorker):
             # Older uploads may now be beyond the two kept.
             builder.wake_cleanup()
         else:
-            builder.upload_failures[key] = time.time()
             builder.wake_cleanup()
         return record
 

@@ -133,8 +133,10 @@ def test_clouds_yaml_keeps_other_clouds_and_serves_new_regions(
 
 
 def test_server_boots_active_with_metadata_and_loopback_address(
-    conn: openstack.connection.Connection,
+    conn: openstack.connection.Connection, sim: SimulatedCloud,
 ) -> None:
+    # Held in BUILD until the test has seen it there, however slow it is.
+    sim.hold_servers_in_build()
     created = _boot(
         conn,
         metadata={"nodepool_node_id": "0000000001", "nodepool_provider_name": "sim"},
@@ -145,6 +147,7 @@ def test_server_boots_active_with_metadata_and_loopback_address(
         security_groups=[{"name": "default"}],
     )
     assert conn.compute.get_server(created.id).status == "BUILD"
+    sim.hold_servers_in_build(False)
     server = _wait(conn, created)
     assert server.metadata == {"nodepool_node_id": "0000000001", "nodepool_provider_name": "sim"}
     assert server.availability_zone == "az2"
