@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections.abc import Iterator
 
 from nodepool.zk import models
 from nodepool.zk.models import NodeRequest
 
-Key = tuple[bool, tuple[str, int, str], str]
+# (labels missing from the pool, priority, id, the request): ids are
+# unique, so the request itself is never compared.
+Entry = tuple[bool, tuple[str, int, str], str, NodeRequest]
 
 
 class RequestQueue:
@@ -30,16 +33,15 @@ class RequestQueue:
         self.pool_id = pool_id
         self._labels = set(labels)
         self._lock = threading.Lock()
-        self._order: list[Key] = []
-        self._keys: dict[str, Key] = {}
-        self._requests: dict[str, NodeRequest] = {}
+        self._order: list[Entry] = []
+        self._entries: dict[str, Entry] = {}
         self._parked: dict[str, NodeRequest] = {}
         self._fresh: set[str] = set()
 
-    def _key(self, request: NodeRequest) -> Key:
+    def _entry(self, request: NodeRequest) -> Entry:
         assert request.id is not None
         missing = not set(request.node_types) <= self._labels
-        return (missing, request.sort_key(), request.id)
+        return (missing, request.sort_key(), request.id, request)
 
     def _wanted(self, request: NodeRequest | None) -> bool:
         return (request is not None and request.state == models.REQUESTED
@@ -62,44 +64,43 @@ class RequestQueue:
             return True
 
     def _insert(self, request: NodeRequest) -> None:
-        key = self._key(request)
-        bisect.insort(self._order, key)
-        self._keys[key[2]] = key
-        self._requests[key[2]] = request
+        entry = self._entry(request)
+        bisect.insort(self._order, entry)
+        self._entries[entry[2]] = entry
 
     def _remove(self, request_id: str) -> None:
-        key = self._keys.pop(request_id, None)
-        if key is None:
+        entry = self._entries.pop(request_id, None)
+        if entry is None:
             return
-        self._requests.pop(request_id, None)
-        index = bisect.bisect_left(self._order, key)
-        if index < len(self._order) and self._order[index] == key:
+        index = bisect.bisect_left(self._order, entry)
+        if index < len(self._order) and self._order[index][2] == request_id:
             del self._order[index]
 
     # The worker's side --------------------------------------------------
 
-    def snapshot(self) -> list[NodeRequest]:
-        """The open, unparked requests in serving order."""
+    def snapshot(self) -> Iterator[NodeRequest]:
+        """The open, unparked requests in serving order (as they were
+        when called: later changes do not disturb the iteration)."""
         with self._lock:
-            requests = self._requests
-            return [requests[key[2]] for key in self._order]
+            order = list(self._order)
+        return (entry[3] for entry in order)
 
     def take_fresh(self) -> list[NodeRequest]:
         """Requests added or changed since last asked (still open and
         unparked), in serving order."""
         with self._lock:
-            fresh = [self._requests[i] for i in self._fresh if i in self._requests]
+            fresh = [self._entries[i] for i in self._fresh if i in self._entries]
             self._fresh.clear()
-        return sorted(fresh, key=self._key)
+        return [entry[3] for entry in sorted(fresh)]
 
     def park(self, request_id: str) -> None:
         """Leave the request alone until it changes or ``unpark_all``."""
         with self._lock:
-            request = self._requests.get(request_id)
-            if request is None:
+            entry = self._entries.get(request_id)
+            if entry is None:
                 return
             self._remove(request_id)
-            self._parked[request_id] = request
+            self._parked[request_id] = entry[3]
             self._fresh.discard(request_id)
 
     def unpark_all(self) -> None:
@@ -116,8 +117,8 @@ class RequestQueue:
             if labels == self._labels:
                 return
             self._labels = set(labels)
-            requests = list(self._requests.values()) + list(self._parked.values())
-            self._order, self._keys, self._requests, self._parked = [], {}, {}, {}
+            requests = [e[3] for e in self._order] + list(self._parked.values())
+            self._order, self._entries, self._parked = [], {}, {}
             for request in requests:
                 self._insert(request)
                 self._fresh.add(request.id or "")
