@@ -91,6 +91,7 @@ class NodePool(threading.Thread):
         # Bumped when pool components change (pools came, went, paused):
         # pool workers then reconsider requests they left to others.
         self.components_generation = 0
+        self._node_generations: dict[str | None, int] = {}
         # Monotonic time at which the latest completed main pass (config
         # reload, providers, min-ready) began: proof it has looked since.
         self.last_pass_started = float("-inf")
@@ -259,9 +260,15 @@ class NodePool(threading.Thread):
 
     def _on_node_change(self, key: str, old: Any, new: Any) -> None:
         # Only the node's provider gains or loses capacity or a ready
-        # node (its pools share the cloud's quota).
+        # node (its pools share the cloud's quota), and only changes to
+        # those matter to its pool workers (launches they wait for wake
+        # them on their own).
         node = new if new is not None else old
-        self._wake_pools(node.provider if node is not None else None)
+        provider = node.provider if node is not None else None
+        generation = self.node_cache.index.generation(provider)
+        if generation != self._node_generations.get(provider):
+            self._node_generations[provider] = generation
+            self._wake_pools(provider)
         for worker in self._workers:
             worker.node_changed(key, old, new)
         # Ready counts changed: min-ready may need a top-up.

@@ -114,7 +114,10 @@ class PoolWorker(threading.Thread):
         """Request-cache listener (called by the launcher for every
         request event): keep the queue in order; wake only if this pool
         has something to do about it."""
-        if self.queue.update(request_id, request) or self.serving(request_id):
+        if self.queue.update(request_id, request) or (
+                request is None and self.serving(request_id)):
+            # (A request this worker serves that vanished: its handler
+            # gives the nodes back.)
             self._wake.set()
 
     def stop(self, grace: float = 0.0) -> None:

@@ -67,14 +67,18 @@ class NodeIndex:
         self._lock = threading.Lock()
         self._nodes: dict[str, _Contribution] = {}
         # (provider, pool) -> resource sums of nodes with resources
-        self._usage: dict[PoolKey, Counter[str]] = defaultdict(Counter)
+        self._usage: dict[PoolKey, dict[str, float]] = defaultdict(dict)
         # (provider, pool) -> ids of nodes without resources
         self._unpriced: dict[PoolKey, set[str]] = defaultdict(set)
         # (provider, pool, label) -> ids of nodes that could be handed out
         self._free: dict[tuple[str | None, str | None, str], set[str]] = defaultdict(set)
         self._ready_unallocated: Counter[str] = Counter()
-        self._tenants: dict[str, Counter[str]] = defaultdict(Counter)
+        self._tenants: dict[str, dict[str, float]] = defaultdict(dict)
         self._by_request: dict[str, set[str]] = defaultdict(set)
+        # provider -> bumped whenever what its pools can do changes (its
+        # usage, or the nodes it could hand out): pool workers need not
+        # look again for any other node change.
+        self._generations: Counter[str | None] = Counter()
 
     # Updates (the node cache's playback thread) ---------------------------
 
@@ -92,15 +96,19 @@ class NodeIndex:
             if contribution is not None:
                 self._nodes[key] = contribution
                 self._apply(key, contribution, +1)
+            if (previous is None or contribution is None
+                    or (previous.free, previous.resources)
+                    != (contribution.free, contribution.resources)):
+                for c in (previous, contribution):
+                    if c is not None:
+                        self._generations[c.provider] += 1
 
     def _apply(self, key: str, c: _Contribution, sign: int) -> None:
         pool = (c.provider, c.pool)
         if c.resources is None:
             _toggle(self._unpriced[pool], key, sign)
         else:
-            usage = self._usage[pool]
-            for name, value in c.resources:
-                usage[name] += sign * value
+            _add(self._usage[pool], c.resources, sign)
         if c.free:
             for label in c.labels:
                 _toggle(self._free[(c.provider, c.pool, label)], key, sign)
@@ -108,9 +116,7 @@ class NodeIndex:
             for label in c.labels:
                 self._ready_unallocated[label] += sign
         if c.tenant is not None and c.resources:
-            tenant = self._tenants[c.tenant]
-            for name, value in c.resources:
-                tenant[name] += sign * value
+            _add(self._tenants[c.tenant], c.resources, sign)
         if c.allocated_to is not None:
             _toggle(self._by_request[c.allocated_to], key, sign)
             if not self._by_request[c.allocated_to]:
@@ -118,20 +124,26 @@ class NodeIndex:
 
     # Questions (any thread) ------------------------------------------------
 
+    def generation(self, provider: str | None) -> int:
+        """Changes so far to what ``provider``'s pools can do (capacity
+        used, nodes free to hand out)."""
+        with self._lock:
+            return self._generations[provider]
+
     def usage(self, provider: str, pool: str | None = None
               ) -> tuple[dict[str, float], set[str]]:
         """(resource sums, ids of nodes without resources) of the
         provider's nodes (of ``pool``, or all of them), in any state."""
-        sums: Counter[str] = Counter()
+        sums: dict[str, float] = {}
         unpriced: set[str] = set()
         with self._lock:
             for (p, q), usage in self._usage.items():
                 if p == provider and (pool is None or q == pool):
-                    sums.update(usage)
+                    _add(sums, usage.items(), 1)
             for (p, q), ids in self._unpriced.items():
                 if p == provider and (pool is None or q == pool):
                     unpriced |= ids
-        return dict(sums), unpriced
+        return sums, unpriced
 
     def free(self, provider: str, pool: str, label: str | None = None) -> set[str]:
         """Ids of ready, unallocated, unlocked nodes of the pool (with
@@ -164,6 +176,11 @@ class NodeIndex:
         """Ids of the nodes allocated to a request."""
         with self._lock:
             return set(self._by_request.get(request_id, ()))
+
+
+def _add(sums: dict[str, float], values: Any, sign: int) -> None:
+    for name, value in values:
+        sums[name] = sums.get(name, 0) + sign * value
 
 
 def _toggle(ids: set[str], key: str, sign: int) -> None:
