@@ -230,7 +230,7 @@ class K8sCreate(CreateOperation):
         if waited > POD_START_TIMEOUT:
             raise LaunchNodepoolException(
                 f"pod {name} in {namespace} failed to initialize within "
-                f"{POD_START_TIMEOUT:.0f} s ({phase}: {pod_problem(pod)})")
+                f"{POD_START_TIMEOUT:g} s ({phase}: {pod_problem(pod)})")
         return None
 
     def finish(self, pod: Any) -> Instance:
@@ -288,7 +288,7 @@ class NamespacedCreate(K8sCreate):
         if waited > TOKEN_TIMEOUT:
             raise LaunchNodepoolException(
                 f"{self.namespace}: no token in secret {bodies.USER} after "
-                f"{TOKEN_TIMEOUT:.0f} s (is the cluster's token controller running?)")
+                f"{TOKEN_TIMEOUT:g} s (is the cluster's token controller running?)")
         self.status = "waiting for the service account token"
         return None
 

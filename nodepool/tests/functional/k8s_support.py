@@ -1,0 +1,70 @@
+"""Shared pieces of the kubernetes, openshift and openshiftpods driver tests.
+
+The drivers talk to the simulated API server (nodepool.tests.k8s_sim)
+through the real kubernetes client, configured from the kubeconfig the
+simulator writes; the launcher finds it through ``$KUBECONFIG``, as an
+operator's would.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from nodepool.driver.k8s_common.adapter import K8sAdapter
+from nodepool.tests.helpers import wait_for
+
+CONTEXT = "sim-context"
+
+
+@pytest.fixture(autouse=True)
+def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The drivers look at a pod or token once a second; the simulator
+    # starts pods in 50 ms, so look more often here.
+    monkeypatch.setattr(K8sAdapter, "poll_interval", 0.05)
+
+
+def use_kubeconfig(monkeypatch: pytest.MonkeyPatch, sim: Any) -> None:
+    monkeypatch.setenv("KUBECONFIG", sim.kubeconfig_path)
+
+
+def config_text(zk_info: Any, labels: list[str], providers: str) -> str:
+    return (zk_info.config_yaml()
+            + "labels:\n" + "".join(f"  - name: {name}\n" for name in labels)
+            + "providers:\n" + providers)
+
+
+def secret_token(sim: Any, namespace: str, name: str = "zuul-worker") -> tuple[str, str]:
+    """(token, base64 CA) of a filled service-account token secret."""
+    secret = sim.get("secrets", namespace, name)
+    assert secret is not None and secret.get("data"), f"no token secret in {namespace}"
+    return (base64.b64decode(secret["data"]["token"]).decode(), secret["data"]["ca.crt"])
+
+
+def core_as(sim: Any, token: str, host: str | None = None) -> client.CoreV1Api:
+    """A client that authenticates with ``token`` (as Zuul's executor will)."""
+    configuration = client.Configuration()
+    configuration.host = host or sim.url
+    configuration.api_key = {"authorization": f"Bearer {token}"}
+    return client.CoreV1Api(client.ApiClient(configuration))
+
+
+def node_records(zuul: Any) -> list[dict]:
+    if not zuul.client.exists("/nodepool/nodes"):
+        return []
+    nodes = [zuul.node(n) for n in zuul.client.get_children("/nodepool/nodes")]
+    return [n for n in nodes if n]
+
+
+def raw_record(zuul: Any, node_id: str) -> dict:
+    """The node's znode exactly as stored (key order included)."""
+    data, _ = zuul.client.get(f"/nodepool/nodes/{node_id}")
+    return json.loads(data)
+
+
+def wait_gone(sim: Any, namespace: str) -> None:
+    wait_for(lambda: namespace not in sim.namespace_names(), what=f"namespace {namespace} gone")
