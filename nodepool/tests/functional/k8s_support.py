@@ -32,9 +32,12 @@ def use_kubeconfig(monkeypatch: pytest.MonkeyPatch, sim: Any) -> None:
     monkeypatch.setenv("KUBECONFIG", sim.kubeconfig_path)
 
 
-def config_text(zk_info: Any, labels: list[str], providers: str) -> str:
+def config_text(zk_info: Any, labels: list[str], providers: str,
+                min_ready: dict[str, int] | None = None) -> str:
+    min_ready = min_ready or {}
     return (zk_info.config_yaml()
-            + "labels:\n" + "".join(f"  - name: {name}\n" for name in labels)
+            + "labels:\n" + "".join(f"  - name: {name}\n    min-ready: {min_ready.get(name, 0)}\n"
+                                    for name in labels)
             + "providers:\n" + providers)
 
 
@@ -54,10 +57,15 @@ def core_as(sim: Any, token: str, host: str | None = None) -> client.CoreV1Api:
 
 
 def node_records(zuul: Any) -> list[dict]:
+    """Every node record, each with its ``id``."""
     if not zuul.client.exists("/nodepool/nodes"):
         return []
-    nodes = [zuul.node(n) for n in zuul.client.get_children("/nodepool/nodes")]
-    return [n for n in nodes if n]
+    found = []
+    for node_id in zuul.client.get_children("/nodepool/nodes"):
+        node = zuul.node(node_id)
+        if node:
+            found.append({**node, "id": node_id})
+    return found
 
 
 def raw_record(zuul: Any, node_id: str) -> dict:

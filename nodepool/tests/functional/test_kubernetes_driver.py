@@ -90,9 +90,10 @@ def start(k8s_sim: SimulatedKubernetes, zk_info: Any, launcher_factory: Any,
     use_kubeconfig(monkeypatch, k8s_sim)
 
     def start_launcher(name: str = "nodepool.yaml", pool: str = "", provider: str = "",
-                       **kwargs: Any) -> Any:
+                       min_ready: dict[str, int] | None = None, **kwargs: Any) -> Any:
         return launcher_factory(
-            config_text(zk_info, LABELS, provider_yaml(pool=pool, provider=provider)),
+            config_text(zk_info, LABELS, provider_yaml(pool=pool, provider=provider),
+                        min_ready),
             name=name, **kwargs)
     return start_launcher
 
@@ -336,6 +337,17 @@ def test_leaked_namespaces_deleted_on_the_second_sighting_and_nothing_else(
         assert kept in names
     wait_for(lambda: statsd.has(f"nodepool.provider.{PROVIDER}.leaked.nodes:1|c"),
              what="leak counted")
+
+
+def test_ready_node_whose_namespace_vanished_is_replaced(k8s_sim, start, zuul):
+    start(min_ready={"kubernetes-namespace": 1})
+    [first] = wait_for(lambda: [n for n in node_records(zuul) if n["state"] == "ready"],
+                       what="min-ready node")
+    k8s_sim.delete_namespace(first["external_id"])
+    wait_for(lambda: zuul.node(first["id"]) is None, what="vanished node deleted")
+    [second] = wait_for(lambda: [n for n in node_records(zuul) if n["state"] == "ready"],
+                        what="replacement node")
+    assert second["external_id"] in k8s_sim.namespace_names()
 
 
 def test_launch_resumed_by_another_launcher_continues_with_the_same_namespace(
