@@ -60,9 +60,8 @@ class K8sAdapter(Adapter):
 
     def get_quota_for_label(self, label: K8sLabel) -> QuotaInformation:
         """What a node of ``label`` uses; raises RuntimeConfigurationException
-        for a pod label whose pod could never be sent."""
-        if label.is_pod:
-            bodies.check_pod(label)
+        for a label whose objects could never be sent."""
+        bodies.check_label(label)
         return label.quota()
 
     # Listings ---------------------------------------------------------------------------

@@ -7,9 +7,9 @@ already name the service account) and a Pod top-level ``restartPolicy``
 (API servers dropped it, so upstream's pods always ran with the default
 policy, which ours keep).
 
-Pod bodies are also checked against the client's models up front
-(:func:`check_pod`), so a label whose pod can never be sent is declined
-with the reason instead of failing every launch.
+What a label makes is also checked against the client's models up front
+(:func:`check_label`), so a label whose objects can never be sent is
+declined with the reason instead of failing every launch.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import re
 import string
 from typing import Any
 
-from kubernetes.client import V1Pod
+from kubernetes.client import V1Namespace, V1Pod
 from pydantic import ValidationError
 
 from nodepool.driver.adapter import META_NODE_ID, META_POOL, META_PROVIDER
@@ -79,7 +79,11 @@ def object_labels(label: K8sLabel, tags: dict[str, str], request: Any,
     nothing configurable overrides: the leak cleanup relies on them."""
     labels: dict[str, Any] = dict(label.k8s_labels)
     view = RequestView(request)
-    for key, fmt in label.dynamic_labels.items():
+    if request is None and label.dynamic_labels:
+        # A launch resumed without its request at hand.
+        log.warning("No node request at hand; dynamic labels %s left out",
+                    ", ".join(label.dynamic_labels))
+    for key, fmt in label.dynamic_labels.items() if request is not None else ():
         try:
             labels[key] = _formatter.format(str(fmt), request=view)
         except Exception:
@@ -241,20 +245,26 @@ def container_resources(label: K8sLabel) -> dict[str, dict[str, str]]:
     return resources
 
 
-def check_pod(label: K8sLabel) -> None:
-    """Raise RuntimeConfigurationException if the pod of ``label`` can
-    never be sent: no image and no spec, or a body the API's models
-    refuse (a misspelt field of ``spec``, a number where a string
-    belongs...)."""
-    if not label.spec and not label.container_image:
-        raise RuntimeConfigurationException(
-            f"label {label.name} makes a pod but has neither image nor spec; add one")
-    body = pod(label.name, label, {META_LABEL: label.name})
-    try:
-        V1Pod.model_validate(body)
-    except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
-                             for err in e.errors())
-        raise RuntimeConfigurationException(
-            f"label {label.name}: the pod it describes is not valid ({problems}); "
-            "fix the label's settings") from e
+def check_label(label: K8sLabel) -> None:
+    """Raise RuntimeConfigurationException if what ``label`` makes can
+    never be sent: a pod with no image and no spec, or objects the API's
+    models refuse (a misspelt field of ``spec``, a number where a string
+    belongs, in the pod or in the label's ``labels``)."""
+    tags = {key: "0" for key in _OWNER_KEYS}
+    labels = {**label.k8s_labels, **tags}
+    checks: list[tuple[Any, dict[str, Any]]] = [
+        (V1Namespace, namespace(label.name, labels))]
+    if label.is_pod:
+        if not label.spec and not label.container_image:
+            raise RuntimeConfigurationException(
+                f"label {label.name} makes a pod but has neither image nor spec; add one")
+        checks.append((V1Pod, pod(label.name, label, labels)))
+    for model, body in checks:
+        try:
+            model.model_validate(body)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+                                 for err in e.errors())
+            raise RuntimeConfigurationException(
+                f"label {label.name}: the {body['kind'].lower()} it describes is not valid "
+                f"({problems}); fix the label's settings") from e

@@ -25,7 +25,7 @@ from nodepool.tests.helpers import wait_for
 from nodepool.tests.k8s_sim import SimulatedKubernetes
 
 PROVIDER = "kubespray"
-LABELS = ["kubernetes-namespace", "pod-fedora", "pod-custom"]
+LABELS = ["kubernetes-namespace", "pod-fedora", "pod-custom", "pod-broken"]
 RBAC = "rbac.authorization.k8s.io"
 
 
@@ -80,6 +80,9 @@ def provider_yaml(*, pool: str = "", provider: str = "") -> str:
                   image: ubuntu:jammy
                   command: ["/bin/sh", "-c"]
                   args: ["while true; do sleep 30; done;"]
+          - name: pod-broken
+            type: pod
+            cpu: 1
 """
 
 
@@ -208,6 +211,14 @@ def test_custom_spec_pod_is_sent_as_given(k8s_sim, start, zuul):
     assert container["args"] == ["while true; do sleep 30; done;"]
     assert node["connection_port"]["pod"] == "pod-custom"
     assert node["resources"] == {"cores": 0, "instances": 1, "ram": 0}
+
+
+def test_label_whose_pod_can_never_be_sent_is_declined(k8s_sim, start, zuul):
+    start()
+    request = zuul.wait_request(zuul.submit(["pod-broken"]))
+    assert request["state"] == "failed" and request["declined_by"]
+    assert k8s_sim.calls("create", "namespaces") == 0
+    assert not node_records(zuul)
 
 
 def test_pool_cores_limit_makes_requests_wait(k8s_sim, start, zuul):

@@ -203,7 +203,7 @@ def test_pod_body_sends_only_what_the_api_defines(tmp_path):
         "requests": {"cpu": "2", "memory": "512Mi", "nvidia.com/gpu": "1.50"},
         "limits": {"cpu": "2", "memory": "512Mi", "nvidia.com/gpu": "1.50"}}
     assert container["env"] == [] and "securityContext" not in container
-    bodies.check_pod(label)
+    bodies.check_label(label)
     binding = bodies.role_binding("zuul-role", "ns", "Role", "zuul")
     assert "userNames" not in binding
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "zuul-worker",
@@ -216,11 +216,13 @@ def test_pod_body_sends_only_what_the_api_defines(tmp_path):
      "spec.k8s"),
     ("          - name: l1\n            type: pod\n            image: x\n"
      "            node-selector:\n              disks: 2\n", "nodeSelector.disks"),
+    ("          - name: l1\n            type: namespace\n            labels:\n"
+     "              replicas: 2\n", "metadata.labels.replicas"),
 ])
-def test_a_pod_that_can_never_be_sent_is_a_label_error(tmp_path, label_yaml, problem):
+def test_objects_that_can_never_be_sent_are_a_label_error(tmp_path, label_yaml, problem):
     label = pool_label(tmp_path, label_yaml)
     with pytest.raises(RuntimeConfigurationException) as e:
-        bodies.check_pod(label)
+        bodies.check_label(label)
     assert problem in str(e.value)
 
 
