@@ -1,14 +1,22 @@
 """Loading and validating nodepool.yaml.
 
-The file is validated in one pass with voluptuous (each provider's part by
-its driver's schema), then cross-checked (labels, diskimages, parents).
+The file is validated with voluptuous (each provider's part by its
+driver's schema), then cross-checked (labels, diskimages, parents).
 Every problem is reported with the file, the place inside it (a path such
 as ``providers[0](name=fake) > pools[0] > labels[1] > min-ram``), the line
 and what was expected, so an operator can fix it without reading code.
+
+Two readers share that work.  ``load_config`` (the daemons, the CLI) is as
+forgiving as upstream's loader: unknown settings are warnings, and a
+provider that cannot be loaded is left out while the others load.
+``validate_config`` (``nodepool config-validate``) is as strict as
+upstream's validator.  ``check_zookeeper`` is what every process that
+connects requires.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -20,7 +28,7 @@ from typing import Any
 import voluptuous as v
 import yaml
 
-from nodepool.driver import ConfigValue, ProviderConfig, registry
+from nodepool.driver import ConfigValue, Driver, ProviderConfig, registry
 from nodepool.exceptions import ConfigError, DriverNotFound
 
 log = logging.getLogger("nodepool.config")
@@ -165,10 +173,22 @@ class DiskImage(ConfigValue):
 
 
 class Config(ConfigValue):
-    """The whole parsed configuration."""
+    """The whole parsed configuration.
+
+    ``problems`` and ``left_out`` say what the daemons' loader could not
+    use (a provider left out, with the reasons); ``warnings`` what it
+    ignored (unknown settings) or expects not to work as meant.
+    """
+
+    _NO_COMPARE = frozenset({"path", "secure_path", "problems", "left_out", "warnings"})
 
     def __init__(self) -> None:
         self.path: str | None = None
+        self.secure_path: str | None = None
+        self.problems: list[str] = []
+        # Provider name (or ``providers[i]`` when it has none) -> reasons.
+        self.left_out: dict[str, list[str]] = {}
+        self.warnings: list[str] = []
         self.webapp: dict[str, Any] = {
             "port": DEFAULT_WEBAPP_PORT, "listen_address": DEFAULT_WEBAPP_ADDRESS}
         self.elements_dir: str | None = None
@@ -231,7 +251,7 @@ class _Locator:
 
 def describe_path(data: Any, path: list[Any]) -> str:
     """``providers[0](name=fake) > pools[0](name=main) > labels[1]``."""
-    parts = []
+    parts: list[str] = []
     node = data
     for part in path:
         if isinstance(part, int):
@@ -279,48 +299,99 @@ def _read_yaml(path: str) -> tuple[Any, str]:
     return data, text
 
 
-def _format_invalid(path: str, data: Any, text: str, errors: v.MultipleInvalid,
-                    prefix: list[Any] | None = None) -> list[str]:
-    locator = _Locator(text)
-    out = []
-    for err in errors.errors:
-        full = (prefix or []) + list(err.path)
-        line = locator.line(full)
-        where = f"{path}" + (f":{line}" if line else "")
-        msg = err.error_message
-        if msg == "extra keys not allowed":
-            msg = "unknown setting (check the spelling; see the configuration reference)"
-        elif msg == "required key not provided":
-            msg = "required setting is missing"
-        out.append(f"{where}: {describe_path(data, full)}: {msg}")
-    return out
+_EXTRA_KEYS = "extra keys not allowed"
 
 
-def _validate_structure(path: str, data: dict, text: str) -> list[str]:
-    errors: list[str] = []
-    try:
-        top_level_schema(data)
-    except v.MultipleInvalid as e:
-        errors.extend(_format_invalid(path, data, text, e))
-    providers = data.get("providers") or []
-    if not isinstance(providers, list):
-        return errors
-    for i, provider in enumerate(providers):
-        if not isinstance(provider, dict):
-            errors.append(f"{path}: providers[{i}]: expected a mapping")
-            continue
-        driver_name = _driver_name(provider)
+@dataclass
+class ConfigReport:
+    """What is wrong with a configuration file, one message per problem,
+    each with file, line and place."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+class _Document:
+    """One YAML file being checked: words every message the same way
+    (``file:line: place: what``)."""
+
+    def __init__(self, path: str, data: Any, text: str) -> None:
+        self.path = path
+        self.data = data
+        self.locator = _Locator(text)
+
+    def where(self, place: list[Any]) -> str:
+        line = self.locator.line(place)
+        return f"{self.path}" + (f":{line}" if line else "")
+
+    def message(self, place: list[Any], what: str) -> str:
+        return f"{self.where(place)}: {describe_path(self.data, place)}: {what}"
+
+    def invalid(self, errors: list[v.Invalid], prefix: list[Any]) -> list[str]:
+        out = []
+        for err in errors:
+            msg = err.error_message
+            if msg == _EXTRA_KEYS:
+                msg = "unknown setting (check the spelling; see the configuration reference)"
+            elif msg == "required key not provided":
+                msg = "required setting is missing"
+            out.append(self.message(prefix + list(err.path), msg))
+        return out
+
+    def check(self, schema: v.Schema, value: Any, prefix: list[Any], strict: bool,
+              report: ConfigReport) -> list[str]:
+        """Validate ``value`` (found at ``prefix``).  Unknown settings
+        become errors (``strict``) or warnings in ``report``; every other
+        problem is returned, for the caller to decide what it costs."""
+        unknown, others = _split_unknown(schema, value)
+        # Found round by round: report them in the file's order.
+        unknown.sort(key=lambda place: self.locator.line(prefix + place) or 0)
+        for place in unknown:
+            if strict:
+                report.errors.extend(self.invalid([v.Invalid(_EXTRA_KEYS, place)], prefix))
+            else:
+                report.warnings.append(self.message(
+                    prefix + place, "unknown setting, ignored (check the spelling; "
+                    "nodepool config-validate reports it as an error)"))
+        return self.invalid(others, prefix)
+
+
+def _split_unknown(schema: v.Schema, value: Any) -> tuple[list[list[Any]], list[v.Invalid]]:
+    """(paths of unknown keys, every other error).
+
+    voluptuous stops checking a list at its first bad item, so an unknown
+    key there would hide the items after it: unknown keys are dropped from
+    a copy and the check repeated until only other errors are left (each
+    round drops at least one key, so this ends).
+    """
+    work = copy.deepcopy(value)
+    unknown: list[list[Any]] = []
+    while True:
         try:
-            driver = registry.get_driver(driver_name)
-        except DriverNotFound as e:
-            errors.append(f"{path}: {describe_path(data, ['providers', i])}: {e}")
-            continue
-        schema = v.Schema({**provider_common, **driver.get_schema()})
-        try:
-            schema(provider)
+            schema(work)
+            return unknown, []
         except v.MultipleInvalid as e:
-            errors.extend(_format_invalid(path, data, text, e, ["providers", i]))
-    return errors
+            extras = [err for err in e.errors if err.error_message == _EXTRA_KEYS]
+            others = [err for err in e.errors if err.error_message != _EXTRA_KEYS]
+            dropped = [err for err in extras if _drop_key(work, list(err.path))]
+            unknown.extend(list(err.path) for err in dropped)
+            if not dropped:
+                return unknown, others + extras
+
+
+def _drop_key(data: Any, path: list[Any]) -> bool:
+    node = data
+    for part in path[:-1]:
+        if isinstance(node, Mapping) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            return False
+    if isinstance(node, dict) and path and path[-1] in node:
+        del node[path[-1]]
+        return True
+    return False
 
 
 def _driver_name(provider: Mapping[str, Any]) -> str:
@@ -331,10 +402,10 @@ def _driver_name(provider: Mapping[str, Any]) -> str:
     return provider.get("driver") or "openstack"
 
 
-def _check_unique(path: str, items: list, what: str) -> list[str]:
-    seen: set[str] = set()
+def _check_unique(path: str, items: Any, what: str) -> list[str]:
+    seen: set[Any] = set()
     errors = []
-    for item in items:
+    for item in items if isinstance(items, list) else []:
         if not isinstance(item, Mapping):
             continue
         name = item.get("name")
@@ -403,18 +474,26 @@ def _resolve_diskimages(path: str, raw: list[dict]) -> tuple[dict[str, DiskImage
     return resolved, errors
 
 
-def _apply_secure(config_path: str, data: dict, secure_path: str | None) -> None:
+def _apply_secure(config_path: str, data: dict, secure_path: str | None, strict: bool,
+                  report: ConfigReport) -> None:
+    """Merge the secure file into ``data``.  Its problems other than
+    unknown settings (in the daemons) make the whole configuration
+    unusable, as upstream's loader fails on them too."""
     if not secure_path:
         return
     secure, text = _read_yaml(secure_path)
-    try:
-        secure_schema(secure)
-    except v.MultipleInvalid as e:
-        raise ConfigError("\n".join(_format_invalid(secure_path, secure, text, e))) from e
+    doc = _Document(secure_path, secure, text)
+    secure_report = ConfigReport()
+    errors = doc.check(secure_schema, secure, [], strict, secure_report)
+    errors = secure_report.errors + errors
+    if errors:
+        raise ConfigError("\n".join(errors))
+    report.warnings.extend(secure_report.warnings)
     for key in ("zookeeper-servers", "zookeeper-tls"):
         if key in secure:
             data[key] = secure[key]
-    images = {d.get("name"): d for d in data.get("diskimages") or []}
+    images = {d.get("name"): d for d in data.get("diskimages") or []
+              if isinstance(d, dict)}
     for item in secure.get("diskimages") or []:
         if item["name"] not in images:
             raise ConfigError(
@@ -424,24 +503,102 @@ def _apply_secure(config_path: str, data: dict, secure_path: str | None) -> None
         images[item["name"]]["env-vars"] = env
 
 
-def load_config(path: str, secure_path: str | None = None,
-                validate_only: bool = False) -> Config:
-    """Read, validate and build the configuration.
+def _provider_structure(doc: _Document, i: int, item: Any, strict: bool,
+                        report: ConfigReport) -> tuple[Driver | None, list[str]]:
+    """The provider's driver, and what its schema finds wrong."""
+    place: list[Any] = ["providers", i]
+    if not isinstance(item, dict):
+        return None, [doc.message(place, f"expected a mapping with the provider's "
+                                         f"settings, not {type(item).__name__}")]
+    try:
+        driver = registry.get_driver(_driver_name(item))
+    except DriverNotFound as e:
+        return None, [doc.message(place, str(e))]
+    schema = v.Schema({**provider_common, **driver.get_schema()})
+    return driver, doc.check(schema, item, place, strict, report)
 
-    Raises ConfigError whose message lists every problem found, one per
-    line, each with file, line, place and what was expected.
+
+def _undefined_labels(doc: _Document, place: list[Any], provider: ProviderConfig,
+                      config: Config) -> list[str]:
+    return [doc.message(place, f"pool {pool.name!r} offers label {label_name!r}, which "
+                               "is not defined under the top-level labels; add it there")
+            for pool in provider.pools.values() for label_name in pool.labels
+            if label_name not in config.labels]
+
+
+def _withdraw(config: Config, provider: ProviderConfig) -> None:
+    """Forget the pools a provider that is left out registered."""
+    for label in config.labels.values():
+        label.pools = [p for p in label.pools if p.provider is not provider]
+
+
+def _load_provider(doc: _Document, i: int, item: Any, config: Config, strict: bool,
+                   report: ConfigReport) -> tuple[ProviderConfig | None, list[str]]:
+    """Load one provider: (the provider, []) or (None, its problems)."""
+    place: list[Any] = ["providers", i]
+    driver, problems = _provider_structure(doc, i, item, strict, report)
+    if problems or driver is None:
+        return None, problems
+    provider: ProviderConfig | None = None
+    try:
+        provider = driver.getProviderConfig(item)
+        try:
+            provider.check_environment()
+        except ConfigError as e:
+            if not strict:
+                return None, [doc.message(place, str(e))]
+            # config-validate: the file may be checked away from the
+            # launcher's clouds.yaml (upstream's validator does not look).
+            report.warnings.append(doc.message(
+                place, f"{e}; the launcher leaves this provider out until it is fixed"))
+        provider.load(config)
+    except ConfigError as e:
+        problems.append(doc.message(place, str(e)))
+    except Exception as e:
+        log.exception("Unexpected error loading %s", describe_path(doc.data, place))
+        problems.append(doc.message(
+            place, f"could not be loaded: {type(e).__name__}: {e} (a bug: please report "
+                   "it with the traceback logged by nodepool.config)"))
+    if provider is not None and not problems:
+        problems = _undefined_labels(doc, place, provider, config)
+    if problems:
+        if provider is not None:
+            _withdraw(config, provider)
+        return None, problems
+    assert provider is not None
+    report.warnings.extend(doc.message(place, w) for w in provider.load_warnings())
+    return provider, []
+
+
+def _build(path: str, secure_path: str | None, strict: bool) -> tuple[Config | None,
+                                                                      ConfigReport]:
+    """Read and check a configuration.
+
+    ``strict`` (config-validate): every problem is an error.  Otherwise
+    (the daemons and the CLI) unknown settings are warnings and a provider
+    that cannot be loaded is left out (``Config.left_out``).  Problems
+    outside the providers raise ConfigError in both modes (strict: the
+    report lists them and no Config is returned).
     """
+    report = ConfigReport()
     data, text = _read_yaml(path)
-    _apply_secure(path, data, secure_path)
-    errors = _validate_structure(path, data, text)
-    errors += _check_unique(path, data.get("labels") or [], "label")
-    errors += _check_unique(path, data.get("diskimages") or [], "diskimage")
-    errors += _check_unique(path, data.get("providers") or [], "provider")
-    if errors:
-        raise ConfigError("\n".join(errors))
+    _apply_secure(path, data, secure_path, strict, report)
+    doc = _Document(path, data, text)
+    fatal = doc.check(top_level_schema, data, [], strict, report)
+    fatal += _check_unique(path, data.get("labels"), "label")
+    fatal += _check_unique(path, data.get("diskimages"), "diskimage")
+    if fatal:
+        if not strict:
+            raise ConfigError("\n".join(fatal))
+        report.errors.extend(fatal)
+        providers = data.get("providers")
+        for i, item in enumerate(providers if isinstance(providers, list) else []):
+            report.errors.extend(_provider_structure(doc, i, item, strict, report)[1])
+        return None, report
 
     config = Config()
     config.path = path
+    config.secure_path = secure_path
     webapp = data.get("webapp") or {}
     config.webapp = {"port": webapp.get("port", DEFAULT_WEBAPP_PORT),
                      "listen_address": webapp.get("listen_address", DEFAULT_WEBAPP_ADDRESS)}
@@ -463,7 +620,11 @@ def load_config(path: str, secure_path: str | None = None,
             name=item["name"], min_ready=item.get("min-ready", 0),
             max_ready_age=item.get("max-ready-age", 0))
 
-    config.diskimages, errors = _resolve_diskimages(path, data.get("diskimages") or [])
+    config.diskimages, fatal = _resolve_diskimages(path, data.get("diskimages") or [])
+    if fatal:
+        if not strict:
+            raise ConfigError("\n".join(fatal))
+        report.errors.extend(fatal)
 
     for item in data.get("tenant-resource-limits") or []:
         limits: dict[str, float] = {}
@@ -475,48 +636,114 @@ def load_config(path: str, secure_path: str | None = None,
             limits[name] = value
         config.tenant_resource_limits[item["tenant-name"]] = limits
 
+    first_seen: dict[str, str] = {}
     for i, item in enumerate(data.get("providers") or []):
-        driver = registry.get_driver(_driver_name(item))
-        try:
-            provider = driver.getProviderConfig(item)
-            provider.load(config)
-        except ConfigError as e:
-            errors.append(f"{path}: {describe_path(data, ['providers', i])}: {e}")
+        name = item.get("name") if isinstance(item, Mapping) else None
+        name = name if isinstance(name, str) and name else None
+        provider: ProviderConfig | None = None
+        if name is not None and name in first_seen:
+            # Upstream's loader lets the last one win silently; keeping
+            # the first keeps a running provider from being replaced.
+            problems = _provider_structure(doc, i, item, strict, report)[1] + [doc.message(
+                ["providers", i], f"provider {name!r} is defined more than once (first at "
+                                  f"{first_seen[name]}); rename one")]
+        else:
+            provider, problems = _load_provider(doc, i, item, config, strict, report)
+        if name is not None:
+            first_seen.setdefault(name, doc.where(["providers", i]))
+        if provider is None:
+            report.errors.extend(problems)
+            config.left_out.setdefault(name or f"providers[{i}]", []).extend(problems)
             continue
         config.providers[provider.name] = provider
+    if strict:
+        report.warnings.extend(_zookeeper_warnings(config))
+    config.problems = list(report.errors)
+    config.warnings = list(report.warnings)
+    return config, report
 
-    errors += _cross_check(path, config)
-    if errors:
-        raise ConfigError("\n".join(errors))
+
+def load_config(path: str, secure_path: str | None = None) -> Config:
+    """The daemons' (and the CLI's) loader: as forgiving as upstream's.
+
+    Unknown settings are logged as warnings and ignored; a provider that
+    cannot be loaded is logged as an error and left out, and the others
+    are loaded (``Config.left_out``).  Raises ConfigError, listing every
+    problem one per line, when the file as a whole is unusable (YAML
+    syntax, a wrong value outside the providers, a bad secure file).
+    """
+    config, _ = _build(path, secure_path, strict=False)
+    assert config is not None
+    for warning in config.warnings:
+        log.warning("%s", warning)
+    for name, problems in config.left_out.items():
+        log.error("Provider %s is left out until this is fixed (the other providers "
+                  "keep serving):\n%s", name, "\n".join(problems))
     return config
 
 
-def _cross_check(path: str, config: Config) -> list[str]:
-    errors = []
-    for provider in config.providers.values():
-        for pool in provider.pools.values():
-            for label_name in pool.labels:
-                if label_name not in config.labels:
-                    errors.append(
-                        f"{path}: provider {provider.name!r} pool {pool.name!r} offers label "
-                        f"{label_name!r}, which is not defined under labels")
-    return errors
+def validate_config(path: str, secure_path: str | None = None) -> ConfigReport:
+    """Everything ``nodepool config-validate`` reports: errors (unknown
+    settings included, as upstream's validator) and warnings (what the
+    file cannot show to be wrong but the daemons will refuse or ignore)."""
+    try:
+        _, report = _build(path, secure_path, strict=True)
+    except ConfigError as e:
+        return ConfigReport(errors=str(e).splitlines())
+    return report
 
 
 def check_config(path: str, secure_path: str | None = None) -> list[str]:
-    """All problems with a configuration file, one message each (empty
-    when it is valid).  Used by ``nodepool config-validate``."""
+    """All errors in a configuration file, one message each (empty when
+    ``config-validate`` accepts it)."""
+    return validate_config(path, secure_path).errors
+
+
+def _zookeeper_warnings(config: Config) -> list[str]:
     try:
-        load_config(path, secure_path, validate_only=True)
+        check_zookeeper(config, check_files=False)
     except ConfigError as e:
-        return str(e).splitlines()
+        return [f"{e} (the launcher, the builder and the nodepool commands that "
+                "read ZooKeeper refuse to start without it)"]
     return []
+
+
+def check_zookeeper(config: Config, check_files: bool = True) -> None:
+    """Raise ConfigError, in one line naming the missing setting, unless
+    the configuration can make the mandatory TLS ZooKeeper connection.
+
+    Upstream's validator accepts a file without them and its launcher then
+    dies on the first ZooKeeper call; here every process that connects
+    calls this first.
+    """
+    where = config.path or "the configuration"
+    if config.secure_path:
+        where += f" (or the secure file {config.secure_path})"
+    if not config.zookeeper_servers:
+        raise ConfigError(f"{where}: zookeeper-servers is missing: list the ZooKeeper "
+                          "servers to connect to (host, port, chroot)")
+    files = {"ca": config.zookeeper_tls_ca, "cert": config.zookeeper_tls_cert,
+             "key": config.zookeeper_tls_key}
+    if not all(files.values()):
+        raise ConfigError(f"{where}: zookeeper-tls is missing: a TLS ZooKeeper connection "
+                          "is required; set zookeeper-tls with ca, cert and key")
+    if not check_files:
+        return
+    for key, filename in files.items():
+        try:
+            with open(str(filename), "rb"):
+                pass
+        except OSError as e:
+            raise ConfigError(f"{where}: zookeeper-tls {key} {filename} cannot be read: "
+                              f"{e.strerror}") from e
 
 
 def zookeeper_client(config: Config) -> Any:
     """An unconnected ZooKeeper client for the configured servers and TLS
-    files (the daemons and the CLI all connect this way)."""
+    files (the daemons and the CLI all connect this way).  ConfigError
+    when a setting it needs is missing."""
     from nodepool.zk import ZooKeeperClient, build_hosts
+    check_zookeeper(config)
     return ZooKeeperClient(
         build_hosts(config.zookeeper_servers), config.zookeeper_tls_cert,
         config.zookeeper_tls_key, config.zookeeper_tls_ca,
@@ -535,6 +762,28 @@ def connect_until_stopped(client: Any, running: Any, pause: Any) -> bool:
             log.error("%s; retrying", e)
             pause(1)
     return False
+
+
+def keep_broken_providers(new: Config, previous: Config) -> list[str]:
+    """A provider that ran under ``previous`` but is left out of ``new``
+    (its section became broken) keeps its previous definition, so one
+    mistake in one provider's section never stops it serving (OPERATORS.md
+    row 21).  Returns the names kept."""
+    kept = []
+    for name in new.left_out:
+        old = previous.providers.get(name)
+        if old is None or name in new.providers:
+            continue
+        new.providers[name] = old
+        for pool in old.pools.values():
+            for label_name in pool.labels:
+                label = new.labels.get(label_name)
+                if label is not None:
+                    label.pools.append(pool)
+        kept.append(name)
+        log.error("Provider %s keeps its previous configuration until its section in %s "
+                  "is fixed", name, new.path)
+    return kept
 
 
 class ConfigFile:
@@ -562,6 +811,8 @@ class ConfigFile:
         # so a SIGHUP that lands while a check runs is never lost.
         self._forces_asked = 0
         self._forces_seen = 0
+        # The configuration in force (the last one returned).
+        self.current: Config | None = None
 
     @property
     def files(self) -> str:
@@ -589,6 +840,9 @@ class ConfigFile:
         if self.check is not None:
             self.check(config)
         self._read_signature = signature
+        if self.current is not None:
+            keep_broken_providers(config, self.current)
+        self.current = config
         return config
 
     def force_reload(self) -> None:

@@ -37,7 +37,6 @@ KEEP_BUILDS = 2
 KEEP_UPLOADS = 2
 # Builders serialise their leaked-image passes per provider, so a leaked
 # image is deleted by one of them.
-LEAK_LOCK_ROOT = "/nodepool/builder-coordination/leaked-images"
 
 
 class CleanupWorker(BuilderWorker):
@@ -294,7 +293,7 @@ class CleanupWorker(BuilderWorker):
         for name, (_, provider) in list(self.builder.providers.items()):
             if not self.running:
                 return
-            lock = zk.kazoo.Lock(f"{LEAK_LOCK_ROOT}/{name}", self.builder.builder_id)
+            lock = zk.leaked_image_cleanup_lock(name, self.builder.builder_id)
             try:
                 if not lock.acquire(timeout=60):
                     continue

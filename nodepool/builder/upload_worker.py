@@ -12,45 +12,51 @@ from __future__ import annotations
 
 import subprocess
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kazoo.exceptions import NoNodeError
 
 from nodepool import stats as statsmod
 from nodepool.builder import files
 from nodepool.builder.worker import BuilderWorker
+from nodepool.driver import ProviderConfig, ProviderDiskImage
 from nodepool.driver.adapter import META_BUILD_ID, META_PROVIDER, META_UPLOAD_ID
 from nodepool.exceptions import NotFound
 from nodepool.zk import ZKLockException, models
 from nodepool.zk.models import ImageBuild, ImageUpload
+
+if TYPE_CHECKING:
+    from nodepool.config import DiskImage
 
 META_IMAGE_NAME = "nodepool_image_name"
 DEFAULT_NAME_FORMAT = "{image_name}-{timestamp}"
 HOOK_TIMEOUT = 3600
 
 
-def provider_diskimage(provider_config: Any, image: str) -> Any:
+def provider_diskimage(provider_config: ProviderConfig, image: str
+                       ) -> ProviderDiskImage | None:
     """The provider's own settings for a diskimage (pause, meta), if any."""
-    return (getattr(provider_config, "diskimages", None) or {}).get(image)
+    return provider_config.diskimages.get(image)
 
 
-def cloud_image_name(provider_config: Any, image: str, upload_id: str,
+def cloud_image_name(provider_config: ProviderConfig, image: str, upload_id: str,
                      timestamp: int) -> str:
     """The provider's ``image-name-format`` filled in (upstream's fields:
     ``image_name``, ``upload_id``, ``timestamp``)."""
-    fmt = getattr(provider_config, "image_name_format", None) or DEFAULT_NAME_FORMAT
+    fmt = provider_config.image_name_format or DEFAULT_NAME_FORMAT
     try:
         return fmt.format(image_name=image, upload_id=upload_id, timestamp=str(timestamp))
     except (KeyError, IndexError, ValueError):
         return DEFAULT_NAME_FORMAT.format(image_name=image, timestamp=timestamp)
 
 
-def upload_metadata(diskimage: Any, provider_image: Any, provider: str, image: str,
-                    build_id: str, upload_id: str) -> dict[str, Any]:
+def upload_metadata(diskimage: DiskImage | None, provider_image: ProviderDiskImage | None,
+                    provider: str, image: str, build_id: str,
+                    upload_id: str) -> dict[str, Any]:
     """The diskimage's ``metadata``, the provider's ``meta`` over it, and
     our tags, which let leak cleanup find an image whose record is gone."""
-    meta: dict[str, Any] = dict(getattr(diskimage, "metadata", None) or {})
-    meta.update(getattr(provider_image, "meta", None) or {})
+    meta: dict[str, Any] = dict(diskimage.metadata if diskimage is not None else {})
+    meta.update(provider_image.meta if provider_image is not None else {})
     meta[META_BUILD_ID] = str(build_id)
     meta[META_UPLOAD_ID] = str(upload_id)
     meta[META_IMAGE_NAME] = str(image)
@@ -83,7 +89,7 @@ class UploadWorker(BuilderWorker):
             return
         pc, provider = entry
         pdi = provider_diskimage(pc, image)
-        paused = bool(getattr(pdi, "pause", False))
+        paused = pdi is not None and pdi.pause
         self.builder.status.set_upload_paused(image, provider_name, paused)
         if paused:
             return
@@ -153,7 +159,7 @@ class UploadWorker(BuilderWorker):
             provider, pc, image, build.id, external_name=external_name,
             filename=image_file.path, fmt=fmt, metadata=metadata,
             md5=image_file.md5, sha256=image_file.sha256, provider_image=pdi)
-        hook = getattr(pc, "post_upload_hook", None)
+        hook = pc.post_upload_hook
         if external_id is not None and hook:
             if not self._run_hook(hook, pc.name, external_id, image_file.path):
                 self._delete_cloud_image(provider, pc.name, external_id)
@@ -204,7 +210,7 @@ class UploadWorker(BuilderWorker):
                     image_name=external_name, filename=filename, image_format=fmt,
                     metadata=metadata, md5=md5, sha256=sha256,
                     provider_image=provider_image,
-                    timeout=getattr(pc, "image_upload_timeout", None))
+                    timeout=pc.image_upload_timeout)
             except Exception:
                 self.log.exception("Upload of %s-%s to %s failed (attempt %d of %d)",
                                    image, build_id, pc.name, attempt, attempts)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 
@@ -28,6 +29,11 @@ class BuilderWorker(threading.Thread):
         self.log = logging.getLogger(f"nodepool.builder.{self.name}")
         self._wake = threading.Event()
         self._running = True
+        # Monotonic time at which the latest completed pass began: the
+        # worker has looked at everything ZooKeeper and the config showed
+        # then (proof for a debugger, or a test asserting that nothing
+        # was done).
+        self.last_pass_started = float("-inf")
 
     @property
     def running(self) -> bool:
@@ -44,12 +50,15 @@ class BuilderWorker(threading.Thread):
         while self._running:
             self._wake.clear()
             if self.builder.zk_client is not None and self.builder.zk_client.connected:
+                started = time.monotonic()
                 try:
                     self.work()
                 except Exception:
                     self.log.exception("Error in %s pass", self.name)
                     # Do not spin if every wake-up hits the same error.
                     self._wake.wait(1.0)
+                else:
+                    self.last_pass_started = started
             if self._running:
                 self._wake.wait(self.interval)
 

@@ -13,8 +13,6 @@ import json
 import os
 import sys
 
-from kazoo.exceptions import NodeExistsError
-
 from nodepool.cmd.context import CommandError, Context
 from nodepool.zk import listing
 from nodepool.zk.zookeeper import IMAGE_ROOT, build_path, upload_path
@@ -80,12 +78,12 @@ def _load(path: str) -> dict[str, str]:
 
 def import_image_data(ctx: Context) -> int:
     data = _load(ctx.args.path)
-    kazoo = ctx.zk.kazoo
+    zk = ctx.zk
     # Upload ids are sequence numbers kept by their parent znode.  Creating
     # a record by name does not advance that counter, so the builder's next
     # upload would collide with an imported one.  Advance each counter past
     # the highest imported id first, keeping only the imported names.
-    highest: dict[str, int] = {}
+    highest: dict[tuple[str, str, str], int] = {}
     for path in data:
         parts = path.split("/")
         # "", nodepool, images, <image>, builds, <build>, providers,
@@ -96,21 +94,12 @@ def import_image_data(ctx: Context) -> int:
             except ValueError as e:
                 raise CommandError(f"{ctx.args.path}: upload id {parts[9]!r} in {path} "
                                    "is not a sequence number") from e
-            parent = "/".join(parts[:9])
-            highest[parent] = max(highest.get(parent, number), number)
-    for parent, number in highest.items():
-        for _ in range(number):
-            created = kazoo.create(parent + "/", b"", sequence=True, makepath=True)
-            if created not in data:
-                kazoo.delete(created)
+            key = (parts[3], parts[5], parts[7])
+            highest[key] = max(highest.get(key, number), number)
+    keep = set(data)
+    for (image, build_id, provider), number in highest.items():
+        zk.advance_upload_sequence(image, build_id, provider, number, keep)
     for path, text in sorted(data.items()):
-        payload = text.encode("utf8")
-        if kazoo.exists(path):
-            kazoo.set(path, payload)
-        else:
-            try:
-                kazoo.create(path, payload, makepath=True)
-            except NodeExistsError:
-                kazoo.set(path, payload)
+        zk.write_image_record(path, text.encode("utf8"))
     print(f"Imported {len(data)} image records", file=sys.stderr)
     return 0

@@ -31,14 +31,11 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from kazoo.exceptions import NoNodeError
-
 from nodepool import status
 from nodepool.cmd.context import CommandError, Context
 from nodepool.zk import ZooKeeper, listing, models
 from nodepool.zk.exceptions import ZKLockException
 from nodepool.zk.models import Node, NodeRequest
-from nodepool.zk.zookeeper import request_path
 
 PRIORITY = "200"
 # Zuul's executor waits this long for each node's lock.
@@ -100,14 +97,12 @@ def wait_for_answer(zk: ZooKeeper, request: NodeRequest, timeout: float) -> dict
     assert request.id is not None
     changed = threading.Event()
     deadline = time.monotonic() + timeout if timeout > 0 else None
-    path = request_path(request.id)
     state = None
     while True:
         changed.clear()
-        try:
-            data, _ = zk.kazoo.get(path, watch=lambda event: changed.set())
-        except NoNodeError as e:
-            raise CommandError(f"request {request.id} was deleted by someone else") from e
+        data = zk.watch_request(request.id, lambda event: changed.set())
+        if data is None:
+            raise CommandError(f"request {request.id} was deleted by someone else")
         try:
             d = json.loads(data)
             state = d.get("state")

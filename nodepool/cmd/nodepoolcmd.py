@@ -102,17 +102,16 @@ def _locked_node(ctx: Context, node_id: str, action: str) -> models.Node:
     it."""
     znode_name(node_id, "node id")
     zk = ctx.zk
+    raw = zk.get_raw_node(node_id)
+    if raw is None:
+        raise CommandError(f"node {node_id} not found (see 'nodepool list')")
     try:
-        data, _ = zk.kazoo.get(f"/nodepool/nodes/{node_id}")
-    except NoNodeError as e:
-        raise CommandError(f"node {node_id} not found (see 'nodepool list')") from e
-    try:
-        node = models.Node.deserialize(data, node_id)
+        node = models.Node.deserialize(raw[0], node_id)
         zk.lock_node(node, blocking=True, timeout=LOCK_TIMEOUT)
     except models.ModelError as e:
         raise _Unreadable(str(e)) from e
     except ZKLockException as e:
-        if zk.kazoo.exists(f"/nodepool/nodes/{node_id}") is None:
+        if not zk.node_exists(node_id):
             raise CommandError(f"node {node_id} not found (see 'nodepool list')") from e
         raise CommandError(
             f"cannot {action} node {node_id}: it is locked by another process "
@@ -226,7 +225,7 @@ def _known_image(ctx: Context, image: str) -> None:
     znode_name(image, "image name")
     if image in ctx.config.diskimages:
         return
-    if ctx.zk.kazoo.exists(f"/nodepool/images/{image}") is not None:
+    if ctx.zk.image_exists(image):
         return
     known = ", ".join(sorted(ctx.config.diskimages)) or "none"
     raise CommandError(f"image {image!r} is neither a diskimage in {ctx.args.config} "

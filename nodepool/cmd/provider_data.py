@@ -13,12 +13,9 @@ import logging
 import sys
 from typing import Any
 
-from kazoo.exceptions import NoNodeError
-
 from nodepool import status
 from nodepool.cmd.context import CommandError, Context, emit
 from nodepool.zk import listing, models
-from nodepool.zk.zookeeper import upload_path
 
 log = logging.getLogger("nodepool.cmd")
 
@@ -81,11 +78,7 @@ def erase(ctx: Context) -> int:
             return 0
     print(f"Erasing build data for {provider}...")
     for row in image_table.rows:
-        path = upload_path(row["image"], row["build_id"], provider).rsplit("/", 1)[0]
-        try:
-            zk.kazoo.delete(path, recursive=True)
-        except NoNodeError:
-            pass
+        zk.erase_uploads(row["image"], row["build_id"], provider)
     print(f"Erasing node data for {provider}...")
     for row in node_table.rows:
         node = zk.get_node(row["id"])

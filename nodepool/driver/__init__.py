@@ -16,12 +16,13 @@ ZooKeeper bookkeeping and leak detection once for all of them.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from nodepool.driver.quota import QuotaInformation
 
 if TYPE_CHECKING:
+    from nodepool.driver.registration import EndpointSpec
     from nodepool.zk import ZooKeeper
 
 
@@ -70,6 +71,18 @@ class LabelImage(ConfigValue):
     def external_name(self) -> str:
         """What the cloud knows the image as (cloud images)."""
         return self.name
+
+
+class ProviderDiskImage(LabelImage):
+    """A top-level diskimage as one provider uploads it (``diskimages``
+    of an image-managing provider); drivers add their own keys."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        # Stops uploads of this image to this provider (builds go on).
+        self.pause: bool = False
+        # Cloud image properties, over the diskimage's ``metadata``.
+        self.meta: dict[str, Any] = {}
 
 
 class ConfigLabel(ConfigValue):
@@ -168,6 +181,12 @@ class ProviderConfig(ConfigValue):
         # Written into node records (``cloud``, ``region``).
         self.cloud: str | None = None
         self.region_name: str | None = None
+        # For the builder (``manage_images`` providers): how uploads are
+        # named, bounded and post-processed, and the diskimages uploaded.
+        self.diskimages: dict[str, ProviderDiskImage] = {}
+        self.image_name_format: str = "{image_name}-{timestamp}"
+        self.image_upload_timeout: float = 3600
+        self.post_upload_hook: str | None = None
         self._raw = provider
 
     # Whether the builder uploads diskimages to this provider.
@@ -176,8 +195,22 @@ class ProviderConfig(ConfigValue):
     def load(self, config: Any) -> None:
         """Parse the provider's pools and labels, register every pool with
         ``config.labels[<label>].pools``; raise ConfigError on problems the
-        schema cannot express."""
+        schema cannot express (before registering anything, so a provider
+        the loader leaves out leaves no trace in ``config``)."""
         raise NotImplementedError
+
+    def check_environment(self) -> None:
+        """Raise ConfigError when something this provider needs outside
+        nodepool.yaml is missing (an OpenStack cloud absent from
+        clouds.yaml).  The daemons then leave the provider out;
+        ``config-validate`` only warns, because a file is often checked on
+        a machine that does not have the launcher's clouds.yaml."""
+
+    def load_warnings(self) -> list[str]:
+        """Settings that load but will not do what the operator probably
+        meant (one message each, without file or line); called after
+        ``load``."""
+        return []
 
     def get_supported_labels(self, pool_name: str | None = None) -> set[str]:
         labels: set[str] = set()
@@ -222,6 +255,15 @@ class Provider:
     #: (static hosts): their pools never launch, requests wait for a
     #: registered node to be free, and min-ready does not apply.
     launches_nodes: ClassVar[bool] = True
+
+    #: True for providers whose nodes are endpoints that exist already
+    #: (static hosts), each registered as a fixed number of READY records
+    #: (slots).  The framework keeps those records (see
+    #: :mod:`nodepool.driver.registration`): the launcher runs one
+    #: :class:`~nodepool.driver.registrar.Registrar` per such provider,
+    #: which calls the endpoint hooks below; the provider itself writes
+    #: no records and runs no background work for it.
+    registers_endpoints: ClassVar[bool] = False
 
     def __init__(self, provider: ProviderConfig) -> None:
         self.provider = provider
@@ -341,18 +383,58 @@ class Provider:
         timeout) and must return early with an error when stopped."""
 
     def node_deleted(self, node: Any) -> None:
-        """The node's record is gone (static hosts register a new one).
-        May leave the work to the provider's background threads."""
+        """The node's record is gone.  May leave follow-up work to the
+        provider's background threads.  (Registered endpoints need nothing
+        here: the framework refills their slots.)"""
 
     def settle(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for background work the provider
-        started on its own (such as re-registering a static host after
-        ``node_deleted``) to finish; launches in flight do not count.
+        started on its own (such as follow-up work of ``node_deleted``) to
+        finish; launches in flight do not count.
 
         A short-lived caller (``nodepool delete --now``) calls it before
         ``stop()``, which abandons such work.  True when nothing is left.
         """
         return True
+
+    # Registered endpoints (``registers_endpoints`` providers only) ----------------
+
+    def registered_endpoints(self) -> list[EndpointSpec]:
+        """Every endpoint of the current configuration, each with its
+        slot count.  Called often: answer from the configuration, never
+        contact anything."""
+        return []
+
+    def endpoint_key(self, node: Any) -> Hashable:
+        """The key (``EndpointSpec.key``) of the endpoint a record of this
+        provider belongs to; records whose key no endpoint has are
+        deregistered when free."""
+        raise NotImplementedError(f"provider {self.provider.name} registers no endpoints")
+
+    def endpoint_record(self, spec: EndpointSpec) -> dict[str, Any]:
+        """The record fields (``Node`` attribute names) that follow from the
+        endpoint's configuration alone: the template of each of its
+        records.  The framework adds ``state`` and ``slot`` and the fields
+        :meth:`check_endpoint` returns."""
+        raise NotImplementedError(f"provider {self.provider.name} registers no endpoints")
+
+    def endpoint_record_current(self, node: Any, spec: EndpointSpec) -> bool:
+        """Whether a free record of the endpoint still matches its
+        configuration, judged without contacting it.  One that does not is
+        rewritten in place after the endpoint's next successful check.
+        The default compares the :meth:`endpoint_record` fields."""
+        return all(getattr(node, key) == value
+                   for key, value in self.endpoint_record(spec).items())
+
+    def check_endpoint(self, spec: EndpointSpec) -> dict[str, Any]:
+        """Contact the endpoint as its configuration asks and return the
+        record fields learned from it (host keys, addresses).  Raise
+        :class:`~nodepool.driver.registration.EndpointProblem` when it
+        must not be offered (its free records are then deregistered and it
+        is checked again with a backoff).  Called only when records are to
+        be written, from the registrar's threads (several endpoints at
+        once); may block up to the endpoint's own timeouts, never more."""
+        raise NotImplementedError(f"provider {self.provider.name} registers no endpoints")
 
     # Housekeeping ----------------------------------------------------------------
 

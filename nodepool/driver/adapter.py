@@ -203,7 +203,8 @@ class Adapter:
         raise NotImplementedError
 
     def list_instances(self) -> list[Instance]:
-        """Every server visible to this account (for unmanaged quota)."""
+        """Every server visible to this account (for unmanaged quota).
+        May come from a short-lived cache."""
         return []
 
     def get_console_log(self, external_id: Any) -> str | None:
@@ -212,7 +213,13 @@ class Adapter:
     # Leaks --------------------------------------------------------------
 
     def list_resources(self) -> list[Resource]:
-        """Resources carrying nodepool metadata (servers, images, ...)."""
+        """Resources carrying nodepool metadata (servers, images, ...), as
+        the cloud shows them at the time of the call.
+
+        Never answer from a listing taken before the call: leak cleanup
+        deletes what two calls show leaked (:mod:`nodepool.driver.sightings`),
+        and two answers from one cached listing are one look at the cloud.
+        """
         return []
 
     def delete_resource(self, resource: Resource) -> None:
@@ -255,6 +262,8 @@ class Adapter:
         raise NotImplementedError
 
     def list_images(self) -> list[CloudImage]:
+        """Every image of this account, as the cloud shows them at the time
+        of the call (never cached: see :meth:`list_resources`)."""
         return []
 
     def stop(self) -> None:

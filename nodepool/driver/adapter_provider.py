@@ -4,7 +4,8 @@ It owns what is the same for every cloud: launches advanced in short steps
 on one small pool of threads (:mod:`nodepool.driver.launch`), the quota
 arithmetic (cloud limits minus what others use, pool limits, what
 our own nodes use), image availability, node deletion, and leak cleanup
-with two sightings.  Drivers supply only an :class:`Adapter`.
+with two sightings in two listings (:mod:`nodepool.driver.sightings`).
+Drivers supply only an :class:`Adapter`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from nodepool.driver.launch import Launch, LaunchHandle
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.quota_ledger import QuotaLedger, Reservation
 from nodepool.driver.runner import StepRunner
+from nodepool.driver.sightings import Sightings
 from nodepool.exceptions import (
     NotFound,
     ProviderStopped,
@@ -65,10 +67,10 @@ class AdapterProvider(Provider):
         self._label_errors: dict[str, str] = {}
         self._label_ready: dict[str, tuple[float, bool]] = {}
         self.quota = QuotaLedger(provider_config.name, self.node_quota)
-        self._leak_sightings: set[tuple[str, str]] = set()
-        self._image_leak_sightings: set[tuple[str, str]] = set()
+        self._leak_sightings: Sightings[tuple[str, str]] = Sightings()
+        self._image_leak_sightings: Sightings[tuple[str, str]] = Sightings()
         self._launches: dict[LaunchHandle, Launch] = {}
-        self._vanished_sightings: set[str] = set()
+        self._vanished_sightings: Sightings[str] = Sightings()
         self.running = False
 
     # Lifecycle ----------------------------------------------------------
@@ -362,14 +364,18 @@ class AdapterProvider(Provider):
 
     def cleanup_leaked_resources(self) -> dict[str, int]:
         """Delete resources tagged as ours whose records are gone, once
-        they have been seen leaked on two consecutive passes.
+        two listings of the cloud have shown them leaked (see
+        :mod:`nodepool.driver.sightings`).
 
         Uploaded images are left out: the builder owns them and cleans
         their leaks (:meth:`cleanup_leaked_images`), so a leaked image is
         only ever deleted by one kind of daemon.
         """
-        resources = [r for r in self.adapter.list_resources() if r.type != "image"]
-        counts, self._leak_sightings = self._delete_leaked(resources, self._leak_sightings)
+        listing, requested_at, answered_at = self._leak_sightings.look(
+            self.adapter.list_resources)
+        resources = [r for r in listing if r.type != "image"]
+        counts = self._delete_leaked(resources, self._leak_sightings,
+                                     requested_at, answered_at)
         try:
             for plural, count in self.adapter.cleanup_extra(log).items():
                 counts[plural] = counts.get(plural, 0) + count
@@ -380,45 +386,51 @@ class AdapterProvider(Provider):
 
     def vanished_nodes(self, nodes: list[Node]) -> list[str]:
         """Ids of ready, unallocated nodes of this provider whose server is
-        gone from the cloud (deleted behind our back), seen on two
-        consecutive passes, so they are not handed out dead."""
-        instances = self.adapter.list_instances()
-        existing = {str(i.external_id) for i in instances}
+        gone from the cloud (deleted behind our back), missing from two
+        listings of the cloud, so they are not handed out dead.
+
+        The listing is the leak sweep's (:meth:`Adapter.list_resources`),
+        which is never served from a cache, rather than
+        :meth:`Adapter.list_instances`, which may be.
+        """
+        listing, requested_at, answered_at = self._vanished_sightings.look(
+            self.adapter.list_resources)
+        existing = {str(r.id) for r in listing if r.type == "instance"}
         missing = {str(n.id) for n in nodes
                    if n.provider == self.provider.name and n.state == models.READY
                    and n.allocated_to is None and not n.locked
                    and n.external_id is not None and str(n.external_id) not in existing}
-        vanished = sorted(missing & self._vanished_sightings)
-        self._vanished_sightings = missing
-        return vanished
+        return sorted(self._vanished_sightings.confirm(missing, requested_at, answered_at))
 
     def cleanup_leaked_images(self) -> dict[str, int]:
         """Delete cloud images tagged with our build and upload ids whose
-        upload records are gone, once seen leaked on two consecutive
-        passes (the builder calls this for the providers it uploads to)."""
-        resources = [Resource("image", i.id, dict(i.metadata or {}), i.name)
-                     for i in self.adapter.list_images()]
-        counts, self._image_leak_sightings = self._delete_leaked(
-            resources, self._image_leak_sightings)
+        upload records are gone, once two listings have shown them
+        leaked (the builder calls this for the providers it uploads to)."""
+        images, requested_at, answered_at = self._image_leak_sightings.look(
+            self.adapter.list_images)
+        resources = [Resource("image", i.id, dict(i.metadata or {}), i.name) for i in images]
+        counts = self._delete_leaked(resources, self._image_leak_sightings,
+                                     requested_at, answered_at)
         self._report_leaks(counts)
         return counts
 
-    def _delete_leaked(self, resources: list[Resource], sightings: set[tuple[str, str]]
-                       ) -> tuple[dict[str, int], set[tuple[str, str]]]:
-        """Delete the leaked resources already in ``sightings``; returns the
-        counts deleted and the sightings for the next pass."""
-        counts: dict[str, int] = {}
-        seen_now: set[tuple[str, str]] = set()
+    def _delete_leaked(self, resources: list[Resource],
+                       sightings: Sightings[tuple[str, str]],
+                       requested_at: float, answered_at: float) -> dict[str, int]:
+        """Record which of ``resources`` (one listing, requested and
+        answered at those monotonic times) are leaked, and delete those
+        an earlier listing showed leaked too; returns the counts deleted
+        by plural type name."""
+        leaked: dict[tuple[str, str], Resource] = {}
         for resource in resources:
             meta = resource.metadata or {}
             if meta.get(META_PROVIDER) != self.provider.name:
                 continue
-            if not self._is_leaked(resource.type, meta):
-                continue
-            key = (resource.type, resource.id)
-            seen_now.add(key)
-            if key not in sightings:
-                continue
+            if self._is_leaked(resource.type, meta):
+                leaked[(resource.type, resource.id)] = resource
+        counts: dict[str, int] = {}
+        for key in sorted(sightings.confirm(leaked, requested_at, answered_at)):
+            resource = leaked[key]
             log.info("Deleting leaked %s %s (%s) in %s", resource.type, resource.id,
                      resource.name, self.provider.name)
             try:
@@ -429,7 +441,7 @@ class AdapterProvider(Provider):
                 counts[resource.plural] = counts.get(resource.plural, 0) + 1
             except Exception:
                 log.exception("Could not delete leaked %s %s", resource.type, resource.id)
-        return counts, seen_now
+        return counts
 
     def _delete_image_quietly(self, external_id: str) -> None:
         try:

@@ -10,13 +10,15 @@ whoever deletes it:
 2. the provider releases the cloud resources (a server already gone
    counts as released);
 3. the record is removed;
-4. the provider's after-delete hook runs (a static provider registers its
-   host again there).
+4. the provider's after-delete hook runs.
 
-:func:`delete_with_own_provider` is the one-shot form the command line
-uses when no launcher may be running: it builds the node's provider from
-the local configuration through the driver registry, deletes, waits for
-the provider's follow-up work and stops the provider again.
+A registered endpoint's slot (a static host) is registered again by the
+launcher's registrar, which sees the record go.  :func:`delete_with_own_provider`
+is the one-shot form the command line uses when no launcher may be
+running: it builds the node's provider from the local configuration
+through the driver registry, deletes, waits for the provider's follow-up
+work (or registers the endpoint's slot again itself) and stops the
+provider again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import logging
 
 from nodepool.driver import Provider, ProviderConfig, registry
 from nodepool.driver.launch import NodeLogger
+from nodepool.driver.registrar import refill_after_delete
 from nodepool.exceptions import NodepoolError
 from nodepool.zk import ZooKeeper, models
 from nodepool.zk.models import Node
@@ -83,6 +86,8 @@ def delete_with_own_provider(zk: ZooKeeper, provider_config: ProviderConfig,
         except Exception as e:
             log.debug("Deleting node %s through %s failed", node.id, name, exc_info=True)
             raise DeleteFailed(_describe(e)) from e
+        if provider.registers_endpoints:
+            return refill_after_delete(zk, provider, node, settle_timeout)
         return provider.settle(settle_timeout)
     finally:
         _stop(provider, name)

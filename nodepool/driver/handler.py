@@ -57,7 +57,7 @@ class NodeRequestHandler:
         by us, ``pending``): keep its ready nodes, resume the launches of
         its half-built ones; the rest is filled as usual by ``poll()``."""
         self.log.info("Taking over from a launcher that is gone (nodes %s)",
-                      sorted(n.id for n in nodes))
+                      sorted(str(n.id) for n in nodes))
         free = list(range(len(self.request.node_types)))
         for cached in sorted(nodes, key=lambda n: n.id or ""):
             node = self.zk.try_lock_node(cached.id, blocking=True, timeout=10)

@@ -302,7 +302,7 @@ class Launch(Task):
             image_external_id=self.image_external_id, metadata={
                 META_PROVIDER: self.provider.provider.name,
                 META_POOL: self.pool.name,
-                META_NODE_ID: self.node.id,
+                META_NODE_ID: str(self.node.id),
             }, az=self.node.az, request=self.request, log=self.log)
 
     def _create(self) -> float:

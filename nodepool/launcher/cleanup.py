@@ -32,6 +32,7 @@ import threading
 import time
 from typing import Any
 
+from nodepool.launcher.worker import LauncherWorker
 from nodepool.zk import models
 from nodepool.zk.models import NodeRequest
 
@@ -41,10 +42,10 @@ REQUEST_LOCK_MAX_AGE = 8 * 3600
 ORPHAN_GRACE = 600.0
 
 
-class CleanupWorker(threading.Thread):
+class CleanupWorker(LauncherWorker):
     def __init__(self, launcher: Any, interval: float = 60.0,
                  orphan_grace: float = ORPHAN_GRACE) -> None:
-        super().__init__(name="CleanupWorker", daemon=True)
+        super().__init__("CleanupWorker")
         self.launcher = launcher
         self.interval = interval
         self.orphan_grace = orphan_grace
@@ -107,11 +108,8 @@ class CleanupWorker(threading.Thread):
                 continue
             if counts:
                 log.info("Provider %s: deleted leaked %s", name, counts)
-            vanished = getattr(provider, "vanished_nodes", None)
-            if vanished is None:
-                continue
             try:
-                for node_id in vanished(self.launcher.node_cache.items()):
+                for node_id in provider.vanished_nodes(self.launcher.node_cache.items()):
                     self._retire_vanished(node_id)
             except Exception:
                 log.exception("Could not check provider %s for vanished servers", name)
@@ -156,7 +154,7 @@ class CleanupWorker(threading.Thread):
         for request_id in zk.request_ids():
             if request_id in cached:
                 continue
-            got = zk._get(f"/nodepool/requests/{request_id}")
+            got = zk.get_raw_request(request_id)
             if got is None:
                 continue
             data, stat = got
@@ -169,8 +167,7 @@ class CleanupWorker(threading.Thread):
             failed = NodeRequest(request_id)
             failed.state = models.FAILED
             failed.created_time = time.time()
-            if zk.set_if_version(f"/nodepool/requests/{request_id}", failed.serialize(),
-                                 stat.version) is not None:
+            if zk.replace_request_if_version(failed, stat.version):
                 log.warning("Failed malformed node request %s: %s", request_id, reason)
         self._bad_requests_seen = seen
 

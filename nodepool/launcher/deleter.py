@@ -30,6 +30,7 @@ from typing import Any
 
 from nodepool.driver.deletion import delete_locked_node
 from nodepool.driver.launch import NodeLogger
+from nodepool.launcher.worker import LauncherWorker
 from nodepool.zk import models
 from nodepool.zk.models import Node
 
@@ -41,9 +42,9 @@ MAX_BACKOFF = 60.0
 INIT_GRACE = 30.0
 
 
-class DeletedNodeWorker(threading.Thread):
+class DeletedNodeWorker(LauncherWorker):
     def __init__(self, launcher: Any, interval: float = 5.0) -> None:
-        super().__init__(name="DeletedNodeWorker", daemon=True)
+        super().__init__("DeletedNodeWorker")
         self.launcher = launcher
         self.interval = interval
         self._wake = threading.Event()
@@ -51,6 +52,9 @@ class DeletedNodeWorker(threading.Thread):
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
         self._retry_after: dict[str, tuple[float, float]] = {}
+        # Monotonic time at which the latest completed pass began: every
+        # node the cache showed then has been looked at.
+        self.last_pass_started = float("-inf")
         self._executor = ThreadPoolExecutor(DELETE_THREADS,
                                             thread_name_prefix="NodeDeleter")
 
@@ -75,10 +79,13 @@ class DeletedNodeWorker(threading.Thread):
                 break
             if not self.launcher.zk_client.connected:
                 continue
+            started = time.monotonic()
             try:
                 self._pass()
             except Exception:
                 log.exception("Error in delete pass")
+            else:
+                self.last_pass_started = started
 
     # Deciding ----------------------------------------------------------------
 
@@ -186,7 +193,7 @@ class DeletedNodeWorker(threading.Thread):
         try:
             if node.state != models.READY or not node.allocated_to:
                 return
-            if zk.kazoo.exists(f"/nodepool/requests/{node.allocated_to}") is not None:
+            if zk.request_exists(node.allocated_to):
                 return
             NodeLogger(log, {"node": node.id}).info(
                 "Unallocating node from vanished request %s", node.allocated_to)

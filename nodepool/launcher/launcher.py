@@ -19,6 +19,7 @@ from typing import Any
 
 from nodepool import config as nodepool_config
 from nodepool.driver import registry
+from nodepool.driver.registrar import Registrar
 from nodepool.launcher.cleanup import CleanupWorker
 from nodepool.launcher.deleter import DeletedNodeWorker
 from nodepool.launcher.local_stats import LocalStatsWorker
@@ -26,6 +27,7 @@ from nodepool.launcher.min_ready import MinReady
 from nodepool.launcher.pool_worker import PoolWorker
 from nodepool.launcher.resume import LostRequests
 from nodepool.launcher.stats_worker import StatsWorker
+from nodepool.launcher.worker import LauncherWorker
 from nodepool.zk import ZooKeeper, ZooKeeperClient
 from nodepool.zk import client as zkclient
 from nodepool.zk.cache import (
@@ -43,7 +45,6 @@ from nodepool.zk.components import (
 
 log = logging.getLogger("nodepool.NodePool")
 
-COORDINATION_ROOT = "/nodepool/pool-coordination"
 
 
 class NodePool(threading.Thread):
@@ -63,7 +64,10 @@ class NodePool(threading.Thread):
         self.orphan_grace = orphan_grace
         self.hostname = hostname or socket.gethostname()
         self.config: Any = None
-        self.config_file = nodepool_config.ConfigFile(config_path, secure_path)
+        # Without ZooKeeper settings the launcher can do nothing: refuse
+        # such a file at start (and on reload) with a one-line reason.
+        self.config_file = nodepool_config.ConfigFile(
+            config_path, secure_path, check=nodepool_config.check_zookeeper)
         self.zk_client: ZooKeeperClient | None = None
         self.zk: Any = None
         self.node_cache: Any = None
@@ -73,6 +77,9 @@ class NodePool(threading.Thread):
         self.request_lock_cache: Any = None
         self.lost_requests = LostRequests(self)
         self.providers: dict[str, Any] = {}
+        # One per provider name whose provider registers endpoints (static
+        # hosts); outlives the provider objects a config reload replaces.
+        self.registrars: dict[str, Registrar] = {}
         self._provider_configs: dict[str, Any] = {}
         # Replaced providers finishing their launches in flight.
         self._retiring: list[Any] = []
@@ -81,7 +88,10 @@ class NodePool(threading.Thread):
         self._running = True
         self._wake = threading.Event()
         self.ready = False
-        self._workers: list[Any] = []
+        # Monotonic time at which the latest completed main pass (config
+        # reload, providers, min-ready) began: proof it has looked since.
+        self.last_pass_started = float("-inf")
+        self._workers: list[LauncherWorker] = []
         self.min_ready: MinReady | None = None
 
     # Public state ----------------------------------------------------------
@@ -113,6 +123,10 @@ class NodePool(threading.Thread):
             worker.stop()
         for worker in self._workers:
             worker.join(10)
+        for registrar in self.registrars.values():
+            registrar.stop()
+        for registrar in self.registrars.values():
+            registrar.join(10)
         for provider in list(self.providers.values()) + self._retiring:
             try:
                 provider.stop()
@@ -201,9 +215,11 @@ class NodePool(threading.Thread):
             self._running = False
             return
         while self._running:
+            started = time.monotonic()
             try:
                 self._main_pass()
                 self.ready = True
+                self.last_pass_started = started
             except Exception:
                 log.exception("Error in launcher main loop")
             self._wake.wait(self.watermark_sleep)
@@ -226,9 +242,7 @@ class NodePool(threading.Thread):
     def _on_node_change(self, key: str, old: Any, new: Any) -> None:
         self._wake_pools()
         for worker in self._workers:
-            notify = getattr(worker, "node_changed", None)
-            if notify is not None:
-                notify(key, old, new)
+            worker.node_changed(key, old, new)
         # Ready counts changed: min-ready may need a top-up.
         if (old is None or new is None or old.state != new.state
                 or old.allocated_to != new.allocated_to):
@@ -241,9 +255,7 @@ class NodePool(threading.Thread):
                 worker.session_lost()
         elif event == zkclient.CONNECTED:
             for worker in self._workers:
-                notify = getattr(worker, "reconnected", None)
-                if notify is not None:
-                    notify()
+                worker.reconnected()
             self._wake_pools()
             self._wake.set()
 
@@ -297,6 +309,7 @@ class NodePool(threading.Thread):
                 log.info("Started provider %s", name)
             self.providers[name] = provider
             self._provider_configs[name] = provider_config
+            self._serve_registration(name, provider)
         for old in list(self._retiring):
             if old.launches_in_flight() == 0:
                 self._retiring.remove(old)
@@ -305,11 +318,34 @@ class NodePool(threading.Thread):
                 except Exception:
                     log.exception("Error stopping replaced provider")
 
+    def _serve_registration(self, name: str, provider: Any) -> None:
+        """Hand a (new) provider to its registrar, starting or stopping
+        the registrar as the provider does or does not register endpoints."""
+        registrar = self.registrars.get(name)
+        if not provider.registers_endpoints:
+            if registrar is not None:
+                self._stop_registrar(name)
+            return
+        if registrar is None:
+            registrar = Registrar(name, self.zk, self.node_cache, identifier=self.hostname)
+            registrar.serve(provider)
+            registrar.start()
+            self.registrars[name] = registrar
+        else:
+            registrar.serve(provider)
+
+    def _stop_registrar(self, name: str) -> None:
+        registrar = self.registrars.pop(name, None)
+        if registrar is not None:
+            registrar.stop()
+            registrar.join(10)
+
     def _stop_provider(self, name: str) -> None:
         for key in [k for k, w in self.pool_workers.items() if w.provider_name == name]:
             worker = self.pool_workers.pop(key)
             worker.stop()
             worker.join(10)
+        self._stop_registrar(name)
         provider = self.providers.pop(name)
         self._provider_configs.pop(name, None)
         try:
@@ -371,8 +407,8 @@ class NodePool(threading.Thread):
         if not peers:
             yield False
             return
-        lock = self.zk.kazoo.Lock(
-            f"{COORDINATION_ROOT}/{worker.provider_name}/{worker.pool_name}", worker.id)
+        lock = self.zk.pool_coordination_lock(worker.provider_name, worker.pool_name,
+                                              worker.id)
         if not lock.acquire(timeout=30):
             yield False
             return

@@ -22,17 +22,18 @@ import threading
 from typing import Any
 
 from nodepool import stats as statsmod
+from nodepool.launcher.worker import LauncherWorker
 
 log = logging.getLogger("nodepool.LocalStats")
 
 INTERVAL = 10.0
 
 
-class LocalStatsWorker(threading.Thread):
+class LocalStatsWorker(LauncherWorker):
     """Sends this launcher's ZooKeeper queue sizes periodically."""
 
     def __init__(self, launcher: Any, interval: float = INTERVAL) -> None:
-        super().__init__(name="LocalStatsWorker", daemon=True)
+        super().__init__("LocalStatsWorker")
         self.launcher = launcher
         self.interval = interval
         self._stop_event = threading.Event()

@@ -70,6 +70,11 @@ class PoolWorker(threading.Thread):
             thread_name_prefix=f"RequestStarter.{provider_name}-{pool_name}")
         self._stop_deadline = 0.0
         self._last_stats = 0.0
+        # Monotonic time at which the latest completed pass began: the
+        # worker has looked at every request (and node) its caches showed
+        # then.  Proof for whoever must know it has looked (a debugger, a
+        # test asserting that a request is left waiting).
+        self.last_pass_started = float("-inf")
         self.component = PoolComponent(launcher.hostname)
         self.component.id = self.id
         self.component.name = pool_name
@@ -118,11 +123,14 @@ class PoolWorker(threading.Thread):
                 break
             if not self.zk.zk_client.connected:
                 continue
+            started = time.monotonic()
             try:
                 self._pass()
             except Exception:
                 self.log.exception("Error in pool worker pass")
                 time.sleep(0.5)
+            else:
+                self.last_pass_started = started
         self._starter.shutdown(wait=True)
         # Draining: no new requests, but let accepted ones finish.
         while (any(h.launches for h in self.handlers)

@@ -24,6 +24,7 @@ import queue
 import threading
 from typing import Any
 
+from nodepool.launcher.worker import LauncherWorker
 from nodepool.zk import ZKLockException, models
 from nodepool.zk.models import Node, NodeRequest
 
@@ -32,11 +33,11 @@ log = logging.getLogger("nodepool.LostRequests")
 _STOP = object()
 
 
-class LostRequests(threading.Thread):
+class LostRequests(LauncherWorker):
     """Event-driven take-over of lost requests (one per launcher)."""
 
     def __init__(self, launcher: Any) -> None:
-        super().__init__(name="LostRequests", daemon=True)
+        super().__init__("LostRequests")
         self.launcher = launcher
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._queued: set[str] = set()

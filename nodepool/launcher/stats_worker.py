@@ -18,16 +18,16 @@ from collections.abc import Iterable
 from typing import Any
 
 from nodepool import stats as statsmod
+from nodepool.launcher.worker import LauncherWorker
 from nodepool.zk import models
 
 log = logging.getLogger("nodepool.StatsWorker")
 
-ELECTION_PATH = "/nodepool/elections/stats"
 
 
-class StatsWorker(threading.Thread):
+class StatsWorker(LauncherWorker):
     def __init__(self, launcher: Any, interval: float = 5.0) -> None:
-        super().__init__(name="StatsWorker", daemon=True)
+        super().__init__("StatsWorker")
         self.launcher = launcher
         self.interval = interval
         self._running = True
@@ -53,7 +53,7 @@ class StatsWorker(threading.Thread):
         identifier = f"{self.launcher.hostname}-{os.getpid()}"
         while self._running:
             try:
-                self._election = self.launcher.zk.kazoo.Election(ELECTION_PATH, identifier)
+                self._election = self.launcher.zk.election("stats", identifier)
                 self._election.run(self._lead)
             except Exception:
                 if self._running:

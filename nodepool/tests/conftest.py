@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
@@ -51,6 +52,48 @@ class ZKInfo:
 
     def client(self) -> ZooKeeperClient:
         return ZooKeeperClient(self.hosts, self.cert, self.key, self.ca, timeout=10)
+
+
+# -- Skips fail the run in CI ----------------------------------------------
+#
+# A skipped test proves nothing, and a test that skips because its host
+# lacks something (network, a tool) skips silently for ever.  CI (and
+# tools/run-tests) therefore runs with --fail-on-skip: the skip reasons are
+# listed and the run fails.
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fail-on-skip", action="store_true",
+        default=os.environ.get("NODEPOOL_FAIL_ON_SKIP", "") not in ("", "0"),
+        help="fail the run if any test is skipped (also NODEPOOL_FAIL_ON_SKIP=1); "
+             "tools/run-tests sets it")
+
+
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # With pytest-xdist this runs in the controller for every worker's
+    # reports too.
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if (_skipped and session.config.getoption("fail_on_skip")
+            and exitstatus == pytest.ExitCode.OK):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int,
+                            config: pytest.Config) -> None:
+    if _skipped and config.getoption("fail_on_skip"):
+        terminalreporter.write_sep(
+            "=", f"{len(_skipped)} skipped test(s) fail this run (--fail-on-skip)",
+            red=True)
+        for nodeid in _skipped:
+            terminalreporter.write_line(f"SKIPPED {nodeid}")
 
 
 def _admin_client() -> KazooClient:

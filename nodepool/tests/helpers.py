@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
 from kazoo.client import KazooClient
+from kazoo.protocol.states import EventType, WatchedEvent
 from kazoo.recipe.lock import Lock
 
 from nodepool.zk import models
+from nodepool.zk.watch import WatchingKazooClient
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0,
@@ -25,6 +28,51 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or predicate}")
         time.sleep(interval)
+
+
+def wait_for_pass(worker: Any, timeout: float = 20.0, what: str | None = None) -> None:
+    """Wait until ``worker`` has completed a pass that began after this
+    call, so it has looked at everything that was true before the call.
+
+    ``worker`` is any daemon thread with ``last_pass_started`` (monotonic
+    time the latest completed pass began); it is woken first if it has a
+    ``wake()``.  This is the proof a test needs before asserting that the
+    daemon did *not* do something.
+    """
+    since = time.monotonic()
+    wake = getattr(worker, "wake", None)
+    if wake is not None:
+        wake()
+    wait_for(lambda: worker.last_pass_started >= since, timeout,
+             what=what or f"a pass of {getattr(worker, 'name', worker)}")
+
+
+def wait_for_pool_passes(launcher: Any, request_id: str | None = None,
+                         timeout: float = 20.0) -> None:
+    """Wait until every pool worker of ``launcher`` has looked at the open
+    requests: first until its request cache shows ``request_id`` (when
+    given), then for a pass of each worker begun after that."""
+    if request_id is not None:
+        wait_for(lambda: launcher.request_cache.get(request_id) is not None, timeout,
+                 what=f"request {request_id} in the launcher's cache")
+    for worker in list(launcher.pool_workers.values()):
+        wait_for_pass(worker, timeout)
+
+
+def assert_request_waits(zuul: FakeZuul, launcher: Any, request_id: str) -> None:
+    """Assert that every pool of ``launcher`` has looked at the request and
+    left it waiting: neither taken (no handler, still ``requested``) nor
+    declined."""
+    wait_for_pool_passes(launcher, request_id)
+    for worker in list(launcher.pool_workers.values()):
+        # A pass accepts by starting a handler; its thread marks the
+        # request pending only later.
+        assert request_id not in {h.request.id for h in list(worker.handlers)}, (
+            f"{worker.name} took request {request_id}")
+    request = zuul.request(request_id)
+    assert request is not None, f"request {request_id} is gone"
+    assert request["state"] == "requested", request
+    assert not request.get("declined_by"), request
 
 
 class FakeZuul:
@@ -91,9 +139,18 @@ class FakeZuul:
         return wait_for(done, timeout, what=f"request {request_id} in {states}")
 
     def write_node(self, node_id: str, **changes: Any) -> None:
+        """Write a node record the way Zuul's ``storeNode`` does: every key
+        read back (Zuul keeps them all), the keys Zuul always writes, and
+        a new ``state_time`` whenever a state is set: Zuul's Node.state
+        setter stamps it, on every in-use, used and hold write."""
         data = self.node(node_id)
+        assert data is not None, f"node {node_id} is gone"
+        for key in ("hold_job", "comment", "user_data", "tenant_name", "requestor"):
+            data.setdefault(key, None)
         data.update(changes)
         data["id"] = node_id
+        if "state" in changes:
+            data["state_time"] = time.time()
         self.client.set(f"/nodepool/nodes/{node_id}", json.dumps(data).encode())
 
     def lock_node(self, node_id: str, timeout: float = 30) -> None:
@@ -108,9 +165,10 @@ class FakeZuul:
         """What Zuul's executor does on fulfilment: check, lock, in-use,
         delete the request."""
         request = self.request(request_id)
+        assert request is not None, f"request {request_id} is gone"
         nodes = request["nodes"]
         for node_id in nodes:
-            assert self.node(node_id)["allocated_to"] == request_id
+            assert (self.node(node_id) or {}).get("allocated_to") == request_id
             self.lock_node(node_id)
             self.write_node(node_id, state=models.IN_USE,
                             user_data={"zuul_system": self.system_id})
@@ -119,7 +177,7 @@ class FakeZuul:
 
     def return_nodes(self, node_ids: list[str], state: str = models.USED) -> None:
         for node_id in node_ids:
-            if self.node(node_id)["state"] == models.IN_USE:
+            if (self.node(node_id) or {}).get("state") == models.IN_USE:
                 self.write_node(node_id, state=state)
             self.unlock_node(node_id)
 
@@ -128,6 +186,67 @@ class FakeZuul:
             self.client.delete(f"/nodepool/requests/{request_id}")
         except Exception:
             pass
+
+
+class NodeRecordWatch:
+    """Every node record as it changes, seen through a persistent recursive
+    watch on a session of its own (an observer, not a poller: ZooKeeper
+    delivers each creation and deletion in order, so ``most`` is exactly
+    the most records that ever existed at once).
+
+    ``allocations`` maps each node id to every request it was seen
+    allocated to; the record is read after each change it had.
+    """
+
+    ROOT = "/nodepool/nodes"
+
+    def __init__(self, zk_info: Any) -> None:
+        self.client = WatchingKazooClient(hosts=zk_info.hosts, use_ssl=True,
+                                          certfile=zk_info.cert, keyfile=zk_info.key,
+                                          ca=zk_info.ca)
+        self.client.start(timeout=10)
+        self._lock = threading.Lock()
+        self.live: set[str] = set()
+        self.most = 0
+        self.allocations: dict[str, set[str]] = {}
+        self.client.ensure_path(self.ROOT)
+        self.client.add_recursive_watch(self.ROOT, self._on_event)
+        for node_id in self.client.get_children(self.ROOT):
+            self._created(node_id)
+
+    def close(self) -> None:
+        self.client.stop()
+        self.client.close()
+
+    def _created(self, node_id: str) -> None:
+        with self._lock:
+            self.live.add(node_id)
+            self.most = max(self.most, len(self.live))
+        self.client.get_async(f"{self.ROOT}/{node_id}").rawlink(
+            lambda result: self._on_data(node_id, result))
+
+    def _on_event(self, event: WatchedEvent) -> None:
+        node_id = event.path[len(self.ROOT) + 1:]
+        if not event.path.startswith(self.ROOT + "/") or "/" in node_id:
+            return  # the root itself, or a lock under a node
+        if event.type == EventType.CREATED:
+            self._created(node_id)
+        elif event.type == EventType.DELETED:
+            with self._lock:
+                self.live.discard(node_id)
+        elif event.type == EventType.CHANGED:
+            self.client.get_async(event.path).rawlink(
+                lambda result: self._on_data(node_id, result))
+
+    def _on_data(self, node_id: str, result: Any) -> None:
+        try:
+            data, _ = result.get()
+            request = json.loads(data).get("allocated_to")
+        except Exception:
+            return  # deleted meanwhile, or not a record
+        if request:
+            with self._lock:
+                self.allocations.setdefault(node_id, set()).add(request)
 
 
 def fake_config(zk_info: Any, *, labels: list[dict] | None = None, pools: str | None = None,

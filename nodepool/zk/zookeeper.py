@@ -36,6 +36,13 @@ REQUEST_LOCK_ROOT = f"{ROOT}/requests-lock"
 IMAGE_ROOT = f"{ROOT}/images"
 COMPONENT_ROOT = f"{ROOT}/components"
 ELECTION_ROOT = f"{ROOT}/elections"
+# Ours, not upstream's: locks that keep several of our launchers (or
+# builders) from making the same decision at once.
+POOL_COORDINATION_ROOT = f"{ROOT}/pool-coordination"
+BUILDER_COORDINATION_ROOT = f"{ROOT}/builder-coordination"
+# Ours, not upstream's: one lock per provider whose nodes are registered
+# rather than launched (static hosts), see lock_registration().
+REGISTRATION_ROOT = f"{ROOT}/registration"
 
 # kazoo's Lock recipe names contenders "<uuid hex>__lock__<seq10>".
 LOCK_MARKER = "__lock__"
@@ -77,6 +84,10 @@ def upload_path(image: str, build_id: str, provider: str,
                 upload_id: str | None = None) -> str:
     base = f"{build_path(image, build_id)}/providers/{provider}/images"
     return f"{base}/{upload_id}" if upload_id else base
+
+
+def registration_lock_path(provider: str) -> str:
+    return f"{REGISTRATION_ROOT}/{provider}"
 
 
 def is_lock_child(name: str) -> bool:
@@ -159,11 +170,21 @@ class ZooKeeper:
             except NoNodeError:
                 yield []
 
-    def _delete_recursive(self, path: str) -> None:
-        try:
-            self.kazoo.delete(path, recursive=True)
-        except NoNodeError:
-            pass
+    def _delete_recursive(self, path: str, attempts: int = 5) -> None:
+        # Another process may try to lock a record while its tree is being
+        # removed (a launcher's deleter seeing a node that ``nodepool
+        # delete --now`` is deleting), adding a lock contender behind the
+        # recursive delete's back.  That attempt fails once the tree is
+        # gone, so the delete is simply tried again.
+        for attempt in range(attempts):
+            try:
+                self.kazoo.delete(path, recursive=True)
+                return
+            except NoNodeError:
+                return
+            except NotEmptyError:
+                if attempt == attempts - 1:
+                    raise
 
     # Locks -------------------------------------------------------------
 
@@ -713,6 +734,22 @@ class ZooKeeper:
     def unlock(self, lock: Lock | None) -> None:
         self._release(lock)
 
+    # Registered nodes (static hosts) ---------------------------------------
+
+    def lock_registration(self, provider: str, timeout: float | None = None,
+                          identifier: str | None = None) -> Lock:
+        """Take the registration lock of ``provider`` (blocking up to
+        ``timeout`` seconds; ZKLockException when it cannot be had).
+
+        Every process that registers node records for a provider's
+        endpoints (launchers, ``nodepool delete --now``) holds it while it
+        compares the records with the endpoints' slots and writes, so two
+        of them never fill one slot twice.  Only the comparison and the
+        writes happen under it, never a contact with an endpoint.  The
+        lock is ephemeral: it goes with the holder's session.
+        """
+        return self._lock(registration_lock_path(provider), True, timeout, identifier)
+
     # Versioned raw writes (used by component records) ------------------
 
     def set_if_version(self, path: str, data: bytes, version: int) -> int | None:
@@ -721,3 +758,83 @@ class ZooKeeper:
             return self.kazoo.set(path, data, version=version).version
         except (BadVersionError, NoNodeError):
             return None
+
+    # Raw records (for data this version cannot parse) ---------------------
+
+    def get_raw_node(self, node_id: str) -> tuple[bytes, Any] | None:
+        """(data, stat) of a node znode, None if it does not exist."""
+        return self._get(node_path(node_id))
+
+    def get_raw_request(self, request_id: str) -> tuple[bytes, Any] | None:
+        """(data, stat) of a request znode, None if it does not exist."""
+        return self._get(request_path(request_id))
+
+    def replace_request_if_version(self, request: NodeRequest, version: int) -> bool:
+        """Overwrite a request znode (whatever it held) with ``request``
+        if it is unchanged since ``version``."""
+        return self.set_if_version(request_path(_id(request)), request.serialize(),
+                                   version) is not None
+
+    def watch_request(self, request_id: str, watch: Any) -> bytes | None:
+        """The request's data, with a one-shot ``watch(event)`` on its next
+        change; None (and no watch) if it does not exist."""
+        try:
+            data, _ = self.kazoo.get(request_path(request_id), watch=watch)
+        except NoNodeError:
+            return None
+        return data
+
+    def image_exists(self, image: str) -> bool:
+        return self.kazoo.exists(image_path(image)) is not None
+
+    def erase_uploads(self, image: str, build_id: str, provider: str) -> None:
+        """Remove every upload record of ``provider`` for a build (``nodepool
+        erase``)."""
+        try:
+            self.kazoo.delete(f"{build_path(image, build_id)}/providers/{provider}",
+                              recursive=True)
+        except NoNodeError:
+            pass
+
+    # Coordination (ours) ---------------------------------------------------
+
+    def pool_coordination_lock(self, provider: str, pool: str, identifier: str) -> Lock:
+        """A lock (not yet taken) serialising capacity decisions of the
+        launchers serving one provider pool."""
+        return self.kazoo.Lock(f"{POOL_COORDINATION_ROOT}/{provider}/{pool}", identifier)
+
+    def leaked_image_cleanup_lock(self, provider: str, identifier: str) -> Lock:
+        """A lock (not yet taken) so one builder at a time cleans up a
+        provider's leaked images."""
+        return self.kazoo.Lock(
+            f"{BUILDER_COORDINATION_ROOT}/leaked-images/{provider}", identifier)
+
+    def election(self, name: str, identifier: str) -> Any:
+        """kazoo's Election recipe at ``/nodepool/elections/<name>``."""
+        return self.kazoo.Election(f"{ELECTION_ROOT}/{name}", identifier)
+
+    # Image data export and import --------------------------------------------
+
+    def advance_upload_sequence(self, image: str, build_id: str, provider: str,
+                                number: int, keep: set[str]) -> None:
+        """Make the provider's next upload id higher than ``number`` (the
+        sequence counter lives in the parent znode), deleting the
+        placeholder znodes this creates unless their path is in ``keep``."""
+        parent = upload_path(image, build_id, provider, "x").rsplit("/", 1)[0]
+        for _ in range(number):
+            created = self.kazoo.create(parent + "/", b"", sequence=True, makepath=True)
+            if created not in keep:
+                self.kazoo.delete(created)
+
+    def write_image_record(self, path: str, payload: bytes) -> None:
+        """Create or overwrite an image record (build, upload or pause flag)
+        at ``path``, which must be under the image root."""
+        if not path.startswith(IMAGE_ROOT + "/"):
+            raise ValueError(f"{path} is not an image record")
+        if self.kazoo.exists(path):
+            self.kazoo.set(path, payload)
+            return
+        try:
+            self.kazoo.create(path, payload, makepath=True)
+        except NodeExistsError:
+            self.kazoo.set(path, payload)

@@ -17,6 +17,10 @@ class FakeProviderConfig(OpenStackProviderConfig):
         # define fake-vhd etc.), qcow2 otherwise.
         return super().image_format(diskimage_name)
 
+    def check_environment(self) -> None:
+        """The fake cloud lives in this process: unlike upstream's fake
+        driver, it needs no clouds.yaml entry."""
+
 
 class FakeDriver(OpenStackDriver):
     name = "fake"

@@ -37,13 +37,13 @@ class FakeCreate(CreateOperation):
         if self.step == "start":
             label = self.spec.label
             try:
-                server = cloud.create_server(
+                created = cloud.create_server(
                     self.spec.hostname, self.adapter.flavor(label), self.spec.image_external_id,
                     self.spec.metadata, self.spec.az,
                     volume_gb=label.volume_size if label.boot_from_volume else 0)
             except FakeQuotaError as e:
                 raise QuotaException(str(e)) from e
-            self.external_id = server.id
+            self.external_id = created.id
             self.step = "booting"
         server = cloud.get_server(self.external_id)
         if server is None:

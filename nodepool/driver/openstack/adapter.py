@@ -227,10 +227,10 @@ class OpenStackAdapter(Adapter):
             raise LaunchStatusException(f"server {server_id} disappeared")
         return server
 
-    def _listing(self, newer_than: float | None = None) -> tuple[dict[str, Any], float]:
+    def _listing(self, requested_after: float | None = None) -> tuple[dict[str, Any], float]:
         """The shared server listing (see :mod:`nodepool.driver.listing`)."""
         try:
-            return self.servers.get(newer_than)
+            return self.servers.get(requested_after)
         except Exception as e:
             raise translate(e, "listing servers", self.cloud) from e
 
@@ -390,10 +390,12 @@ class OpenStackAdapter(Adapter):
     # Leaks ----------------------------------------------------------------
 
     def list_resources(self) -> list[Resource]:
-        """Our servers.  Uploaded images are the builder's to clean up;
-        it finds them through :meth:`list_images`."""
+        """Our servers, from a listing requested since this call (shared
+        with waiting launches, as any other).  Uploaded images are the
+        builder's to clean up; it finds them through :meth:`list_images`."""
+        servers, _ = self.servers.get(requested_after=time.monotonic())
         return [Resource("instance", s.id, dict(s.metadata), s.name)
-                for s in self.servers.get()[0].values()
+                for s in servers.values()
                 if META_PROVIDER in (s.metadata or {})]
 
     def delete_resource(self, resource: Resource) -> None:

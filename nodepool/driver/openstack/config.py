@@ -8,41 +8,46 @@ from typing import Any
 
 import voluptuous as v
 
-from nodepool.driver import ConfigLabel, ConfigPool, ConfigValue, Driver, ProviderConfig
+from nodepool.driver import (
+    ConfigLabel,
+    ConfigPool,
+    Driver,
+    LabelImage,
+    ProviderConfig,
+)
+from nodepool.driver import ProviderDiskImage as BaseProviderDiskImage
 from nodepool.driver.quota import QuotaInformation
 from nodepool.exceptions import ConfigError
 
 
-class ProviderDiskImage(ConfigValue):
+class ProviderDiskImage(BaseProviderDiskImage):
     """A diskimage as this provider uses it (uploads)."""
 
     def __init__(self, d: Mapping[str, Any]) -> None:
-        self.name: str = d["name"]
-        self.pause: bool = d.get("pause", False)
+        super().__init__(d["name"])
+        self.pause = d.get("pause", False)
         self.config_drive: bool | None = d.get("config-drive")
-        self.meta: dict[str, Any] = d.get("meta") or {}
-        self.connection_type: str = d.get("connection-type", "ssh")
-        self.connection_port: int = d.get(
+        self.meta = d.get("meta") or {}
+        self.connection_type = d.get("connection-type", "ssh")
+        self.connection_port = d.get(
             "connection-port", 5986 if self.connection_type == "winrm" else 22)
-        # Filled from the top-level diskimage during load.
-        self.username: str = "zuul"
-        self.python_path: str = "auto"
-        self.shell_type: str | None = None
+        # username, python_path and shell_type come from the top-level
+        # diskimage during load.
 
 
-class ProviderCloudImage(ConfigValue):
+class ProviderCloudImage(LabelImage):
     """An image that already exists in the cloud."""
 
     def __init__(self, d: Mapping[str, Any]) -> None:
-        self.name: str = d["name"]
+        super().__init__(d["name"])
         self.image_id: str | None = d.get("image-id")
         self.image_name: str | None = d.get("image-name")
         self.config_drive: bool | None = d.get("config-drive")
-        self.username: str = d.get("username", "zuul")
-        self.python_path: str = d.get("python-path", "auto")
-        self.shell_type: str | None = d.get("shell-type")
-        self.connection_type: str = d.get("connection-type", "ssh")
-        self.connection_port: int = d.get(
+        self.username = d.get("username", "zuul")
+        self.python_path = d.get("python-path", "auto")
+        self.shell_type = d.get("shell-type")
+        self.connection_type = d.get("connection-type", "ssh")
+        self.connection_port = d.get(
             "connection-port", 5986 if self.connection_type == "winrm" else 22)
 
     @property
@@ -54,8 +59,8 @@ class ProviderCloudImage(ConfigValue):
 class OpenStackLabel(ConfigLabel):
     def __init__(self, d: Mapping[str, Any], pool: OpenStackPool) -> None:
         super().__init__(d["name"], pool)
-        self.diskimage: ProviderDiskImage | None = None
-        self.cloud_image: ProviderCloudImage | None = None
+        # diskimage (ProviderDiskImage) and cloud_image (ProviderCloudImage)
+        # are set during load.
         self.min_ram: int | None = d.get("min-ram")
         self.flavor_name: str | None = d.get("flavor-name")
         self.key_name: str | None = d.get("key-name")
@@ -68,12 +73,6 @@ class OpenStackLabel(ConfigLabel):
         self.userdata: str | None = d.get("userdata")
         self.networks: list[str] = d.get("networks") or list(pool.networks)
         self.host_key_checking: bool = d.get("host-key-checking", pool.host_key_checking)
-
-    @property
-    def image(self) -> ProviderDiskImage | ProviderCloudImage:
-        image = self.diskimage or self.cloud_image
-        assert image is not None
-        return image
 
 
 class OpenStackPool(ConfigPool):
@@ -203,25 +202,26 @@ class OpenStackProviderConfig(ProviderConfig):
         self.post_upload_hook: str | None = provider.get("post-upload-hook")
         self.clean_floating_ips: bool = provider.get("clean-floating-ips", False)
         self.port_cleanup_interval: int = provider.get("port-cleanup-interval", 600)
-        self.diskimages: dict[str, ProviderDiskImage] = {
+        self.diskimages: dict[str, BaseProviderDiskImage] = {
             d["name"]: ProviderDiskImage(d) for d in provider.get("diskimages") or []}
         self.cloud_images: dict[str, ProviderCloudImage] = {
             d["name"]: ProviderCloudImage(d) for d in provider.get("cloud-images") or []}
         for pool in provider.get("pools") or []:
             self.pools[pool["name"]] = OpenStackPool(pool, self)
+        self._load_warnings: list[str] = []
 
     def load(self, config: Any) -> None:
-        errors = []
-        for name, image in self.diskimages.items():
+        errors: list[str] = []
+        self._load_warnings = []
+        for name in self.diskimages:
             top = config.diskimages.get(name)
             if top is None:
                 errors.append(f"diskimage {name!r} is not defined under the top-level "
                               "diskimages")
-                continue
-            image.username = top.username
-            image.python_path = top.python_path
-            image.shell_type = top.shell_type
-            top.image_types.add(self.image_format(name) or "qcow2")
+            elif top.abstract:
+                errors.append(f"diskimage {name!r} is abstract (only a parent for other "
+                              "diskimages, never built); name a diskimage that inherits "
+                              "from it")
         seen_pools: set[str] = set()
         for pool_dict in self._raw.get("pools") or []:
             if pool_dict["name"] in seen_pools:
@@ -233,13 +233,7 @@ class OpenStackProviderConfig(ProviderConfig):
                 raw = next(lbl for lbl in (self._pool_raw(pool.name).get("labels") or [])
                            if lbl["name"] == label.name)
                 if "diskimage" in raw:
-                    disk_image = self.diskimages.get(raw["diskimage"])
-                    if disk_image is None:
-                        errors.append(
-                            f"pool {pool.name!r} label {label.name!r} uses diskimage "
-                            f"{raw['diskimage']!r}, which this provider's diskimages "
-                            "do not list")
-                    label.diskimage = disk_image
+                    self._attach_diskimage(config, pool, label, raw["diskimage"], errors)
                 else:
                     cloud_image = self.cloud_images.get(raw["cloud-image"])
                     if cloud_image is None:
@@ -250,7 +244,57 @@ class OpenStackProviderConfig(ProviderConfig):
                     label.cloud_image = cloud_image
         if errors:
             raise ConfigError("; ".join(errors))
+        for name, image in self.diskimages.items():
+            top = config.diskimages[name]
+            image.username = top.username
+            image.python_path = top.python_path
+            image.shell_type = top.shell_type
+            top.image_types.add(self.image_format(name) or "qcow2")
         self._register_pools(config)
+
+    def _attach_diskimage(self, config: Any, pool: ConfigPool, label: OpenStackLabel,
+                          name: str, errors: list[str]) -> None:
+        """Point a label at its diskimage the way upstream's loader does:
+        by the top-level diskimages.  One this provider's ``diskimages``
+        do not list loads, but is never uploaded here, so its requests are
+        declined ("image not available"): that is worth a warning."""
+        top = config.diskimages.get(name)
+        if top is None or top.abstract:
+            what = "is abstract (never built)" if top is not None else (
+                "is not defined under the top-level diskimages")
+            errors.append(f"pool {pool.name!r} label {label.name!r} uses diskimage "
+                          f"{name!r}, which {what}")
+            return
+        image = self.diskimages.get(name)
+        if image is None:
+            image = ProviderDiskImage({"name": name})
+            image.username = top.username
+            image.python_path = top.python_path
+            image.shell_type = top.shell_type
+            self._load_warnings.append(
+                f"pool {pool.name!r} label {label.name!r} uses diskimage {name!r}, which "
+                "this provider's diskimages do not list: it is never uploaded to this "
+                f"provider, so requests for {label.name!r} are declined here until "
+                f"{name!r} is added to the provider's diskimages")
+        label.diskimage = image
+
+    def check_environment(self) -> None:
+        """The cloud must be in clouds.yaml (as upstream's loader requires)."""
+        from nodepool.driver.openstack import cloud_config
+        try:
+            cloud_config.cloud_region(self.cloud, self.region_name)
+        except Exception as e:
+            found = cloud_config.loader().config_filename
+            where = (f"the clouds.yaml in use is {found}" if found else
+                     "no clouds.yaml was found (OS_CLIENT_CONFIG_FILE, ./clouds.yaml, "
+                     "~/.config/openstack/clouds.yaml, /etc/openstack/clouds.yaml)")
+            region = f" region {self.region_name!r}" if self.region_name else ""
+            raise ConfigError(
+                f"cloud {self.cloud!r}{region} cannot be used: {e} ({where}); add the "
+                "cloud to clouds.yaml or fix the provider's cloud/region-name") from e
+
+    def load_warnings(self) -> list[str]:
+        return list(self._load_warnings)
 
     def _pool_raw(self, name: str) -> Mapping[str, Any]:
         for pool in self._raw.get("pools") or []:

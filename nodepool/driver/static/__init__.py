@@ -20,4 +20,5 @@ class StaticDriver(Driver):
 
     def getProvider(self, provider_config: ProviderConfig) -> Provider:
         from nodepool.driver.static.provider import StaticProvider
+        assert isinstance(provider_config, StaticProviderConfig)
         return StaticProvider(provider_config)

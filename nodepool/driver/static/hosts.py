@@ -1,41 +1,27 @@
-"""Talking to static hosts: host-key scans, liveness checks, health.
+"""Talking to static hosts: TCP checks, host-key scans and comparison.
 
 A static host is somebody else's machine: it may be rebooting, firewalled
-or reinstalled (new host keys) at any moment.  Each host's health is kept
-on its own, so one that hangs or refuses never holds up the others
-(OPERATORS.md row 20), and its problems are logged when they start and
-when they end, not on every retry.
+or reinstalled (new host keys) at any moment.  A failed check raises
+:class:`HostProblem`; the framework's registrar keeps each host's health
+and retries it with a backoff (:mod:`nodepool.driver.registration`).
 """
 
 from __future__ import annotations
 
-import logging
 import socket
-import time
-from typing import Any
 
 from nodepool.driver import nodescan
+from nodepool.driver.registration import EndpointProblem
+from nodepool.driver.static.config import StaticHost
 from nodepool.exceptions import LaunchKeyscanException
 
-log = logging.getLogger("nodepool.driver.static")
-
-# Retry delays for a host that is unreachable or offers the wrong keys.
-INITIAL_BACKOFF = 1.0
-MAX_BACKOFF = 30.0
-
-UP = "up"
-UNKNOWN = "unknown"
 UNREACHABLE = "unreachable"
 KEY_MISMATCH = "host-key-mismatch"
 
 
-class HostProblem(Exception):
+class HostProblem(EndpointProblem):
     """The host must not be offered; ``kind`` is UNREACHABLE or
     KEY_MISMATCH and the message says why."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 def normalize_key(key: str) -> str:
@@ -44,12 +30,12 @@ def normalize_key(key: str) -> str:
     return " ".join(key.split()[:2])
 
 
-def uses_ssh(host: Any) -> bool:
+def uses_ssh(host: StaticHost) -> bool:
     """Whether the host's connection type has SSH host keys."""
     return host.connection_type in nodescan.SSH_TYPES
 
 
-def tcp_check(host: Any, timeout: float | None = None) -> None:
+def tcp_check(host: StaticHost, timeout: float | None = None) -> None:
     """Open and close a TCP connection to the host's connection port.
     Raises HostProblem(UNREACHABLE) when that fails within the timeout."""
     limit = host.timeout if timeout is None else timeout
@@ -60,7 +46,7 @@ def tcp_check(host: Any, timeout: float | None = None) -> None:
                           f"{host.connection_port}: {e or type(e).__name__}") from e
 
 
-def check_host(host: Any) -> list[str]:
+def check_host(host: StaticHost) -> list[str]:
     """Contact the host as its configuration asks; return the host keys to
     record on its nodes.
 
@@ -92,43 +78,3 @@ def check_host(host: Any) -> list[str]:
                           f"{host.name} port {host.connection_port} offers ({types})")
     return keys
 
-
-class HostHealth:
-    """What was last learned about one host and when to ask it again.
-
-    Shared by the provider objects that succeed one another when the
-    configuration changes, so a new one does not start by hammering a
-    host the old one already knew to be down.
-    """
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.state = UNKNOWN
-        self.reason: str | None = None
-        self.backoff = 0.0
-        self.next_try = 0.0
-
-    def due(self, now: float | None = None) -> bool:
-        return (time.monotonic() if now is None else now) >= self.next_try
-
-    def record_ok(self) -> None:
-        if self.state not in (UP, UNKNOWN):
-            log.info("Static host %s answers again; offering it", self.label)
-        self.state = UP
-        self.reason = None
-        self.backoff = 0.0
-        self.next_try = 0.0
-
-    def record_problem(self, problem: HostProblem) -> None:
-        """Back off; log only when the kind of problem changes."""
-        if self.state != problem.kind:
-            log.warning("Static host %s is not offered: %s (retrying with a backoff "
-                        "of up to %.0f s)", self.label, problem, MAX_BACKOFF)
-        self.state = problem.kind
-        self.reason = str(problem)
-        self.backoff = min(MAX_BACKOFF, self.backoff * 2 if self.backoff else INITIAL_BACKOFF)
-        self.next_try = time.monotonic() + self.backoff
-
-    def forget(self) -> None:
-        """Make the next check happen at once (e.g. after a config change)."""
-        self.next_try = 0.0

@@ -1,10 +1,12 @@
 """The static provider: existing hosts offered as READY nodes.
 
-It never launches anything.  Its hosts are registered as READY node
-records in the background (:mod:`nodepool.driver.static.registrar`), the
-pool worker hands those out by reuse, and after a job the deleter removes
-the used record and calls :meth:`StaticProvider.node_deleted`, which
-registers a fresh record for the same slot once the host answers again.
+It never launches anything.  Each configured host is an endpoint with
+``max-parallel-jobs`` slots; the framework keeps one READY record per
+slot (:mod:`nodepool.driver.registrar`, started by the launcher) through
+the endpoint hooks here: the hosts as endpoints, the record template of a
+host slot, and the host check (TCP, SSH host-key scan and comparison).
+The pool worker hands the records out by reuse; after a job the deleter
+removes the used record and the registrar registers the slot again.
 
 The quota-style methods the launcher calls on every provider answer as
 for a pool that is always full: requests wait for a free host instead of
@@ -15,53 +17,81 @@ hosts could ever serve them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from typing import Any, ClassVar
 
-from nodepool.driver import Provider
+from nodepool.driver import ConfigPool, Provider
 from nodepool.driver.quota import QuotaInformation
+from nodepool.driver.registration import EndpointSpec
 from nodepool.driver.static import records
 from nodepool.driver.static.capacity import max_assignable
-from nodepool.driver.static.hosts import HostProblem, tcp_check
-from nodepool.driver.static.registrar import Registrar, host_label
+from nodepool.driver.static.config import StaticHost, StaticPool, StaticProviderConfig
+from nodepool.driver.static.hosts import HostProblem, check_host, tcp_check
 from nodepool.zk import models
 from nodepool.zk.models import Node
 
 log = logging.getLogger("nodepool.driver.static")
 
 
+def host_label(host: StaticHost) -> str:
+    return f"{host.name} port {host.connection_port} (user {host.username})"
+
+
 class StaticProvider(Provider):
-    """A live static provider: registers its hosts and checks them."""
+    """A live static provider: its hosts as endpoints, and their checks."""
 
     launches_nodes: ClassVar[bool] = False
+    registers_endpoints: ClassVar[bool] = True
 
-    def __init__(self, provider_config: Any) -> None:
+    provider: StaticProviderConfig
+
+    def __init__(self, provider_config: StaticProviderConfig) -> None:
         super().__init__(provider_config)
         self.zk: Any = None
-        self.registrar: Registrar | None = None
-
-    # Lifecycle -----------------------------------------------------------
 
     def start(self, zk: Any, node_cache: Any = None, image_cache: Any = None) -> None:
         self.zk = zk
-        self.registrar = Registrar(self, zk, node_cache)
-        self.registrar.start()
 
-    def stop(self) -> None:
-        if self.registrar is not None:
-            self.registrar.stop()
+    def _pools(self) -> list[StaticPool]:
+        return [pool for pool in self.provider.pools.values() if isinstance(pool, StaticPool)]
 
-    def join(self) -> None:
-        if self.registrar is not None:
-            self.registrar.join(10)
+    # Endpoints (called by the framework's registrar) ----------------------------
 
-    # Hosts ----------------------------------------------------------------
+    def registered_endpoints(self) -> list[EndpointSpec]:
+        return [EndpointSpec(key=host.identity, pool=pool.name, slots=host.max_parallel_jobs,
+                             description=f"Static host {host_label(host)}", config=host)
+                for pool in self._pools() for host in pool.nodes]
 
-    def host_for(self, node: Node) -> Any:
+    def endpoint_key(self, node: Node) -> Hashable:
+        return records.identity_of(node)
+
+    def _pool_and_host(self, spec: EndpointSpec) -> tuple[StaticPool, StaticHost]:
+        pool = self.provider.pools[spec.pool]
+        assert isinstance(pool, StaticPool) and isinstance(spec.config, StaticHost)
+        return pool, spec.config
+
+    def endpoint_record(self, spec: EndpointSpec) -> dict[str, Any]:
+        pool, host = self._pool_and_host(spec)
+        return records.config_fields(self.provider.name, pool, host)
+
+    def endpoint_record_current(self, node: Node, spec: EndpointSpec) -> bool:
+        return records.is_current(node, *self._pool_and_host(spec))
+
+    def check_endpoint(self, spec: EndpointSpec) -> dict[str, Any]:
+        """Contact the host as configured (see ``hosts.check_host``);
+        raises HostProblem.  Returns the host keys to record and the
+        addresses the name resolves to."""
+        _, host = self._pool_and_host(spec)
+        keys = check_host(host)
+        return records.checked_fields(keys, records.resolve(host.name))
+
+    # Handing out ----------------------------------------------------------------
+
+    def host_for(self, node: Node) -> StaticHost | None:
         """The configured host a record belongs to, or None."""
         identity = records.identity_of(node)
-        for pool in self.provider.pools.values():
-            for host in getattr(pool, "nodes", []):
+        for pool in self._pools():
+            for host in pool.nodes:
                 if host.identity == identity:
                     return host
         return None
@@ -86,8 +116,6 @@ class StaticProvider(Provider):
                 tcp_check(host)
                 return True
             except HostProblem as problem:
-                if self.registrar is not None:
-                    self.registrar.health(host).record_problem(problem)
                 reason = str(problem)
         log.warning("Static node %s (%s) is not handed out: %s", node.id,
                     node.hostname, reason)
@@ -96,81 +124,32 @@ class StaticProvider(Provider):
             self.zk.store_node(node)
         except Exception:
             log.exception("Could not deregister static node %s", node.id)
-        if self.registrar is not None:
-            self.registrar.request_sync()
         return False
-
-    def node_deleted(self, node: Node) -> None:
-        """A record of ours is gone: refill its slot (in the background,
-        after checking the host)."""
-        if self.registrar is not None:
-            self.registrar.shared.forget_node(str(node.id))
-            self.registrar.request_sync()
 
     def delete_node(self, node: Node) -> None:
         """Nothing to release: the host stays, only its record goes."""
 
-    def settle(self, timeout: float) -> bool:
-        """Wait for the registrar's pending looks (a slot freed by
-        ``node_deleted`` registered again, or its host found unreachable
-        and left for a later retry)."""
-        if self.registrar is None:
-            return True
-        return self.registrar.settle(timeout)
-
     # What the pool worker asks -----------------------------------------------
 
-    def max_nodes_for(self, labels: Iterable[str], pool: Any = None) -> int:
+    def max_nodes_for(self, labels: Iterable[str], pool: ConfigPool | None = None) -> int:
         """How many of ``labels`` (one node each) the configured hosts of
         ``pool`` (all pools if None) could serve at the same time; a
         request asking for more can never be served and is declined.
 
         Unreachable hosts count: they may come back.
         """
-        pools = [pool] if pool is not None else list(self.provider.pools.values())
-        hosts = [(host.labels, host.max_parallel_jobs)
-                 for p in pools for host in getattr(p, "nodes", [])]
+        pools = self._pools() if pool is None else [
+            p for p in (pool,) if isinstance(p, StaticPool)]
+        hosts = [(host.labels, host.max_parallel_jobs) for p in pools for host in p.nodes]
         served = max_assignable(labels, hosts)
         limits = [p.max_servers for p in pools]
         return int(min(served, sum(limits))) if limits else served
 
-    def label_ready(self, label: Any) -> bool:
-        return True
-
-    def label_error(self, label: Any) -> str | None:
-        return None
-
-    def quota_for_label(self, label: Any) -> QuotaInformation:
-        return QuotaInformation(instances=1)
-
-    def available_quota(self, pool: Any, nodes: list[Node]) -> QuotaInformation:
+    def available_quota(self, pool: ConfigPool, nodes: list[Node]) -> QuotaInformation:
         """Never room for a new node: static pools only reuse."""
         return QuotaInformation(instances=0)
 
-    def can_ever_fit(self, pool: Any, need: QuotaInformation) -> bool:
-        slots = sum(host.max_parallel_jobs for host in getattr(pool, "nodes", []))
+    def can_ever_fit(self, pool: ConfigPool, need: QuotaInformation) -> bool:
+        slots = sum(host.max_parallel_jobs for host in pool.nodes) \
+            if isinstance(pool, StaticPool) else 0
         return need.get("instances") <= slots
-
-    def image_external_id(self, label: Any) -> tuple[str | None, str | None]:
-        return None, None
-
-    def choose_az(self, pool: Any) -> str | None:
-        return None
-
-    def cleanup_leaked_resources(self) -> dict[str, int]:
-        """No cloud to leak into; use the periodic pass to re-check hosts
-        (records deleted behind our back, hosts that came back)."""
-        if self.registrar is not None:
-            self.registrar.request_sync()
-        return {}
-
-    def describe_hosts(self) -> list[dict[str, Any]]:
-        """Each host's health, for operators and tests."""
-        out: list[dict[str, Any]] = []
-        if self.registrar is None:
-            return out
-        for pool, host in self.registrar.configured().values():
-            health = self.registrar.health(host)
-            out.append({"pool": pool.name, "host": host_label(host), "state": health.state,
-                        "reason": health.reason})
-        return out

@@ -10,7 +10,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from nodepool.tests.functional.builder_support import (
     provider,
     write_config,
 )
-from nodepool.tests.helpers import wait_for
+from nodepool.tests.helpers import wait_for, wait_for_pass
 from nodepool.zk import ZooKeeper, models
 from nodepool.zk.models import ImageBuild
 
@@ -199,8 +198,9 @@ def test_paused_images_are_not_built(zk_info, tmp_path, builder_factory, images,
     config["providers"] = [provider(images=(IMAGE, "paused-image"))]
     zk.set_image_paused(IMAGE, True)
     zk.submit_build_request(IMAGE)
-    builder_factory(config)
-    time.sleep(1.0)
+    builder = builder_factory(config)
+    for worker in builder.build_workers:
+        wait_for_pass(worker)
     assert not images.builds(IMAGE) and not images.builds("paused-image")
     # Lifting the ZooKeeper pause builds at once; the request is honoured.
     zk.set_image_paused(IMAGE, False)
@@ -287,9 +287,10 @@ def test_build_log_retention(zk_info, tmp_path, builder_factory, images, zk):
 def test_provider_pause_holds_uploads(zk_info, tmp_path, builder_factory, images):
     config = simple_config(zk_info, tmp_path,
                            provider_keys={"image_keys": {IMAGE: {"pause": True}}})
-    builder_factory(config)
+    builder = builder_factory(config)
     wait_for(lambda: ready_builds(images), what="build")
-    time.sleep(0.5)
+    for worker in builder.upload_workers:
+        wait_for_pass(worker)
     assert not images.upload_keys(IMAGE, PROVIDER) and not cloud_images()
     config["providers"][0]["diskimages"][0]["pause"] = False
     write_config(tmp_path / "nodepool.yaml", config)
@@ -387,12 +388,14 @@ def test_leaked_image_deleted_after_two_passes(zk_info, tmp_path, builder_factor
         "nodepool_build_id": "0" * 32, "nodepool_upload_id": "0000000007",
         "nodepool_image_name": IMAGE, "nodepool_provider_name": PROVIDER})
     foreign = cloud.upload_image("foreign", "/dev/null", "qcow2", {"owner": "someone"})
-    builder_factory(simple_config(zk_info, tmp_path))
+    builder = builder_factory(simple_config(zk_info, tmp_path))
     wait_for(lambda: leaked.id not in cloud.images, what="leaked image deleted")
     assert foreign.id in cloud.images and "fake-image-id" in cloud.images
-    # Our own upload is not a leak.
+    # Our own upload is not a leak: two cleanup passes (two sightings)
+    # since it was uploaded leave it alone.
     [upload] = wait_for(lambda: ready_uploads(images), what="upload")
-    time.sleep(1.5)
+    wait_for_pass(builder.cleanup_worker)
+    wait_for_pass(builder.cleanup_worker)
     assert upload.external_id in cloud.images
 
 
@@ -416,7 +419,11 @@ def test_two_builders_share_the_work(zk_info, tmp_path, builder_factory, images,
         zk.set_image_paused(image, False)
     for image in (IMAGE, "other-image"):
         wait_for(lambda i=image: ready_uploads(images, i), what=f"{image} uploaded")
-    time.sleep(1.0)
+    # Both builders have looked again since, and neither built nor
+    # uploaded anything twice.
+    for builder in (first, second):
+        for worker in builder.build_workers + builder.upload_workers:
+            wait_for_pass(worker)
     for image in (IMAGE, "other-image"):
         assert len(images.build_ids(image)) == 1, image
         assert len(images.upload_keys(image, PROVIDER)) == 1, image
@@ -438,8 +445,9 @@ def test_stale_building_record_of_dead_builder_is_failed(zk_info, tmp_path,
     try:
         # While its builder holds the image lock naming this build (it is
         # being created), cleanup leaves it alone even without its build lock.
-        builder_factory(simple_config(zk_info, tmp_path))
-        time.sleep(1.5)
+        builder = builder_factory(simple_config(zk_info, tmp_path))
+        wait_for_pass(builder.cleanup_worker)
+        wait_for_pass(builder.cleanup_worker)
         assert states_of(images, record.id) == ["building"]
     finally:
         dead_client.disconnect()
@@ -509,7 +517,6 @@ def test_daemon_stack_dump_and_sigterm(zk_info, tmp_path, fake_cloud_reset):
         assert "nodepool.stack_dump" in text
         for thread in ("BuildWorker.0", "UploadWorker.0", "UploadWorker.3", "NodePoolBuilder"):
             assert f"Thread: {thread}" in text
-        time.sleep(0.3)
         assert proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0

@@ -1,8 +1,18 @@
 """The launcher against real ZooKeeper and the fake cloud, with the test
 playing Zuul's part of the protocol (WIRE.md)."""
 
+import logging
+import os
+import time
+
 from nodepool.driver.fake.cloud import FakeCloud
-from nodepool.tests.helpers import fake_config, wait_for
+from nodepool.tests.helpers import (
+    NodeRecordWatch,
+    assert_request_waits,
+    fake_config,
+    wait_for,
+    wait_for_pass,
+)
 
 
 def test_request_fulfilled_and_used_node_deleted(zk_info, zuul, launcher_factory):
@@ -128,18 +138,15 @@ def test_requests_served_in_priority_order(zk_info, zuul, launcher_factory):
 
 
 def test_quota_wait_then_resume_when_node_deleted(zk_info, zuul, launcher_factory):
-    launcher_factory(fake_config(zk_info))
+    launcher = launcher_factory(fake_config(zk_info))
     cloud = FakeCloud.for_provider("fake-provider")
     cloud.max_instances = 2
     a = zuul.submit(["fake-label", "fake-label"])
     zuul.wait_request(a)
     nodes = zuul.accept(a)
     waiting = zuul.submit(["fake-label"])
-    import time
-    time.sleep(1.0)
     # At quota: the request waits, it is neither failed nor declined.
-    request = zuul.request(waiting)
-    assert request["state"] == "requested" and not request.get("declined_by")
+    assert_request_waits(zuul, launcher, waiting)
     zuul.return_nodes(nodes)
     assert zuul.wait_request(waiting)["state"] == "fulfilled"
 
@@ -186,17 +193,23 @@ def test_cloud_over_quota_error_waits_not_fails(zk_info, zuul, launcher_factory)
 
 
 def test_held_node_untouched_until_expiry(zk_info, zuul, launcher_factory):
-    launcher_factory(fake_config(zk_info))
+    launcher = launcher_factory(fake_config(zk_info))
     request_id = zuul.submit(["fake-label"])
     zuul.wait_request(request_id)
     [node_id] = zuul.accept(request_id)
     zuul.write_node(node_id, state="hold", hold_job="t p j r", comment="debug",
-                    hold_expiration=2)
+                    hold_expiration=3600)
     zuul.unlock_node(node_id)
-    import time
-    time.sleep(1.0)
+    wait_for(lambda: launcher.node_cache.get(node_id).state == "hold"
+             and not launcher.node_cache.get(node_id).locked, what="hold in the cache")
+    [deleter] = [w for w in launcher._workers if w.name == "DeletedNodeWorker"]
+    wait_for_pass(deleter)
     assert zuul.node(node_id)["state"] == "hold"
+    # Its expiry counts from when it was held (Zuul stamps state_time).
+    held_at = zuul.node(node_id)["state_time"]
+    zuul.write_node(node_id, hold_expiration=1)
     wait_for(lambda: zuul.node(node_id) is None, timeout=10, what="expired hold deleted")
+    assert time.time() > held_at + 1
 
 
 def test_vanished_request_returns_nodes_to_pool(zk_info, zuul, launcher_factory):
@@ -239,8 +252,6 @@ def test_config_reload_adds_label(zk_info, zuul, launcher_factory, tmp_path):
     launcher = launcher_factory(fake_config(zk_info))
     request_id = zuul.submit(["other-label"])
     assert zuul.wait_request(request_id)["state"] == "failed"
-    import os
-    import time
     path = tmp_path / "nodepool.yaml"
     path.write_text(two_label_config(zk_info))
     os.utime(path, (time.time() + 5, time.time() + 5))
@@ -249,14 +260,16 @@ def test_config_reload_adds_label(zk_info, zuul, launcher_factory, tmp_path):
     assert zuul.wait_request(request_id)["state"] == "fulfilled"
 
 
-def test_bad_config_reload_keeps_running(zk_info, zuul, launcher_factory, tmp_path):
+def test_bad_config_reload_keeps_running(zk_info, zuul, launcher_factory, tmp_path,
+                                        caplog):
     launcher = launcher_factory(fake_config(zk_info))
-    import os
-    import time
+    caplog.set_level(logging.INFO, logger="nodepool")
     path = tmp_path / "nodepool.yaml"
     path.write_text("labels: [oops\n")
     os.utime(path, (time.time() + 5, time.time() + 5))
-    time.sleep(0.5)
+    wait_for(lambda: any("keeping the previous one" in r.getMessage()
+                         for r in caplog.records), what="the bad config noticed")
+    wait_for_pass(launcher)
     assert launcher.is_alive()
     assert zuul.wait_request(zuul.submit(["fake-label"]))["state"] == "fulfilled"
 
@@ -275,34 +288,49 @@ def test_malformed_request_is_failed_and_launcher_lives(zk_info, zuul, launcher_
 
 
 def test_two_launchers_one_provider(zk_info, zuul, launcher_factory):
+    """Two launchers with the same provider pool share it: both launch
+    nodes for requests, max-servers holds for the two together at every
+    moment, and no node is ever given to two requests."""
     config = fake_config(zk_info, max_servers=4)
-    first = launcher_factory(config, name="a.yaml", hostname="launcher-a")
-    second = launcher_factory(config, name="b.yaml", hostname="launcher-b")
-    requests = [zuul.submit(["fake-label"]) for _ in range(10)]
-    seen_nodes = set()
-    served = 0
-    import time
-    deadline = time.monotonic() + 60
-    pending = list(requests)
-    while pending and time.monotonic() < deadline:
-        live = [n for n in launcher_nodes(zuul) if n["state"] != "deleted"]
-        assert len(live) <= 4, f"max-servers exceeded: {len(live)}"
-        for request_id in list(pending):
-            r = zuul.request(request_id)
-            assert r is not None, (request_id, zuul.client.exists(
-                f"/nodepool/requests/{request_id}"))
-            if r["state"] == "fulfilled":
-                assert not (set(r["nodes"]) & seen_nodes), "node allocated twice"
-                seen_nodes.update(r["nodes"])
-                zuul.return_nodes(zuul.accept(request_id))
-                pending.remove(request_id)
-                served += 1
-            assert r["state"] != "failed"
-        time.sleep(0.02)
-    assert served == 10
-    launchers = {zuul.node(n)["launcher"] for n in seen_nodes if zuul.node(n)} | set()
-    assert first.is_alive() and second.is_alive()
-    del launchers
+    watch = NodeRecordWatch(zk_info)
+    try:
+        launchers = [launcher_factory(config, name="a.yaml", hostname="launcher-a"),
+                     launcher_factory(config, name="b.yaml", hostname="launcher-b")]
+        pools = {next(iter(launcher.pool_workers.values())).id for launcher in launchers}
+        launched_by: dict[str, str] = {}  # node id -> pool worker id
+        given: dict[str, str] = {}  # node id -> request id
+        served = 0
+        # Rounds of ten requests until each launcher has served some (the
+        # first to look might take a whole round; never all of ten).
+        for _ in range(10):
+            pending = [zuul.submit(["fake-label"]) for _ in range(10)]
+            while pending:
+                done = wait_for(lambda p=pending: [r for r in p if zuul.request(r)["state"]
+                                                   in ("fulfilled", "failed")], 60,
+                                what="a request answered")
+                for request_id in done:
+                    request = zuul.request(request_id)
+                    assert request["state"] == "fulfilled", request
+                    [node_id] = request["nodes"]
+                    assert node_id not in given, (
+                        f"node {node_id} given to {given[node_id]} and {request_id}")
+                    given[node_id] = request_id
+                    launched_by[node_id] = zuul.node(node_id)["launcher"]
+                    zuul.return_nodes(zuul.accept(request_id))
+                    pending.remove(request_id)
+                    served += 1
+            if set(launched_by.values()) == pools:
+                break
+        assert set(launched_by.values()) == pools, (
+            f"only {set(launched_by.values())} launched nodes in {served} requests")
+        assert all(launcher.is_alive() for launcher in launchers)
+        wait_for(lambda: not watch.live, what="all nodes deleted")
+        # Watched throughout: never more records than max-servers, and
+        # each node allocated to one request only.
+        assert 0 < watch.most <= 4, watch.most
+        assert {n: {r} for n, r in given.items()} == watch.allocations
+    finally:
+        watch.close()
 
 
 def test_stop_finishes_launch_in_flight(zk_info, zuul, launcher_factory):
@@ -328,8 +356,6 @@ def test_pool_change_replaces_provider_without_dropping_requests(
     old_provider = launcher.providers["fake-provider"]
     request_id = zuul.submit(["fake-label"])
     wait_for(lambda: zuul.request(request_id)["state"] == "pending", what="pending")
-    import os
-    import time
     path = tmp_path / "nodepool.yaml"
     path.write_text(fake_config(zk_info, max_servers=6))
     os.utime(path, (time.time() + 5, time.time() + 5))

@@ -92,9 +92,9 @@ def test_operator_logging_file_keeps_stack_dump_and_config_errors(tmp_path, zk_i
             assert 'File "' in stack, f"no stack for thread {name}"
 
         # A broken main file: reported, the running configuration stays.
-        rewrite(cfg, config_text + "  - bogus\n")
+        rewrite(cfg, config_text + "max-hold-age: forever\n")
         wait_for(lambda: f"Configuration {cfg} and {secure} is invalid" in read(logfile)
-                 and f"{cfg}: providers[1]: expected a mapping" in read(logfile),
+                 and "max-hold-age: expected int" in read(logfile),
                  what="invalid main file reported")
         assert zuul.wait_request(zuul.submit(["fake-label"]))["state"] == "fulfilled"
         rewrite(cfg, config_text)
@@ -145,9 +145,12 @@ def test_unusable_logging_file_is_refused_with_the_reason(tmp_path, content, ext
 
 
 def test_invalid_config_exits_with_message(tmp_path, zk_info):
-    proc, log = start_daemon(tmp_path, fake_config(zk_info) + "  - bogus\n")
+    # A bad value outside the providers makes the whole file unusable (a
+    # broken provider would only be left out).
+    proc, log = start_daemon(tmp_path, fake_config(zk_info) + "max-hold-age: forever\n")
     assert proc.wait(30) == 1
-    assert "launcher.yaml" in log.read_text()
+    text = log.read_text()
+    assert "launcher.yaml:" in text and "max-hold-age: expected int" in text
 
 
 def test_sigusr1_stops_in_order(tmp_path, zk_info, zuul, zk):

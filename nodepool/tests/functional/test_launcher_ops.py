@@ -4,7 +4,7 @@ import json
 import os
 import time
 
-from nodepool.tests.helpers import fake_config, wait_for
+from nodepool.tests.helpers import assert_request_waits, fake_config, wait_for, wait_for_pass
 from nodepool.zk import models
 
 
@@ -37,15 +37,14 @@ def test_launch_and_node_metrics(zk_info, zuul, launcher_factory, statsd):
 def test_tenant_resource_limits_make_requests_wait(zk_info, zuul, launcher_factory):
     extra = ("tenant-resource-limits:\n  - tenant-name: tenant-one\n"
              "    max-servers: 1\n")
-    launcher_factory(fake_config(zk_info, extra=extra))
+    launcher = launcher_factory(fake_config(zk_info, extra=extra))
     first = zuul.submit(["fake-label"])
     zuul.wait_request(first)
     used = zuul.accept(first)
     second = zuul.submit(["fake-label"])
     other_tenant = zuul.submit(["fake-label"], tenant="tenant-two")
     assert zuul.wait_request(other_tenant)["state"] == "fulfilled"
-    time.sleep(0.5)
-    assert zuul.request(second)["state"] == "requested"
+    assert_request_waits(zuul, launcher, second)
     zuul.return_nodes(used)
     assert zuul.wait_request(second)["state"] == "fulfilled"
 
@@ -97,14 +96,27 @@ def test_provider_removed_on_reload(zk_info, zuul, launcher_factory, tmp_path):
 
 def test_min_ready_not_duplicated_by_two_launchers(zk_info, zuul, launcher_factory):
     config = fake_config(zk_info, labels=[{"name": "fake-label", "min-ready": 3}])
-    launcher_factory(config, name="a.yaml", hostname="a")
-    launcher_factory(config, name="b.yaml", hostname="b")
+    launchers = [launcher_factory(config, name="a.yaml", hostname="a"),
+                 launcher_factory(config, name="b.yaml", hostname="b")]
 
     def ready():
-        return [n for n in nodes(zuul).values()
-                if n["state"] == models.READY and n["allocated_to"] is None]
+        return {i for i, n in nodes(zuul).items()
+                if n["state"] == models.READY and n["allocated_to"] is None}
     wait_for(lambda: len(ready()) >= 3, what="min-ready filled")
-    time.sleep(1.5)
+    ready_ids = ready()
+
+    def min_ready_requests():
+        return [r for r in zuul.client.get_children("/nodepool/requests")
+                if r.startswith("900-")]
+    # Each launcher's min-ready check has looked at the three ready nodes
+    # (in its own cache) and asked for nothing more; nor is anything
+    # still being built for an earlier request.
+    for launcher in launchers:
+        wait_for(lambda cache=launcher.node_cache: ready_ids <= set(cache.keys()),
+                 what="ready nodes in the launcher's cache")
+        wait_for(lambda: not min_ready_requests(), what="min-ready requests done")
+        wait_for_pass(launcher)
+    assert not min_ready_requests()
     assert len([n for n in nodes(zuul).values() if n["state"] != "deleting"]) == 3
 
 
@@ -169,9 +181,8 @@ def test_unmanaged_servers_count_against_quota(zk_info, zuul, launcher_factory):
     assert zuul.wait_request(first)["state"] == "fulfilled"
     used = zuul.accept(first)
     second = zuul.submit(["fake-label"])
-    time.sleep(1.0)
     # One slot is taken by a server that is not ours: the request waits.
-    assert zuul.request(second)["state"] == "requested"
+    assert_request_waits(zuul, launcher, second)
     assert not cloud.create_calls > 1
     zuul.return_nodes(used)
     assert zuul.wait_request(second)["state"] == "fulfilled"

@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from kazoo.exceptions import NoNodeError
 
-from nodepool.driver.static import hosts as static_hosts
-from nodepool.tests.helpers import wait_for
+from nodepool.driver import registration
+from nodepool.driver.registrar import Registrar
+from nodepool.tests.functional.test_commands import CLI
+from nodepool.tests.helpers import FakeZuul, assert_request_waits, wait_for
 from nodepool.tests.sshd import LoopbackSshd
 
 PROVIDER = "static-provider"
@@ -24,8 +30,8 @@ RECORDS = Path(__file__).parent.parent / "fixtures" / "upstream_records"
 @pytest.fixture(autouse=True)
 def quick_backoff(monkeypatch):
     """Retry unreachable hosts quickly so tests need not wait 30 s."""
-    monkeypatch.setattr(static_hosts, "INITIAL_BACKOFF", 0.2)
-    monkeypatch.setattr(static_hosts, "MAX_BACKOFF", 1.0)
+    monkeypatch.setattr(registration, "INITIAL_BACKOFF", 0.2)
+    monkeypatch.setattr(registration, "MAX_BACKOFF", 1.0)
 
 
 @pytest.fixture
@@ -94,10 +100,25 @@ def wait_ready(zuul, server: LoopbackSshd, count: int = 1, timeout: float = 20):
                     timeout, what=f"{count} ready record(s) of {server.address}")
 
 
+def registrar(launcher) -> Registrar:
+    return launcher.registrars[PROVIDER]
+
+
+def wait_for_look(launcher, server: LoopbackSshd) -> None:
+    """Wait until the registrar has looked at the host's records (and
+    contacted it if it had to) in a look begun after this call."""
+    since = time.monotonic()
+    current = registrar(launcher)
+    [identity] = [e.key for e in current.endpoints() if isinstance(e.key, tuple)
+                  and (e.key[0], e.key[2]) == (server.address, server.port)]
+    current.request_sync()
+    wait_for(lambda: current.looked_at.get(identity, float("-inf")) >= since,
+             what=f"the registrar's look at {server.address}")
+
+
 def health(launcher, server: LoopbackSshd) -> str:
-    provider = launcher.providers[PROVIDER]
-    [state] = [h["state"] for h in provider.describe_hosts()
-               if h["host"].startswith(f"{server.address} port {server.port} ")]
+    [state] = [h["state"] for h in registrar(launcher).describe()
+               if h["endpoint"].startswith(f"Static host {server.address} port {server.port} ")]
     return state
 
 
@@ -133,7 +154,7 @@ def test_hosts_registered_ready_with_scanned_keys(zk_info, zuul, launcher_factor
 def test_request_served_then_host_reregistered_after_use(
         zk_info, zuul, launcher_factory, sshd):
     server = sshd(2)
-    launcher_factory(static_config(zk_info, [host(server, "label-a")]))
+    launcher = launcher_factory(static_config(zk_info, [host(server, "label-a")]))
     [first] = wait_ready(zuul, server)
     request_id = zuul.submit(["label-a"])
     request = zuul.wait_request(request_id)
@@ -142,9 +163,7 @@ def test_request_served_then_host_reregistered_after_use(
     nodes = zuul.accept(request_id)
     # The host is busy: the next request waits, untouched (not declined).
     waiting = zuul.submit(["label-a"])
-    time.sleep(1.0)
-    pending = zuul.request(waiting)
-    assert pending["state"] == "requested" and not pending.get("declined_by")
+    assert_request_waits(zuul, launcher, waiting)
     zuul.return_nodes(nodes)
     request = zuul.wait_request(waiting)
     assert request["state"] == "fulfilled"
@@ -164,12 +183,11 @@ def test_unreachable_host_registered_once_its_sshd_starts(
         host(up, "label-a"), host(later, "label-b")]))
     wait_ready(zuul, up)
     wait_for(lambda: health(launcher, later) == "unreachable", what="host marked down")
-    time.sleep(1.0)
+    wait_for_look(launcher, later)
     assert records(zuul, later) == []
     # A request for its label waits instead of failing.
     request_id = zuul.submit(["label-b"])
-    time.sleep(0.5)
-    assert zuul.request(request_id)["state"] == "requested"
+    assert_request_waits(zuul, launcher, request_id)
     later.start()
     request = zuul.wait_request(request_id)
     assert request["state"] == "fulfilled"
@@ -186,9 +204,9 @@ def test_dead_host_is_not_handed_out(zk_info, zuul, launcher_factory, sshd):
     # The liveness check fails: the record is deregistered, the request
     # goes back to waiting.
     wait_for(lambda: zuul.node(record["_id"]) is None, what="dead host's record removed")
-    time.sleep(1.0)
-    request = zuul.request(request_id)
-    assert request["state"] == "requested" and not request.get("declined_by")
+    wait_for(lambda: launcher.node_cache.get(record["_id"]) is None,
+             what="the launcher's cache without the record")
+    assert_request_waits(zuul, launcher, request_id)
     assert health(launcher, server) == "unreachable"
     assert records(zuul, server) == []
     server.start()
@@ -270,9 +288,13 @@ def test_config_change_adds_removes_and_relabels_hosts(
     assert zuul.wait_request(request_id)["state"] == "fulfilled"
     in_use = zuul.accept(request_id)
     old_provider = launcher.providers[PROVIDER]
+    serving = registrar(launcher)
     rewrite_config(tmp_path, launcher, static_config(zk_info, [
         host(b, "label-c"), host(c, "label-b")]))
     wait_for(lambda: launcher.providers[PROVIDER] is not old_provider, what="new provider")
+    # The framework's registrar carries on with the new provider object.
+    assert registrar(launcher) is serving
+    assert serving.provider is launcher.providers[PROVIDER]
     wait_ready(zuul, c)
     # b's ready record is rewritten in place, not duplicated.
     wait_for(lambda: [r["type"] for r in ready(zuul, b)] == [["label-c"]], what="relabel")
@@ -281,7 +303,11 @@ def test_config_change_adds_removes_and_relabels_hosts(
     assert [r["state"] for r in records(zuul, a)] == ["in-use"]
     zuul.return_nodes(in_use)
     wait_for(lambda: records(zuul, a) == [], what="removed host's record deleted")
-    time.sleep(1.0)
+    since = time.monotonic()
+    registrar(launcher).request_sync()
+    wait_for(lambda: registrar(launcher).last_sync_started >= since, what="registrar sync")
+    wait_for_look(launcher, b)
+    wait_for_look(launcher, c)
     assert records(zuul, a) == []
     assert len(records(zuul, b)) == 1 and len(records(zuul, c)) == 1
     assert zuul.wait_request(zuul.submit(["label-c"]))["state"] == "fulfilled"
@@ -304,7 +330,7 @@ def test_max_parallel_jobs_change(zk_info, zuul, launcher_factory, sshd, tmp_pat
     zuul.return_nodes(in_use)
     [left] = wait_ready(zuul, server, 1)
     assert left["slot"] == 0
-    time.sleep(1.0)
+    wait_for_look(launcher, server)
     assert len(records(zuul, server)) == 1
     # Growing again fills the new slots.
     rewrite_config(tmp_path, launcher, static_config(zk_info, [
@@ -318,18 +344,172 @@ def test_restarted_launcher_adopts_existing_records(zk_info, zuul, launcher_fact
     first = launcher_factory(config, name="a.yaml")
     before = sorted(r["_id"] for r in wait_ready(zuul, server, 2))
     first.stop()
-    launcher_factory(config, name="b.yaml")
-    time.sleep(1.5)
+    second = launcher_factory(config, name="b.yaml")
+    wait_for_look(second, server)
     assert sorted(r["_id"] for r in records(zuul, server)) == before
     assert zuul.wait_request(zuul.submit(["label-a"]))["state"] == "fulfilled"
 
 
 def test_record_deleted_by_hand_is_replaced(zk_info, zuul, launcher_factory, sshd):
     server = sshd(2)
-    launcher_factory(static_config(zk_info, [host(server, "label-a")]))
+    launcher = launcher_factory(static_config(zk_info, [host(server, "label-a")]))
     [record] = wait_ready(zuul, server)
     zuul.client.delete(f"/nodepool/nodes/{record['_id']}", recursive=True)
     [again] = wait_ready(zuul, server)
     assert again["_id"] != record["_id"] and again["slot"] == 0
-    time.sleep(1.0)
+    wait_for(lambda: launcher.node_cache.get(again["_id"]) is not None,
+             what="the launcher's cache with the new record")
+    wait_for_look(launcher, server)
+    assert len(records(zuul, server)) == 1
+
+
+class SlotWatcher:
+    """Reads every static record over and over on its own session and
+    remembers the most live records (not being deleted) each host and
+    each slot ever had at one moment.
+
+    Records are read newest first (node ids are ZooKeeper sequence
+    numbers: creation order).  A record never comes back once it is being
+    deleted, so an older record read live after a newer one was read
+    live was live when the newer one was read: every record counted in
+    one pass was live at the same moment, and a count above the slots is
+    a real double registration, never an artefact of reading one by one.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.passes = 0
+        self.most: dict[tuple[str, int], int] = {}
+        self.most_per_slot: dict[tuple[str, int, Any], int] = {}
+        self.seen: dict[tuple[str, int], set[str]] = {}
+        self._running = True
+        self._thread = threading.Thread(target=self._run, daemon=True, name="SlotWatcher")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._running = False
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        self.client.ensure_path("/nodepool/nodes")
+        while self._running:
+            ids = sorted(self.client.get_children("/nodepool/nodes"), reverse=True)
+            reads = [(i, self.client.get_async(f"/nodepool/nodes/{i}")) for i in ids]
+            hosts: Counter[tuple[str, int]] = Counter()
+            slots: Counter[tuple[str, int, Any]] = Counter()
+            for node_id, result in reads:
+                try:
+                    data = json.loads(result.get()[0] or b"{}")
+                except NoNodeError:
+                    continue
+                if data.get("provider") != PROVIDER or data["state"] in ("deleting",
+                                                                          "deleted"):
+                    continue
+                host_key = (data["hostname"], data["connection_port"])
+                hosts[host_key] += 1
+                slots[(*host_key, data["slot"])] += 1
+                self.seen.setdefault(host_key, set()).add(node_id)
+            for key, count in hosts.items():
+                self.most[key] = max(self.most.get(key, 0), count)
+            for slot_key, count in slots.items():
+                self.most_per_slot[slot_key] = max(self.most_per_slot.get(slot_key, 0), count)
+            self.passes += 1
+
+
+@pytest.fixture
+def slot_watcher(zk_info):
+    """A started SlotWatcher on a session of its own."""
+    session = FakeZuul(zk_info)
+    watcher = SlotWatcher(session.client)
+    watcher.start()
+    yield watcher
+    watcher.stop()
+    session.close()
+
+
+def watched_again(watcher: SlotWatcher) -> None:
+    """Wait until the watcher has read every record again after now."""
+    passes = watcher.passes
+    wait_for(lambda: watcher.passes > passes + 1, what="the watcher to look again")
+
+
+def test_two_launchers_share_a_static_provider_without_double_registration(
+        zk_info, zuul, launcher_factory, sshd, monkeypatch, slot_watcher):
+    one, two = sshd(2), sshd(3)
+    config = static_config(zk_info, [
+        host(one, "label-a", **{"max-parallel-jobs": 2}), host(two, "label-a")])
+    slots = {(one.address, one.port): 2, (two.address, two.port): 1}
+    watcher: SlotWatcher = slot_watcher
+    # Both start at once, so both find the hosts unregistered.
+    with ThreadPoolExecutor(2) as pool:
+        launchers = list(pool.map(
+            lambda n: launcher_factory(config, name=f"{n}.yaml", hostname=n),
+            ["launcher-1", "launcher-2"]))
+    wait_ready(zuul, one, 2)
+    wait_ready(zuul, two, 1)
+
+    # Which launcher hands out which node (the last liveness check
+    # before a node is allocated is made by the launcher claiming it).
+    claimed_by: dict[str, str] = {}
+    for launcher in launchers:
+        provider = launcher.providers[PROVIDER]
+
+        def checked(node, check=provider.check_reusable, name=launcher.hostname):
+            if check(node):
+                claimed_by[node.id] = name
+                return True
+            return False
+        monkeypatch.setattr(provider, "check_reusable", checked)
+
+    # Every slot used and registered again, round after round, until
+    # both launchers have served requests.
+    served_by: set[str] = set()
+    rounds = 0
+    while rounds < 3 or len(served_by) < 2:
+        assert rounds < 15, f"only {served_by} served requests in {rounds} rounds"
+        rounds += 1
+        requests = [zuul.submit(["label-a"]) for _ in range(3)]
+        nodes = []
+        for request_id in requests:
+            request = zuul.wait_request(request_id)
+            assert request["state"] == "fulfilled", request
+            served_by.update(claimed_by[n] for n in request["nodes"])
+            nodes += zuul.accept(request_id)
+        zuul.return_nodes(nodes)
+        wait_ready(zuul, one, 2)
+        wait_ready(zuul, two, 1)
+    watched_again(watcher)
+
+    assert watcher.most == slots
+    assert set(watcher.most_per_slot.values()) == {1}
+    assert sorted(watcher.most_per_slot) == sorted(
+        [(one.address, one.port, 0), (one.address, one.port, 1), (two.address, two.port, 0)])
+    # Each round replaced every record.
+    assert {key: len(ids) for key, ids in watcher.seen.items()} == {
+        key: count * (rounds + 1) for key, count in slots.items()}
+    assert sorted(r["slot"] for r in ready(zuul, one)) == [0, 1]
+    assert len(records(zuul)) == 3
+    # The lock they share, where doc/source/compatibility.rst says.
+    assert zuul.client.exists(f"/nodepool/registration/{PROVIDER}")
+
+
+def test_delete_now_while_a_launcher_serves_the_host_registers_it_once(
+        zk_info, zuul, launcher_factory, sshd, tmp_path, slot_watcher):
+    # The command and the launcher both register the freed slot again;
+    # only one of them may.
+    server = sshd(2)
+    launcher_factory(static_config(zk_info, [host(server, "label-a")]))
+    [record] = wait_ready(zuul, server)
+    seen = {record["_id"]}
+    cli = CLI(tmp_path / "nodepool.yaml")
+    for _ in range(3):
+        cli.ok("delete", "--now", record["_id"])
+        [record] = wait_ready(zuul, server)
+        assert record["_id"] not in seen
+        seen.add(record["_id"])
+    watched_again(slot_watcher)
+    assert slot_watcher.most == {(server.address, server.port): 1}
+    assert slot_watcher.seen[(server.address, server.port)] == seen
     assert len(records(zuul, server)) == 1

@@ -67,6 +67,26 @@ def test_zuul_request_fulfilled_used_and_returned(zuul_python, zk_info, zuul,
         wait_for(lambda n=node: zuul.node(n["id"]) is None, what=f"node {node['id']} deleted")
 
 
+def test_fake_zuul_writes_nodes_as_zuul_does(zuul_python, zk_info, zuul, launcher_factory):
+    # The other tests play Zuul with FakeZuul: its node writes must be
+    # Zuul's, keys and state_time included.
+    launcher_factory(fake_config(zk_info))
+    result = drive(zuul_python, zk_info, "fulfil")
+    request_id = zuul.submit(["fake-label"])
+    assert zuul.wait_request(request_id)["state"] == "fulfilled"
+    [node_id] = zuul.request(request_id)["nodes"]
+    before = zuul.node(node_id)
+    zuul.accept(request_id)
+    in_use = zuul.node(node_id)
+    for zuul_before, zuul_in_use in zip(result["before_use"], result["in_use_records"],
+                                        strict=True):
+        assert set(in_use) == set(zuul_in_use)
+        # Zuul stamps state_time whenever it sets a state; so does FakeZuul.
+        assert zuul_in_use["state_time"] > zuul_before["state_time"]
+    assert in_use["state_time"] > before["state_time"]
+    zuul.return_nodes([node_id])
+
+
 def test_zuul_sees_failed_request(zuul_python, zk_info, launcher_factory):
     launcher_factory(fake_config(zk_info))
     result = drive(zuul_python, zk_info, "fail")

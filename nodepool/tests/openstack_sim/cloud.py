@@ -383,6 +383,11 @@ class SimulatedCloud:
             self._state.tick()
             return copy.deepcopy(list(self._state.volumes.values()))
 
+    def most_concurrent(self, method: str, path: str) -> int:
+        """The most ``method path`` requests ever being answered at once."""
+        with self._state.lock:
+            return self._state.most_in_flight.get((method, path), 0)
+
     @property
     def requests_log(self) -> list[tuple[str, str]]:
         """Every (method, path) served so far, in order; path without query string."""

@@ -15,7 +15,6 @@ import logging
 import re
 import socket
 import threading
-import time
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
@@ -196,8 +195,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.base_url,
         )
         state = self.server.state
+        key = (self.command, path)
         with state.lock:
-            state.requests_log.append((self.command, path))
+            state.requests_log.append(key)
+            state.in_flight[key] = state.in_flight.get(key, 0) + 1
+            state.most_in_flight[key] = max(state.most_in_flight.get(key, 0),
+                                            state.in_flight[key])
             latency = state.latency
             injected = None
             for failure in state.request_failures:
@@ -207,7 +210,9 @@ class _Handler(BaseHTTPRequestHandler):
                     break
             state.request_failures = [f for f in state.request_failures if f[0] > 0]
         if latency:
-            time.sleep(latency)
+            # Cut short when the simulator stops: a test may make the cloud
+            # go silent for longer than it lasts itself.
+            self.server.stopping.wait(latency)
 
         service = self.server.find_service(path)
         try:
@@ -223,6 +228,8 @@ class _Handler(BaseHTTPRequestHandler):
             req.drain()
         except (OSError, ValueError):
             self.close_connection = True
+        with state.lock:
+            state.in_flight[key] -= 1
         self._send(response)
 
     def _route(self, service: Service | None, req: Request) -> Response:
@@ -275,6 +282,7 @@ class _Server(ThreadingHTTPServer):
         self.services = services
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
+        self.stopping = threading.Event()
         self.base_url = f"http://127.0.0.1:{self.server_address[1]}"
 
     def find_service(self, path: str) -> Service | None:
@@ -313,6 +321,7 @@ class HttpFrontEnd:
         self._thread.start()
 
     def stop(self) -> None:
+        self._server.stopping.set()
         self._server.shutdown()
         self._server.close_connections()
         self._server.server_close()

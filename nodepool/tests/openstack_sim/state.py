@@ -268,6 +268,9 @@ class CloudState:
         # Regions published in the catalog; every one serves the same state.
         self.regions: list[str] = ["RegionOne"]
         self.requests_log: list[tuple[str, str]] = []
+        # (method, path) -> requests being answered now / most ever at once
+        self.in_flight: dict[tuple[str, str], int] = {}
+        self.most_in_flight: dict[tuple[str, str], int] = {}
 
         self.quota: dict[str, int] = {
             "instances": 20,

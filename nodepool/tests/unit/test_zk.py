@@ -1,13 +1,13 @@
 """The ZooKeeper layer against a real ZooKeeper (TLS, private chroot)."""
 
 import json
-import time
 
 import pytest
 from kazoo.client import KazooClient
 from kazoo.protocol.connection import _CONNECTION_DROP, _SESSION_EXPIRED
 from kazoo.recipe.lock import Lock
 
+from nodepool.tests.helpers import wait_for
 from nodepool.zk import (
     ZKLockException,
     ZKTLSRequired,
@@ -19,15 +19,6 @@ from nodepool.zk import (
 from nodepool.zk.cache import ImageCache, NodeCache, RequestCache
 from nodepool.zk.components import ComponentRegistry, PoolComponent
 from nodepool.zk.models import ImageBuild, ImageUpload, Node, NodeRequest
-
-
-def wait_for(predicate, timeout=10.0, interval=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {predicate}")
 
 
 def make_node(state=models.READY, label="ubuntu", provider="p1"):

@@ -89,10 +89,13 @@ def main() -> int:
     if scenario == "early-return":
         nodepool.unlockNodeSet(job.nodeset)
     else:
+        def records():
+            return [json.loads(client.client.get(f"/nodepool/nodes/{n.id}")[0])
+                    for n in job.nodeset.getNodes()]
+        result["before_use"] = records()
         nodepool.useNodeSet(job.nodeset, "tenant-one", "org/project")
-        result["in_use"] = [
-            json.loads(client.client.get(f"/nodepool/nodes/{n.id}")[0])["state"]
-            for n in job.nodeset.getNodes()]
+        result["in_use_records"] = records()
+        result["in_use"] = [r["state"] for r in result["in_use_records"]]
         nodepool.returnNodeSet(job.nodeset, None, "tenant-one", "org/project", 1)
     print(json.dumps(result))
     client.disconnect()
