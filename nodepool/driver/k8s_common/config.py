@@ -128,6 +128,9 @@ class K8sProviderConfig(ProviderConfig):
     # The provider key that caps the nodes of every pool that sets no
     # ``max-servers`` of its own.
     MAX_NODES_KEY: ClassVar[str] = "max-servers"
+    # The label ``type`` values the driver knows (others are accepted, as
+    # upstream accepts them, with a warning).
+    KNOWN_TYPES: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, driver: Driver, provider: Mapping[str, Any]) -> None:
         super().__init__(driver, provider)
@@ -140,8 +143,19 @@ class K8sProviderConfig(ProviderConfig):
         self.max_cores: float = provider.get("max-cores", math.inf)
         self.max_ram: float = provider.get("max-ram", math.inf)
         self.max_resources: dict[str, float] = dict(provider.get("max-resources") or {})
+        self._warnings: list[str] = []
         for pool in provider.get("pools") or []:
             self.pools[pool["name"]] = K8sPool(pool, self)
+            for label in pool.get("labels") or []:
+                kind = self.label_kind(label)
+                if "type" in label and label["type"] not in self.KNOWN_TYPES:
+                    self._warnings.append(
+                        f"pool {pool['name']!r} label {label['name']!r}: type "
+                        f"{label['type']!r} is none of {', '.join(self.KNOWN_TYPES)}; "
+                        f"it makes a {kind}, as upstream")
+
+    def load_warnings(self) -> list[str]:
+        return list(self._warnings)
 
     def label_kind(self, label: Mapping[str, Any]) -> str:
         """What a node of ``label`` is (see :class:`K8sLabel`)."""

@@ -14,6 +14,7 @@ def kubernetes_schema() -> dict:
 
 class KubernetesProviderConfig(K8sProviderConfig):
     MAX_NODES_KEY = "max-servers"
+    KNOWN_TYPES = ("namespace", "pod")
 
     def label_kind(self, label: Mapping[str, Any]) -> str:
         # As upstream: any type but "namespace" makes a pod.

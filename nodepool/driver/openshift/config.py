@@ -15,6 +15,7 @@ def openshift_schema() -> dict:
 
 class OpenShiftProviderConfig(K8sProviderConfig):
     MAX_NODES_KEY = "max-projects"
+    KNOWN_TYPES = ("project", "pod")
 
     def label_kind(self, label: Mapping[str, Any]) -> str:
         # As upstream: any type but "pod" makes a project alone.

@@ -132,8 +132,10 @@ def test_limits_default_to_the_providers_and_labels_to_the_pools(tmp_path):
     assert l2.quota().to_dict() == {"cores": 4, "instances": 1, "ram": 1024,
                                     "ephemeral-storage": 10, "gpus": 0.5, "widgets": 1,
                                     "gadgets": 3}
-    # As upstream: any type but "namespace" is a pod.
+    # As upstream: any type but "namespace" is a pod (with a warning).
     assert l3.is_pod and not own.labels["l1"].is_pod
+    [warning] = [w for w in config.warnings if "nonsense" in w]
+    assert "label 'l3': type 'nonsense' is none of namespace, pod; it makes a pod" in warning
     assert not l1.host_key_checking and l1.image is None
     assert config.labels["l1"].pools == [main, own]
 
