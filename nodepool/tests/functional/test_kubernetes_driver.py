@@ -8,6 +8,7 @@ import base64
 from typing import Any
 
 import pytest
+import yaml
 
 from nodepool.driver.k8s_common import steps
 from nodepool.tests.functional.k8s_support import (  # noqa: F401
@@ -396,3 +397,32 @@ def test_tls_server_ca_is_handed_to_zuul(zk_info, zuul, launcher_factory, tmp_pa
         assert base64.b64decode(port["ca_crt"]) == sim.ca_pem
         zuul.return_nodes(zuul.accept(request_id))
         wait_gone(sim, port["namespace"])
+
+
+def test_kubeconfig_without_certificate_checks_tells_zuul_to_skip_them(
+        zk_info, zuul, launcher_factory, tmp_path, monkeypatch):
+    with SimulatedKubernetes("sim", tls=True) as sim:
+        path = tmp_path / "kubeconfig"
+        sim.write_kubeconfig(path)
+        kubeconfig = yaml.safe_load(path.read_text())
+        [cluster] = kubeconfig["clusters"]
+        del cluster["cluster"]["certificate-authority-data"]
+        cluster["cluster"]["insecure-skip-tls-verify"] = True
+        path.write_text(yaml.safe_dump(kubeconfig))
+        use_kubeconfig(monkeypatch, sim)
+        launcher_factory(config_text(zk_info, LABELS, provider_yaml()))
+        _, _, node = fulfil(zuul, "kubernetes-namespace")
+        port = node["connection_port"]
+        assert port["skiptls"] is True and "ca_crt" not in port
+
+
+def test_token_never_filled_fails_the_attempts(k8s_sim, start, zuul, monkeypatch, caplog):
+    monkeypatch.setattr(steps, "TOKEN_TIMEOUT", 0.3)
+    start()
+    k8s_sim.hold_tokens()
+    request = zuul.wait_request(zuul.submit(["kubernetes-namespace"]))
+    assert request["state"] == "failed"
+    assert "no token in secret zuul-worker after 0.3 s" in caplog.text
+    assert k8s_sim.calls("create", "namespaces") == 2
+    k8s_sim.hold_tokens(False)
+    fulfil(zuul, "kubernetes-namespace")
