@@ -75,6 +75,8 @@ class Connection:
 
     def __init__(self, context: str | None) -> None:
         self.context = context
+        # (connect, read) seconds of every call made through this connection.
+        self.timeout: tuple[float, float] = REQUEST_TIMEOUT
         self._lock = threading.Lock()
         self._api: k8s_client.ApiClient | None = None
 

@@ -35,7 +35,6 @@ from nodepool.driver.adapter import (
 )
 from nodepool.driver.k8s_common import bodies, errors
 from nodepool.driver.k8s_common.config import K8sLabel
-from nodepool.driver.k8s_common.connection import REQUEST_TIMEOUT
 from nodepool.exceptions import LaunchError, LaunchNodepoolException, QuotaException
 
 if TYPE_CHECKING:
@@ -53,18 +52,6 @@ TRANSIENT_RETRIES = 3
 
 OPENSHIFT_PROJECTS = ("project.openshift.io", "v1", "projects")
 OPENSHIFT_PROJECT_REQUESTS = ("project.openshift.io", "v1", "projectrequests")
-
-
-def create_once(call: Any, *args: Any) -> bool:
-    """Make a create call; False if the object existed already (an earlier
-    try of the same step got through)."""
-    try:
-        call(*args, _request_timeout=REQUEST_TIMEOUT)
-    except ApiException as e:
-        if e.status == 409:
-            return False
-        raise
-    return True
 
 
 def pod_problem(pod: Any) -> str:
@@ -150,6 +137,17 @@ class K8sCreate(CreateOperation):
         self.step = step
         self.poll_after = 0.0
 
+    def create_once(self, call: Any, *args: Any) -> bool:
+        """Make a create call; False if the object existed already (an
+        earlier try of the same step got through)."""
+        try:
+            call(*args, _request_timeout=self.conn.timeout)
+        except ApiException as e:
+            if e.status == 409:
+                return False
+            raise
+        return True
+
     # Shared pieces ------------------------------------------------------------------
 
     def object_labels(self) -> dict[str, Any]:
@@ -208,7 +206,7 @@ class K8sCreate(CreateOperation):
         namespace, name = self.pod_namespace, self.pod_name
         self.doing = f"creating pod {name} in {namespace}"
         body = bodies.pod(name, self.label, self.object_labels())
-        if not create_once(self.conn.core.create_namespaced_pod, namespace, body):
+        if not self.create_once(self.conn.core.create_namespaced_pod, namespace, body):
             self.pod_exists()
         self.pod_created()
         self.data["pod_since"] = time.time()
@@ -218,7 +216,7 @@ class K8sCreate(CreateOperation):
         namespace, name = self.pod_namespace, self.pod_name
         self.doing = f"reading pod {name} in {namespace}"
         pod = self.conn.core.read_namespaced_pod(name, namespace,
-                                                 _request_timeout=REQUEST_TIMEOUT)
+                                                 _request_timeout=self.conn.timeout)
         phase = pod.status.phase if pod.status is not None else None
         self.status = phase
         if phase == "Running":
@@ -269,13 +267,14 @@ class NamespacedCreate(K8sCreate):
 
     def _step_serviceaccount(self) -> None:
         self.doing = f"creating service account {bodies.USER} in {self.namespace}"
-        create_once(self.conn.core.create_namespaced_service_account, self.namespace,
-                bodies.service_account())
+        self.create_once(self.conn.core.create_namespaced_service_account, self.namespace,
+                         bodies.service_account())
         self._goto("secret")
 
     def _step_secret(self) -> None:
         self.doing = f"creating token secret {bodies.USER} in {self.namespace}"
-        create_once(self.conn.core.create_namespaced_secret, self.namespace, bodies.token_secret())
+        self.create_once(self.conn.core.create_namespaced_secret, self.namespace,
+                         bodies.token_secret())
         self.data["token_since"] = time.time()
         self._goto("token")
 
@@ -294,7 +293,7 @@ class NamespacedCreate(K8sCreate):
 
     def _read_credentials(self) -> tuple[str, str] | None:
         secret = self.conn.core.read_namespaced_secret(bodies.USER, self.namespace,
-                                                       _request_timeout=REQUEST_TIMEOUT)
+                                                       _request_timeout=self.conn.timeout)
         data: dict[str, Any] = secret.data or {}
         token, ca = data.get("token"), data.get("ca.crt")
         if not token or not ca:

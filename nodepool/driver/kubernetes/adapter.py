@@ -17,8 +17,7 @@ from typing import Any
 from nodepool.driver.adapter import META_PROVIDER, Instance, LaunchSpec
 from nodepool.driver.k8s_common import bodies
 from nodepool.driver.k8s_common.adapter import K8sAdapter
-from nodepool.driver.k8s_common.connection import REQUEST_TIMEOUT
-from nodepool.driver.k8s_common.steps import K8sDelete, NamespacedCreate, create_once
+from nodepool.driver.k8s_common.steps import K8sDelete, NamespacedCreate
 
 log = logging.getLogger("nodepool.driver.kubernetes")
 
@@ -33,9 +32,9 @@ class NamespaceCreate(NamespacedCreate):
     def _step_namespace(self) -> None:
         self.doing = f"creating namespace {self.namespace}"
         body = bodies.namespace(self.namespace, self.object_labels())
-        if not create_once(self.conn.core.create_namespace, body):
+        if not self.create_once(self.conn.core.create_namespace, body):
             existing: Any = self.conn.core.read_namespace(self.namespace,
-                                                     _request_timeout=REQUEST_TIMEOUT)
+                                                     _request_timeout=self.conn.timeout)
             self.adopt(f"namespace {self.namespace}", existing.metadata.labels)
         self.external_id = self.namespace
         self._goto("serviceaccount")
@@ -46,14 +45,14 @@ class NamespaceCreate(NamespacedCreate):
 
     def _step_role(self) -> None:
         self.doing = f"creating role {self.role_name} in {self.namespace}"
-        create_once(self.conn.rbac.create_namespaced_role, self.namespace,
-                bodies.role(restricted=self.label.is_pod))
+        self.create_once(self.conn.rbac.create_namespaced_role, self.namespace,
+                         bodies.role(restricted=self.label.is_pod))
         self._goto("rolebinding")
 
     def _step_rolebinding(self) -> Instance | None:
         self.doing = f"creating role binding zuul-role in {self.namespace}"
-        create_once(self.conn.rbac.create_namespaced_role_binding, self.namespace,
-                bodies.role_binding("zuul-role", self.namespace, "Role", self.role_name))
+        self.create_once(self.conn.rbac.create_namespaced_role_binding, self.namespace,
+                         bodies.role_binding("zuul-role", self.namespace, "Role", self.role_name))
         return self.access_granted()
 
     def finish(self, pod: Any) -> Instance:
@@ -68,11 +67,11 @@ class NamespaceDelete(K8sDelete):
     def delete_call(self) -> None:
         self.adapter.conn.core.delete_namespace(self.external_id,
                                                 propagation_policy="Background",
-                                                _request_timeout=REQUEST_TIMEOUT)
+                                                _request_timeout=self.adapter.conn.timeout)
 
     def read_call(self) -> None:
         self.adapter.conn.core.read_namespace(self.external_id,
-                                              _request_timeout=REQUEST_TIMEOUT)
+                                              _request_timeout=self.adapter.conn.timeout)
 
 
 class KubernetesAdapter(K8sAdapter):
@@ -89,7 +88,7 @@ class KubernetesAdapter(K8sAdapter):
     def owned(self) -> list[tuple[str, dict[str, str]]]:
         namespaces = self.conn.core.list_namespace(
             label_selector=f"{META_PROVIDER}={self.provider.name}",
-            _request_timeout=REQUEST_TIMEOUT).items
+            _request_timeout=self.conn.timeout).items
         found = []
         for namespace in namespaces:
             meta: Any = namespace.metadata

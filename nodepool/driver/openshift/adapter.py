@@ -16,13 +16,11 @@ from typing import Any
 from nodepool.driver.adapter import META_PROVIDER, Instance, LaunchSpec
 from nodepool.driver.k8s_common import bodies
 from nodepool.driver.k8s_common.adapter import K8sAdapter
-from nodepool.driver.k8s_common.connection import REQUEST_TIMEOUT
 from nodepool.driver.k8s_common.steps import (
     OPENSHIFT_PROJECT_REQUESTS,
     OPENSHIFT_PROJECTS,
     K8sDelete,
     NamespacedCreate,
-    create_once,
 )
 
 log = logging.getLogger("nodepool.driver.openshift")
@@ -42,18 +40,18 @@ class ProjectCreate(NamespacedCreate):
         self.doing = f"requesting project {self.namespace}"
         custom = self.conn.custom
         body = bodies.project_request(self.namespace, self.object_labels())
-        if not create_once(custom.create_cluster_custom_object, *OPENSHIFT_PROJECT_REQUESTS,
-                           body):
+        if not self.create_once(custom.create_cluster_custom_object, *OPENSHIFT_PROJECT_REQUESTS,
+                                body):
             existing: Any = custom.get_cluster_custom_object(*OPENSHIFT_PROJECTS, self.namespace,
-                                                        _request_timeout=REQUEST_TIMEOUT)
+                                                        _request_timeout=self.conn.timeout)
             self.adopt(f"project {self.namespace}", bodies.owner_tags(existing.get("metadata")))
         self.external_id = self.namespace
         self._goto("serviceaccount")
 
     def _step_rolebinding(self) -> Instance | None:
         self.doing = f"creating role binding admin-0 in {self.namespace}"
-        create_once(self.conn.rbac.create_namespaced_role_binding, self.namespace,
-                    bodies.role_binding("admin-0", self.namespace, "ClusterRole", "admin"))
+        self.create_once(self.conn.rbac.create_namespaced_role_binding, self.namespace,
+                         bodies.role_binding("admin-0", self.namespace, "ClusterRole", "admin"))
         return self.access_granted()
 
     def finish(self, pod: Any) -> Instance:
@@ -68,11 +66,11 @@ class ProjectCreate(NamespacedCreate):
 class ProjectDelete(K8sDelete):
     def delete_call(self) -> None:
         self.adapter.conn.custom.delete_cluster_custom_object(
-            *OPENSHIFT_PROJECTS, self.external_id, _request_timeout=REQUEST_TIMEOUT)
+            *OPENSHIFT_PROJECTS, self.external_id, _request_timeout=self.adapter.conn.timeout)
 
     def read_call(self) -> None:
         self.adapter.conn.custom.get_cluster_custom_object(
-            *OPENSHIFT_PROJECTS, self.external_id, _request_timeout=REQUEST_TIMEOUT)
+            *OPENSHIFT_PROJECTS, self.external_id, _request_timeout=self.adapter.conn.timeout)
 
 
 class OpenShiftAdapter(K8sAdapter):
@@ -88,7 +86,7 @@ class OpenShiftAdapter(K8sAdapter):
 
     def owned(self) -> list[tuple[str, dict[str, str]]]:
         listing: Any = self.conn.custom.list_cluster_custom_object(
-            *OPENSHIFT_PROJECTS, _request_timeout=REQUEST_TIMEOUT)
+            *OPENSHIFT_PROJECTS, _request_timeout=self.conn.timeout)
         found = []
         for project in listing.get("items") or []:
             meta = project.get("metadata") or {}

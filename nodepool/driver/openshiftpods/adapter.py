@@ -16,7 +16,6 @@ from typing import Any
 from nodepool.driver.adapter import META_PROVIDER, Instance, LaunchSpec
 from nodepool.driver.k8s_common import bodies, errors
 from nodepool.driver.k8s_common.adapter import K8sAdapter
-from nodepool.driver.k8s_common.connection import REQUEST_TIMEOUT
 from nodepool.driver.k8s_common.steps import K8sCreate, K8sDelete
 from nodepool.exceptions import LaunchNodepoolException
 
@@ -38,7 +37,7 @@ class PodCreate(K8sCreate):
 
     def pod_exists(self) -> None:
         existing: Any = self.conn.core.read_namespaced_pod(self.pod_name, self.pod_namespace,
-                                                      _request_timeout=REQUEST_TIMEOUT)
+                                                      _request_timeout=self.conn.timeout)
         self.adopt(f"pod {self.pod_name} in {self.pod_namespace}", existing.metadata.labels)
 
     def pod_created(self) -> None:
@@ -76,13 +75,13 @@ class PodDelete(K8sDelete):
         project, pod = self.adapter.split_external_id(self.external_id)
         assert project is not None
         self.adapter.conn.core.delete_namespaced_pod(pod, project,
-                                                     _request_timeout=REQUEST_TIMEOUT)
+                                                     _request_timeout=self.adapter.conn.timeout)
 
     def read_call(self) -> None:
         project, pod = self.adapter.split_external_id(self.external_id)
         assert project is not None
         self.adapter.conn.core.read_namespaced_pod(pod, project,
-                                                   _request_timeout=REQUEST_TIMEOUT)
+                                                   _request_timeout=self.adapter.conn.timeout)
 
 
 class OpenShiftPodsAdapter(K8sAdapter):
@@ -109,7 +108,7 @@ class OpenShiftPodsAdapter(K8sAdapter):
             try:
                 pods = self.conn.core.list_namespaced_pod(
                     project, label_selector=f"{META_PROVIDER}={self.provider.name}",
-                    _request_timeout=REQUEST_TIMEOUT).items
+                    _request_timeout=self.conn.timeout).items
             except Exception as e:
                 if errors.status(e) != 404:
                     raise

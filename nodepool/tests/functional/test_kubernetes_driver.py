@@ -302,6 +302,25 @@ def test_passing_server_errors_are_retried_in_place(k8s_sim, start, zuul):
     assert node["connection_type"] == "namespace"
 
 
+def test_unanswered_calls_fail_the_launch_and_what_they_made_is_cleaned_up(
+        k8s_sim, start, zuul, caplog):
+    launcher = start()
+    launcher.providers[PROVIDER].adapter.conn.timeout = (5.0, 0.2)
+    k8s_sim.set_latency(0.5)
+    request = zuul.wait_request(zuul.submit(["kubernetes-namespace"]))
+    assert request["state"] == "failed"
+    assert "creating namespace main-0000000000 failed" in caplog.text
+    assert "Read timed out" in caplog.text
+    # The failed node no longer counts once its launch is over, so the
+    # namespace its unanswered call made is a leak as soon as the record
+    # is gone.
+    assert not launcher.providers[PROVIDER].quota.is_reserved("0000000000")
+    k8s_sim.set_latency(0)
+    fulfil(zuul, "kubernetes-namespace")
+    # The namespace made by a call whose answer never came is a leak.
+    wait_gone(k8s_sim, "main-0000000000")
+
+
 def test_namespace_an_earlier_try_made_is_continued_with(k8s_sim, start, zuul):
     # As if the answer to the namespace's creation had been lost: it
     # exists, made for this node (node ids start at 0 in a fresh chroot).
