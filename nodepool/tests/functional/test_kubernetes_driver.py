@@ -5,10 +5,15 @@ client (nodepool.tests.k8s_sim), over HTTP, through a kubeconfig."""
 from __future__ import annotations
 
 import base64
+import json
+import os
+import pathlib
+import subprocess
 from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client, config
 
 from nodepool.driver.k8s_common import steps
 from nodepool.tests.functional.k8s_support import (  # noqa: F401
@@ -445,3 +450,38 @@ def test_token_never_filled_fails_the_attempts(k8s_sim, start, zuul, monkeypatch
     assert k8s_sim.calls("create", "namespaces") == 2
     k8s_sim.hold_tokens(False)
     fulfil(zuul, "kubernetes-namespace")
+
+
+ZUUL_PYTHON = pathlib.Path(os.environ.get("NODEPOOL_ZUUL_VENV",
+                                          "/tmp/nodepool-zuul-14.3.0-venv")) / "bin" / "python"
+KUBECONFIG_SCRIPT = (pathlib.Path(__file__).resolve().parent.parent / "zuul_compat"
+                     / "kubeconfig.py")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("label", ["kubernetes-namespace", "pod-fedora"])
+def test_zuul_executor_reaches_the_node_with_the_record(k8s_sim, start, zuul, tmp_path, label):
+    """Zuul 14.3's own executor code turns the record into a kubeconfig;
+    with it, the job reaches its namespace (and pod)."""
+    if not ZUUL_PYTHON.exists():
+        pytest.skip(f"no zuul 14.3.0 virtualenv at {ZUUL_PYTHON.parent.parent} "
+                    "(test_zuul_compat.py installs it)")
+    start()
+    _, node_id, _ = fulfil(zuul, label)
+    kubeconfig = tmp_path / "zuul-kubeconfig"
+    result = subprocess.run([str(ZUUL_PYTHON), str(KUBECONFIG_SCRIPT), str(kubeconfig)],
+                            input=json.dumps(raw_record(zuul, node_id)), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    namespace = f"main-{node_id}"
+    assert seen["namespace"] == namespace
+    api = config.new_client_from_config(config_file=str(kubeconfig), context=seen["context"])
+    pods = client.CoreV1Api(api).list_namespaced_pod(namespace).items
+    if label == "pod-fedora":
+        assert seen["connection_type"] == "kubectl"
+        assert seen["pod"] == seen["ansible_host"] == "pod-fedora"
+        assert [p.metadata.name for p in pods] == ["pod-fedora"]
+    else:
+        assert seen["connection_type"] == "namespace" and seen["pod"] is None
+        assert pods == []
