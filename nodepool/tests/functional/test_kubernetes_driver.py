@@ -5,15 +5,11 @@ client (nodepool.tests.k8s_sim), over HTTP, through a kubeconfig."""
 from __future__ import annotations
 
 import base64
-import json
-import os
-import pathlib
-import subprocess
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 
 from nodepool.driver.k8s_common import steps
 from nodepool.tests.functional.k8s_support import (  # noqa: F401
@@ -26,6 +22,7 @@ from nodepool.tests.functional.k8s_support import (  # noqa: F401
     secret_token,
     use_kubeconfig,
     wait_gone,
+    zuul_kubeconfig,
 )
 from nodepool.tests.helpers import wait_for
 from nodepool.tests.k8s_sim import SimulatedKubernetes
@@ -452,31 +449,17 @@ def test_token_never_filled_fails_the_attempts(k8s_sim, start, zuul, monkeypatch
     fulfil(zuul, "kubernetes-namespace")
 
 
-ZUUL_PYTHON = pathlib.Path(os.environ.get("NODEPOOL_ZUUL_VENV",
-                                          "/tmp/nodepool-zuul-14.3.0-venv")) / "bin" / "python"
-KUBECONFIG_SCRIPT = (pathlib.Path(__file__).resolve().parent.parent / "zuul_compat"
-                     / "kubeconfig.py")
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("label", ["kubernetes-namespace", "pod-fedora"])
 def test_zuul_executor_reaches_the_node_with_the_record(k8s_sim, start, zuul, tmp_path, label):
     """Zuul 14.3's own executor code turns the record into a kubeconfig;
     with it, the job reaches its namespace (and pod)."""
-    if not ZUUL_PYTHON.exists():
-        pytest.skip(f"no zuul 14.3.0 virtualenv at {ZUUL_PYTHON.parent.parent} "
-                    "(test_zuul_compat.py installs it)")
     start()
     _, node_id, _ = fulfil(zuul, label)
-    kubeconfig = tmp_path / "zuul-kubeconfig"
-    result = subprocess.run([str(ZUUL_PYTHON), str(KUBECONFIG_SCRIPT), str(kubeconfig)],
-                            input=json.dumps(raw_record(zuul, node_id)), capture_output=True,
-                            text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    api, seen = zuul_kubeconfig(zuul, node_id, tmp_path / "zuul-kubeconfig")
     namespace = f"main-{node_id}"
     assert seen["namespace"] == namespace
-    api = config.new_client_from_config(config_file=str(kubeconfig), context=seen["context"])
     pods = client.CoreV1Api(api).list_namespaced_pod(namespace).items
     if label == "pod-fedora":
         assert seen["connection_type"] == "kubectl"

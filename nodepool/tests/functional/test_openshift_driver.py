@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from nodepool.tests.functional.k8s_support import (  # noqa: F401
     CONTEXT,
@@ -19,6 +20,7 @@ from nodepool.tests.functional.k8s_support import (  # noqa: F401
     secret_token,
     use_kubeconfig,
     wait_gone,
+    zuul_kubeconfig,
 )
 from nodepool.tests.helpers import wait_for
 from nodepool.tests.k8s_sim import SimulatedKubernetes
@@ -239,3 +241,24 @@ def test_pods_over_tls_hand_zuul_the_ca(zk_info, zuul, launcher_factory, tmp_pat
         assert port["host"] == sim.url and port["skiptls"] is False
         assert base64.b64decode(port["ca_crt"]) == sim.ca_pem
         assert port["token"] == sim.token
+
+
+@pytest.mark.slow
+def test_zuul_executor_reaches_project_and_pod_nodes(openshift_sim, zk_info, zuul,
+                                                     launcher_factory, monkeypatch, tmp_path):
+    use_kubeconfig(monkeypatch, openshift_sim)
+    openshift_sim.add_namespace("zuul-pods")
+    launcher_factory(config_text(zk_info, ["openshift-project", "pod-fedora", "unused"],
+                                 openshift_yaml().replace("- name: pod-fedora\n",
+                                                          "- name: unused\n")
+                                 + pods_yaml()))
+    _, project_node, _ = fulfil(zuul, "openshift-project")
+    api, seen = zuul_kubeconfig(zuul, project_node, tmp_path / "project-kubeconfig")
+    assert seen["connection_type"] == "project"
+    assert client.CoreV1Api(api).list_namespaced_pod(seen["namespace"]).items == []
+    _, pod_node, _ = fulfil(zuul, "pod-fedora")
+    api, seen = zuul_kubeconfig(zuul, pod_node, tmp_path / "pod-kubeconfig")
+    assert (seen["connection_type"], seen["namespace"]) == ("kubectl", "zuul-pods")
+    assert seen["pod"] == seen["ansible_host"] == f"pod-fedora-{pod_node}"
+    pod = client.CoreV1Api(api).read_namespaced_pod(seen["pod"], "zuul-pods")
+    assert pod.status.phase == "Running"
