@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import pathlib
 import subprocess
 from typing import Any
@@ -81,21 +80,16 @@ def wait_gone(sim: Any, namespace: str) -> None:
     wait_for(lambda: namespace not in sim.namespace_names(), what=f"namespace {namespace} gone")
 
 
-ZUUL_PYTHON = pathlib.Path(os.environ.get("NODEPOOL_ZUUL_VENV",
-                                          "/tmp/nodepool-zuul-14.3.0-venv")) / "bin" / "python"
 KUBECONFIG_SCRIPT = (pathlib.Path(__file__).resolve().parent.parent / "zuul_compat"
                      / "kubeconfig.py")
 
 
-def zuul_kubeconfig(zuul: Any, node_id: str, path: pathlib.Path) -> tuple[client.ApiClient,
-                                                                           dict]:
+def zuul_kubeconfig(zuul_python: pathlib.Path, zuul: Any, node_id: str,
+                    path: pathlib.Path) -> tuple[client.ApiClient, dict]:
     """(a client configured from the kubeconfig Zuul 14.3's executor writes
     for the node, what Zuul makes of the record: context, namespace, pod,
     connection_type, ansible_host)."""
-    if not ZUUL_PYTHON.exists():
-        pytest.skip(f"no zuul 14.3.0 virtualenv at {ZUUL_PYTHON.parent.parent} "
-                    "(test_zuul_compat.py installs it)")
-    result = subprocess.run([str(ZUUL_PYTHON), str(KUBECONFIG_SCRIPT), str(path)],
+    result = subprocess.run([str(zuul_python), str(KUBECONFIG_SCRIPT), str(path)],
                             input=json.dumps(raw_record(zuul, node_id)), capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]

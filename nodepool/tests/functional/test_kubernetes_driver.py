@@ -452,12 +452,13 @@ def test_token_never_filled_fails_the_attempts(k8s_sim, start, zuul, monkeypatch
 
 @pytest.mark.slow
 @pytest.mark.parametrize("label", ["kubernetes-namespace", "pod-fedora"])
-def test_zuul_executor_reaches_the_node_with_the_record(k8s_sim, start, zuul, tmp_path, label):
+def test_zuul_executor_reaches_the_node_with_the_record(k8s_sim, start, zuul, tmp_path, label,
+                                                        zuul_python):
     """Zuul 14.3's own executor code turns the record into a kubeconfig;
     with it, the job reaches its namespace (and pod)."""
     start()
     _, node_id, _ = fulfil(zuul, label)
-    api, seen = zuul_kubeconfig(zuul, node_id, tmp_path / "zuul-kubeconfig")
+    api, seen = zuul_kubeconfig(zuul_python, zuul, node_id, tmp_path / "zuul-kubeconfig")
     namespace = f"main-{node_id}"
     assert seen["namespace"] == namespace
     pods = client.CoreV1Api(api).list_namespaced_pod(namespace).items

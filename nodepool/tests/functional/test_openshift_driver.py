@@ -245,7 +245,8 @@ def test_pods_over_tls_hand_zuul_the_ca(zk_info, zuul, launcher_factory, tmp_pat
 
 @pytest.mark.slow
 def test_zuul_executor_reaches_project_and_pod_nodes(openshift_sim, zk_info, zuul,
-                                                     launcher_factory, monkeypatch, tmp_path):
+                                                     launcher_factory, monkeypatch, tmp_path,
+                                                     zuul_python):
     use_kubeconfig(monkeypatch, openshift_sim)
     openshift_sim.add_namespace("zuul-pods")
     launcher_factory(config_text(zk_info, ["openshift-project", "pod-fedora", "unused"],
@@ -253,11 +254,11 @@ def test_zuul_executor_reaches_project_and_pod_nodes(openshift_sim, zk_info, zuu
                                                           "- name: unused\n")
                                  + pods_yaml()))
     _, project_node, _ = fulfil(zuul, "openshift-project")
-    api, seen = zuul_kubeconfig(zuul, project_node, tmp_path / "project-kubeconfig")
+    api, seen = zuul_kubeconfig(zuul_python, zuul, project_node, tmp_path / "project-kubeconfig")
     assert seen["connection_type"] == "project"
     assert client.CoreV1Api(api).list_namespaced_pod(seen["namespace"]).items == []
     _, pod_node, _ = fulfil(zuul, "pod-fedora")
-    api, seen = zuul_kubeconfig(zuul, pod_node, tmp_path / "pod-kubeconfig")
+    api, seen = zuul_kubeconfig(zuul_python, zuul, pod_node, tmp_path / "pod-kubeconfig")
     assert (seen["connection_type"], seen["namespace"]) == ("kubectl", "zuul-pods")
     assert seen["pod"] == seen["ansible_host"] == f"pod-fedora-{pod_node}"
     pod = client.CoreV1Api(api).read_namespaced_pod(seen["pod"], "zuul-pods")
