@@ -588,6 +588,13 @@ class Launch(Task):
             return
         self.step_name = ""
         node = self.node
+        if outcome != READY:
+            # The node counts through its record while that lasts.  Kept,
+            # the reservation would count it, and shield its cloud
+            # resources from the leak cleanup, for up to RESERVATION_TTL
+            # after the record is gone, unless a quota check happened to
+            # see the record in between.
+            self.provider.quota.release(self.reservation)
         if outcome != READY and store and node.id is not None:
             try:
                 node.state = outcome
