@@ -117,8 +117,8 @@ class PrometheusMetrics:
         with self._lock:
             stale = {name: self._series.get(name, set()) - wanted
                      for name, wanted in keep.items()}
-            for name, wanted in keep.items():
-                self._series[name] = (self._series.get(name, set()) - stale[name])
+            for name in keep:
+                self._series[name] = self._series.get(name, set()) - stale[name]
         for name, label_sets in stale.items():
             family = self._families[name]
             for values in label_sets:
