@@ -270,10 +270,11 @@ class NodeRequestHandler:
         try:
             self.zk.store_request(request)
             self.log.info("Fulfilled with nodes %s", request.nodes)
-            self._record_wait()
         except Exception:
             self.log.exception("Could not store the fulfilled request")
             self._release_nodes()
+        else:
+            self._record_wait()
         self._unlock_request()
         self.done = True
 
@@ -287,9 +288,12 @@ class NodeRequestHandler:
         created = self.request.created_time
         if created is None:
             return
-        statsmod.get_stats().request_fulfilled(
-            provider=self.provider.provider.name, labels=self.request.node_types,
-            seconds=time.time() - created)
+        try:
+            statsmod.get_stats().request_fulfilled(
+                provider=self.provider.provider.name, labels=self.request.node_types,
+                seconds=time.time() - created)
+        except Exception:
+            self.log.exception("Could not record the request's wait")
 
     def _decline(self, reason: str) -> None:
         self.log.warning("Declining: %s", reason)

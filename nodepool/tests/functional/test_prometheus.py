@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from nodepool import stats as statsmod
 from nodepool.builder.webapp import BuilderWebApp
 from nodepool.tests.functional.builder_support import write_config
 from nodepool.tests.functional.test_builder import (
@@ -29,7 +30,7 @@ from nodepool.tests.functional.test_builder import (
     ready_uploads,
     simple_config,
 )
-from nodepool.tests.helpers import FakeZuul, wait_for
+from nodepool.tests.helpers import FakeZuul, fake_config, wait_for
 from nodepool.tests.openstack_sim import SimulatedCloud
 
 REPO = Path(__file__).resolve().parents[3]
@@ -298,3 +299,47 @@ def test_builder_health_is_503_without_a_zookeeper_session():
         Scrape(get(app.port, "/metrics")[2])
     finally:
         app.stop()
+
+
+# Which launcher records what -------------------------------------------------------
+
+
+@pytest.fixture
+def no_statsd(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("STATSD_HOST", "STATSD_PORT", "STATSD_PREFIX"):
+        monkeypatch.delenv(name, raising=False)
+    statsmod.reset_stats()
+    yield
+    statsmod.reset_stats()
+
+
+def registry_scrape() -> Scrape:
+    return Scrape(statsmod.get_stats().prometheus.render()[0].decode())
+
+
+def test_without_statsd_a_launcher_records_cluster_gauges_but_stays_out_of_the_election(
+        no_statsd, zk_info, zk, zuul, launcher_factory):
+    # An upstream launcher with statsd must keep winning the statsd
+    # election against ours when ours has no statsd to send to.
+    launcher_factory(fake_config(zk_info))
+    request_id = zuul.submit(["fake-label"])
+    assert zuul.wait_request(request_id)["state"] == "fulfilled"
+    wait_for(lambda: registry_scrape().value("nodepool_label_nodes", label="fake-label",
+                                             state="ready") == 1,
+             30, what="the ready node in the gauges")
+    assert zk.election("stats", "observer").contenders() == []
+
+
+def test_with_statsd_the_elected_launcher_still_sends_and_records(
+        statsd, zk_info, zk, zuul, launcher_factory):
+    launcher_factory(fake_config(zk_info))
+    wait_for(lambda: len(zk.election("stats", "observer").contenders()) == 1, 30,
+             what="the launcher standing for election")
+    request_id = zuul.submit(["fake-label"])
+    assert zuul.wait_request(request_id)["state"] == "fulfilled"
+    wait_for(lambda: "nodepool.label.fake-label.nodes.ready:1|g" in statsd.lines, 30,
+             what="the statsd gauge")
+    scrape = registry_scrape()
+    assert scrape.value("nodepool_label_nodes", label="fake-label", state="ready") == 1
+    assert scrape.value("nodepool_launches_total", provider="fake-provider",
+                        result="ready") == 1
