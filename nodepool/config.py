@@ -37,6 +37,7 @@ DEFAULT_CONFIG = "/etc/nodepool/nodepool.yaml"
 DEFAULT_BUILD_LOG_DIR = "/var/log/nodepool/builds"
 DEFAULT_WEBAPP_PORT = 8005
 DEFAULT_WEBAPP_ADDRESS = "0.0.0.0"
+DEFAULT_BUILDER_WEBAPP_PORT = 8006
 
 _ENV_PATTERN = re.compile(r"%\((NODEPOOL_[A-Za-z0-9_]+)\)")
 
@@ -111,6 +112,8 @@ provider_common = {
 
 top_level_schema = v.Schema({
     "webapp": webapp_schema,
+    # Ours: the builder's /metrics and /health, off unless set.
+    "builder-webapp": webapp_schema,
     "elements-dir": str,
     "images-dir": str,
     "build-log-dir": str,
@@ -191,6 +194,8 @@ class Config(ConfigValue):
         self.warnings: list[str] = []
         self.webapp: dict[str, Any] = {
             "port": DEFAULT_WEBAPP_PORT, "listen_address": DEFAULT_WEBAPP_ADDRESS}
+        # None: the builder serves no web endpoints.
+        self.builder_webapp: dict[str, Any] | None = None
         self.elements_dir: str | None = None
         self.images_dir: str | None = None
         self.build_log_dir: str = DEFAULT_BUILD_LOG_DIR
@@ -602,6 +607,11 @@ def _build(path: str, secure_path: str | None, strict: bool) -> tuple[Config | N
     webapp = data.get("webapp") or {}
     config.webapp = {"port": webapp.get("port", DEFAULT_WEBAPP_PORT),
                      "listen_address": webapp.get("listen_address", DEFAULT_WEBAPP_ADDRESS)}
+    if "builder-webapp" in data:
+        builder_webapp = data.get("builder-webapp") or {}
+        config.builder_webapp = {
+            "port": builder_webapp.get("port", DEFAULT_BUILDER_WEBAPP_PORT),
+            "listen_address": builder_webapp.get("listen_address", DEFAULT_WEBAPP_ADDRESS)}
     config.elements_dir = data.get("elements-dir")
     config.images_dir = data.get("images-dir")
     config.build_log_dir = data.get("build-log-dir") or DEFAULT_BUILD_LOG_DIR

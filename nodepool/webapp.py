@@ -5,7 +5,9 @@ Serves the same listings as the CLI (``/node-list``, ``/request-list``,
 as text tables, or as JSON when the client prefers ``application/json``
 or the path ends in ``.json``; plus ``/ready`` (200 once the launcher has
 finished its first pass, for orchestrators' readiness probes) and
-``/health`` (200 while the ZooKeeper session is up, for liveness probes).
+``/health`` (200 while the ZooKeeper session is up, for liveness probes);
+and ``/metrics``, the process's metrics in Prometheus' text format (see
+:mod:`nodepool.prometheus`).
 
 Each answer is kept for one second, so a dashboard polling every few
 hundred milliseconds costs one ZooKeeper read per second, and carries
@@ -26,6 +28,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from nodepool import stats as statsmod
 from nodepool import status
 from nodepool.zk import ZooKeeper, listing
 
@@ -219,6 +222,11 @@ class _Handler(BaseHTTPRequestHandler):
         if endpoint.endswith(".json"):
             endpoint, as_json = endpoint[:-len(".json")], True
         try:
+            if parts.path == "/metrics":
+                body, content_type = statsmod.get_stats().prometheus.render(
+                    self.headers.get("Accept"))
+                self._send(200, body, content_type, None, send_body)
+                return
             if endpoint == "/ready":
                 if app.ready_callable():
                     self._send(200, b"OK", "text/plain; charset=UTF-8", time.time(), send_body)

@@ -21,6 +21,7 @@ from typing import Any
 
 from kazoo.exceptions import NoNodeError
 
+from nodepool import metrics
 from nodepool import stats as statsmod
 from nodepool.builder import dib, files
 from nodepool.builder.worker import BuilderWorker
@@ -267,20 +268,19 @@ class BuildWorker(BuilderWorker):
     def _report(self, diskimage: Any, formats: list[str], record: ImageBuild,
                 result: dib.DibResult | None, ok: bool) -> None:
         stats = statsmod.get_stats()
-        if not stats.enabled:
-            return
         name = diskimage.name
-        key = f"nodepool.dib_image_build.{name}"
         with stats.pipeline() as pipe:
             if ok:
                 for fmt, image_file in files.find_build_files(
                         self.builder.config.images_dir, name, record.id).items():
                     if fmt in formats:
-                        pipe.gauge(f"{key}.{fmt}.size", files.allocated_size(image_file.path))
+                        pipe.gauge(metrics.DIB_IMAGE_SIZE.key(image=name, format=fmt),
+                                   files.allocated_size(image_file.path))
             rc = 1
             if result is not None and not (result.timed_out or result.cancelled):
                 rc = result.returncode if result.returncode is not None else 1
             if result is not None:
-                pipe.timing(f"{key}.status.duration", int(result.duration * 1000))
-            pipe.gauge(f"{key}.status.rc", rc)
-            pipe.gauge(f"{key}.status.last_build", int(time.time()))
+                pipe.timing(metrics.DIB_IMAGE_DURATION.key(image=name),
+                            int(result.duration * 1000))
+            pipe.gauge(metrics.DIB_IMAGE_RC.key(image=name), rc)
+            pipe.gauge(metrics.DIB_IMAGE_LAST_BUILD.key(image=name), int(time.time()))

@@ -26,6 +26,7 @@ from nodepool.builder.build_worker import BuildWorker
 from nodepool.builder.cleanup import CleanupWorker
 from nodepool.builder.status import BuilderStatus
 from nodepool.builder.upload_worker import UploadWorker
+from nodepool.builder.webapp import BuilderWebApp
 from nodepool.driver import registry
 from nodepool.exceptions import BuilderError, ConfigError
 from nodepool.zk import ZooKeeper, ZooKeeperClient
@@ -120,6 +121,7 @@ class NodePoolBuilder:
         self._stop_event = threading.Event()
         self._config_thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
+        self.webapp: BuilderWebApp | None = None
 
     # Configuration ----------------------------------------------------------
 
@@ -268,6 +270,9 @@ class NodePoolBuilder:
             self.builder_id = read_builder_id(self.config.images_dir)
             self._running = True
             self._stop_event.clear()
+            # Before connecting: /health says 503 while ZooKeeper is out
+            # of reach, and /metrics shows why the builder waits.
+            self._start_webapp()
             self._connect()
             if not self._running:
                 return
@@ -291,6 +296,24 @@ class NodePoolBuilder:
             log.info("nodepool-builder %s started (builder id %s, %d build and %d upload "
                      "workers)", self.hostname, self.builder_id, self.num_builders,
                      self.num_uploaders)
+
+    def _start_webapp(self) -> None:
+        """Serve ``/metrics`` and ``/health`` if ``builder-webapp`` is
+        configured (read at start; a reload does not move the port)."""
+        settings = self.config.builder_webapp
+        if settings is None or self.webapp is not None:
+            return
+        webapp = BuilderWebApp(lambda: self.zk_client is not None and self.zk_client.connected,
+                               listen_address=settings["listen_address"],
+                               port=settings["port"])
+        try:
+            webapp.start()
+        except OSError as e:
+            log.error("Could not serve /metrics and /health on %s:%s (%s); the builder "
+                      "runs without them: free the port or change builder-webapp in %s",
+                      settings["listen_address"], settings["port"], e, self.config_path)
+            return
+        self.webapp = webapp
 
     def _connect(self) -> None:
         self.zk_client = nodepool_config.zookeeper_client(self.config)
@@ -358,4 +381,7 @@ class NodePoolBuilder:
                 self.component.unregister()
             if self.zk_client is not None:
                 self.zk_client.disconnect()
+            if self.webapp is not None:
+                self.webapp.stop()
+                self.webapp = None
             log.info("nodepool-builder stopped")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from nodepool import metrics
 from nodepool import stats as statsmod
 from nodepool.builder import files
 from nodepool.builder.build_worker import lock_names_build
@@ -318,21 +319,23 @@ class CleanupWorker(BuilderWorker):
         """Build request and worker state gauges (this worker runs even
         while builds and uploads take hours, so the gauges stay fresh)."""
         stats = statsmod.get_stats()
-        if not stats.enabled:
-            return
         zk = self.builder.zk
         host = self.builder.hostname
         status = self.builder.status
         total = 0
-        with stats.pipeline() as pipe:
+        # A complete picture: images and providers gone from ZooKeeper or
+        # the configuration leave /metrics.
+        with stats.pipeline(replace=(metrics.IMAGE_BUILD_REQUESTED,
+                                     metrics.BUILDER_BUILD_STATE,
+                                     metrics.BUILDER_UPLOAD_STATE)) as pipe:
             for image in zk.image_names():
                 requested = 1 if zk.build_request_time(image) is not None else 0
                 total += requested
-                pipe.gauge(f"nodepool.image.{image}.image_build_requests", requested)
-                pipe.gauge(f"nodepool.builder.{host}.image.{image}.build.state",
+                pipe.gauge(metrics.IMAGE_BUILD_REQUESTED.key(image=image), requested)
+                pipe.gauge(metrics.BUILDER_BUILD_STATE.key(hostname=host, image=image),
                            status.build_state(image))
             for provider_name, image in self.builder.upload_pairs():
-                pipe.gauge(f"nodepool.builder.{host}.image.{image}.provider."
-                           f"{provider_name}.upload.state",
-                           status.upload_state(image, provider_name))
-            pipe.gauge("nodepool.image_build_requests", total)
+                pipe.gauge(metrics.BUILDER_UPLOAD_STATE.key(
+                    hostname=host, image=image, provider=provider_name),
+                    status.upload_state(image, provider_name))
+            pipe.gauge(metrics.IMAGE_BUILD_REQUESTS.key(), total)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from kazoo.exceptions import NoNodeError
 
+from nodepool import metrics
 from nodepool import stats as statsmod
 from nodepool.builder import files
 from nodepool.builder.worker import BuilderWorker
@@ -194,7 +195,7 @@ class UploadWorker(BuilderWorker):
                           pc.name, external_name, external_id)
             builder.upload_failures.pop(key, None)
             stats = statsmod.get_stats()
-            stat_key = f"nodepool.image_update.{image}.{pc.name}"
+            stat_key = metrics.IMAGE_UPLOAD.key(image=image, provider=pc.name)
             stats.timing(stat_key, int((time.time() - start) * 1000))
             stats.incr(stat_key)
             # Older uploads may now be beyond the two kept.

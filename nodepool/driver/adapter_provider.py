@@ -16,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+from nodepool import metrics
 from nodepool import stats as statsmod
 from nodepool.driver import Provider
 from nodepool.driver.adapter import (
@@ -456,7 +457,8 @@ class AdapterProvider(Provider):
     def _report_leaks(self, counts: dict[str, int]) -> None:
         stats = statsmod.get_stats()
         for plural, count in counts.items():
-            stats.incr(f"nodepool.provider.{self.provider.name}.leaked.{plural}", count)
+            stats.incr(metrics.PROVIDER_LEAKED.key(provider=self.provider.name, type=plural),
+                       count)
 
     def _is_leaked(self, rtype: str, meta: dict[str, Any]) -> bool:
         if rtype == "image":

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
+from nodepool import stats as statsmod
 from nodepool.driver.launch import ABORTED, READY, LaunchHandle, NodeLogger
 from nodepool.zk import ZKLockException, models
 from nodepool.zk.models import Node, NodeRequest
@@ -296,8 +298,27 @@ class NodeRequestHandler:
         except Exception:
             self.log.exception("Could not store the fulfilled request")
             self._release_nodes()
+        else:
+            self._record_wait()
         self._unlock_request()
         self.done = True
+
+    def _record_wait(self) -> None:
+        """The request's creation-to-fulfilment time, for Prometheus.
+
+        ``created_time`` is the requestor's clock (Zuul's); a request
+        without one (made by a Zuul too old to write it) is not observed
+        rather than observed from when we accepted it.
+        """
+        created = self.request.created_time
+        if created is None:
+            return
+        try:
+            statsmod.get_stats().request_fulfilled(
+                provider=self.provider.provider.name, labels=self.request.node_types,
+                seconds=time.time() - created)
+        except Exception:
+            self.log.exception("Could not record the request's wait")
 
     def _decline(self, reason: str) -> None:
         self.log.warning("Declining: %s", reason)

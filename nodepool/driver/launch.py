@@ -576,7 +576,7 @@ class Launch(Task):
             statsmod.get_stats().launch_result(
                 result=key, provider=self.provider.provider.name, az=self.node.az,
                 requestor=self.request.requestor if self.request is not None else None,
-                ms=(time.monotonic() - self._clock) * 1000)
+                ms=(time.monotonic() - self._clock) * 1000, label=self.label.name)
         except Exception:
             self.log.exception("Could not send launch metrics")
 

@@ -1,4 +1,4 @@
-"""This launcher's own ZooKeeper backlog, as statsd gauges.
+"""This launcher's own ZooKeeper backlog, as gauges (statsd and Prometheus).
 
 Unlike the cluster-wide node gauges (sent by one elected launcher), these
 describe one process, so every launcher sends them, under
@@ -21,6 +21,7 @@ import logging
 import threading
 from typing import Any
 
+from nodepool import metrics
 from nodepool import stats as statsmod
 from nodepool.launcher.worker import LauncherWorker
 
@@ -42,9 +43,6 @@ class LocalStatsWorker(LauncherWorker):
         self._stop_event.set()
 
     def run(self) -> None:
-        if not statsmod.get_stats().enabled:
-            log.debug("statsd is not configured; not sending local stats")
-            return
         while not self._stop_event.is_set():
             try:
                 self.emit()
@@ -54,13 +52,15 @@ class LocalStatsWorker(LauncherWorker):
 
     def emit(self) -> None:
         launcher = self.launcher
-        prefix = f"nodepool.launcher.{launcher.hostname}.zk"
+        host = launcher.hostname
         caches = (("node_cache", launcher.node_cache),
                   ("request_cache", launcher.request_cache),
                   ("image_cache", launcher.image_cache))
         with statsmod.get_stats().pipeline() as pipe:
-            pipe.gauge(f"{prefix}.client.connection_queue",
+            pipe.gauge(metrics.LAUNCHER_ZK_CONNECTION_QUEUE.key(hostname=host),
                        launcher.zk_client.queued_requests())
             for name, cache in caches:
-                pipe.gauge(f"{prefix}.{name}.event_queue", cache.event_queue_size())
-                pipe.gauge(f"{prefix}.{name}.playback_queue", cache.playback_queue_size())
+                pipe.gauge(metrics.LAUNCHER_ZK_EVENT_QUEUE.key(hostname=host, cache=name),
+                           cache.event_queue_size())
+                pipe.gauge(metrics.LAUNCHER_ZK_PLAYBACK_QUEUE.key(hostname=host, cache=name),
+                           cache.playback_queue_size())

@@ -31,6 +31,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from nodepool import metrics
 from nodepool import stats as statsmod
 from nodepool.driver.handler import NodeRequestHandler
 from nodepool.driver.quota import QuotaInformation
@@ -246,21 +247,21 @@ class PoolWorker(threading.Thread):
         the stats leader's, see :mod:`nodepool.launcher.stats_worker`)."""
         stats = statsmod.get_stats()
         now = time.monotonic()
-        if not stats.enabled or now - self._last_stats < STATS_INTERVAL:
+        if now - self._last_stats < STATS_INTERVAL:
             return
         self._last_stats = now
         provider = self.provider_config
         # Unlimited pools make the sum infinite, sent as ``inf`` (upstream).
         max_servers = sum(p.max_servers for p in provider.pools.values())
         with stats.pipeline() as pipe:
-            pipe.gauge(f"nodepool.provider.{provider.name}.max_servers", max_servers)
+            pipe.gauge(metrics.PROVIDER_MAX_SERVERS.key(provider=provider.name), max_servers)
             for tenant, limits in self.launcher.config.tenant_resource_limits.items():
                 # Upstream always sends these three, ``inf`` when unset.
                 unset = float("inf")
                 limits = {"cores": unset, "instances": unset, "ram": unset, **limits}
                 for key, value in limits.items():
-                    pipe.gauge(f"nodepool.tenant_limits.{statsmod.normalize(tenant)}."
-                               f"{statsmod.normalize(key)}", value)
+                    pipe.gauge(metrics.TENANT_LIMIT.key(tenant=statsmod.normalize(tenant),
+                                                        limit=statsmod.normalize(key)), value)
 
     def _poll_handlers(self) -> None:
         while True:

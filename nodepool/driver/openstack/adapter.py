@@ -19,6 +19,7 @@ from typing import Any, ClassVar, TypeVar
 import keystoneauth1.exceptions as ksa_exc
 import openstack.connection
 
+from nodepool import stats as statsmod
 from nodepool.driver.adapter import (
     META_PROVIDER,
     Adapter,
@@ -66,8 +67,19 @@ def connect(provider: Any) -> openstack.connection.Connection:
     """An openstacksdk connection for the provider's ``cloud`` and
     ``region-name`` in clouds.yaml, throttled by ``rate`` (seconds between
     calls to each service; 0 = unthrottled) and with a bounded API timeout.
-    Nothing is sent until the first call."""
+    Nothing is sent until the first call.
+
+    Each API call's time is recorded for Prometheus under the provider's
+    name through openstacksdk's own Prometheus hooks: the cloud region
+    hands every service proxy it makes the (counter, histogram) pair that
+    :meth:`nodepool.prometheus.PrometheusMetrics.openstack_reporters`
+    gives for this provider, instead of openstacksdk's own histogram
+    (labelled by URL, so one series per server).  openstacksdk's loader
+    cannot be given them, hence the attributes set on the region."""
     region = cloud_config.cloud_region(provider.cloud, provider.region_name)
+    counter, histogram = statsmod.get_stats().prometheus.openstack_reporters(provider.name)
+    region.get_prometheus_counter = lambda: counter
+    region.get_prometheus_histogram = lambda: histogram
     config = region.config
     if not config.get("api_timeout"):
         config["api_timeout"] = DEFAULT_API_TIMEOUT
