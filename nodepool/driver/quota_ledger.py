@@ -87,12 +87,12 @@ class QuotaLedger:
                     used.add(self._node_quota(node))
         stale = time.monotonic() - RESERVATION_TTL
         with self._lock:
-            # A bound reservation ends when the cache shows its record (or,
-            # should the record vanish first, after a while).
+            # A bound reservation ends once the cache has seen its record
+            # (it is counted, or already gone), or after a while.
             self._reservations = {
                 r for r in self._reservations
                 if r.node_id is None or (r.created >= stale and (
-                    cache is None or cache.get(r.node_id) is None))}
+                    cache is None or not cache.index.seen_past(r.node_id)))}
             for reservation in self._reservations:
                 if pool is None or reservation.pool == pool:
                     used.add(reservation.quota)

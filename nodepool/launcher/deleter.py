@@ -28,6 +28,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from kazoo.exceptions import NoNodeError
+
 from nodepool.driver.deletion import delete_locked_node
 from nodepool.driver.launch import NodeLogger
 from nodepool.launcher.worker import LauncherWorker
@@ -210,7 +212,11 @@ class DeletedNodeWorker(LauncherWorker):
                 return
             if expected is None and node.state not in models.CLEANUP_STATES:
                 return
-            delete_node(self.launcher, node)
+            try:
+                delete_node(self.launcher, node)
+            except NoNodeError:
+                # Another launcher's deleter finished it first.
+                log.info("Node %s was deleted meanwhile", node.id)
         finally:
             if node.lock is not None:
                 zk.unlock_node(node)

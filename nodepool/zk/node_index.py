@@ -79,6 +79,10 @@ class NodeIndex:
         # usage, or the nodes it could hand out): pool workers need not
         # look again for any other node change.
         self._generations: Counter[str | None] = Counter()
+        # The highest node id seen: ids are ZooKeeper sequence numbers and
+        # events are applied in order, so every node created before it has
+        # been seen (or is gone).
+        self._max_id = ""
 
     # Updates (the node cache's playback thread) ---------------------------
 
@@ -86,6 +90,8 @@ class NodeIndex:
         """Node-cache listener."""
         contribution = _contribution(new) if new is not None else None
         with self._lock:
+            if contribution is not None and key > self._max_id:
+                self._max_id = key
             previous = self._nodes.pop(key, None)
             if previous == contribution:
                 if contribution is not None:
@@ -123,6 +129,12 @@ class NodeIndex:
                 del self._by_request[c.allocated_to]
 
     # Questions (any thread) ------------------------------------------------
+
+    def seen_past(self, node_id: str) -> bool:
+        """Whether the index has seen node ``node_id`` or one created after
+        it (so that node is counted, or gone)."""
+        with self._lock:
+            return len(self._max_id) == len(node_id) and self._max_id >= node_id
 
     def generation(self, provider: str | None) -> int:
         """Changes so far to what ``provider``'s pools can do (capacity
