@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from nodepool.driver.quota import QuotaInformation
 
 if TYPE_CHECKING:
+    from nodepool.driver.launch_errors import LaunchFailure
     from nodepool.driver.registration import EndpointSpec
     from nodepool.zk import ZooKeeper
 
@@ -331,6 +332,28 @@ class Provider:
         declined."""
         return 0
 
+    def quota_in_use(self, pool: ConfigPool, nodes: list[Any]) -> QuotaInformation:
+        """What ``pool``'s nodes use, counted the way capacity decisions
+        count them: every record of this provider's pool in ``nodes``
+        (any state), plus nodes being launched whose record is not
+        visible yet.  For the status page: answer from memory, never ask
+        the cloud.  The default counts each record's ``resources`` (one
+        instance when it has none)."""
+        used = QuotaInformation()
+        for node in nodes:
+            if node.provider != self.provider.name or node.pool != pool.name:
+                continue
+            resources = {k: v for k, v in (node.resources or {}).items()
+                         if isinstance(v, (int, float))}
+            used.add(QuotaInformation(resources or {"instances": 1}))
+        return used
+
+    def known_cloud_limits(self) -> QuotaInformation | None:
+        """The cloud's own quota limits as last read, or None when they
+        were never read (or the provider has none).  For the status page:
+        never asks the cloud."""
+        return None
+
     def reserve(self, pool_name: str, quota: QuotaInformation) -> Any:
         """Count a node about to be launched until its record shows (see
         :mod:`nodepool.driver.quota_ledger`); hand the result to
@@ -366,6 +389,13 @@ class Provider:
     def hostname_for(self, node: Any) -> str:
         """The name a new server of ``node`` gets in the cloud."""
         return node.hostname or ""
+
+    def recent_launch_errors(self) -> list[LaunchFailure]:
+        """The latest launches of this provider that ended without a node
+        (failed, or aborted for lack of cloud quota), newest first, a few
+        dozen at most.  Kept in memory by this provider object only, for
+        the status page."""
+        return []
 
     # Handing out and deleting ----------------------------------------------------
 
