@@ -63,7 +63,8 @@ h3{font-size:1rem;margin:1rem 0 .4rem}
 nav{display:flex;flex-wrap:wrap;gap:.25rem .9rem;margin:.4rem 0}
 nav a,a{color:var(--info)}
 .cards{display:flex;flex-wrap:wrap;gap:.5rem;margin-top:.75rem}
-.card{border:1px solid var(--line);border-radius:6px;padding:.4rem .7rem;min-width:8rem}
+.card{border:1px solid var(--line);border-radius:6px;padding:.4rem .7rem;flex:1 1 7.5rem;
+max-width:12rem}
 .card b{display:block;font-size:1.3rem}
 .scroll{overflow-x:auto;-webkit-overflow-scrolling:touch;max-width:100%}
 table{border-collapse:collapse;font-size:.85rem;white-space:nowrap}
@@ -84,6 +85,7 @@ color:var(--warn)}
 ul.quota{list-style:none;margin:0;padding:0}
 ul.quota li{display:flex;align-items:center;gap:.4rem}
 meter{width:5rem}
+footer{margin-top:1.5rem;border-top:1px solid var(--line)}
 """
 
 
@@ -232,7 +234,9 @@ def _quota(resources: list[ResourceUse], cloud_applies: bool) -> str:
     for r in resources:
         limits = [lim for lim in (r.pool_limit, r.cloud_limit) if lim is not None]
         limit = min(limits) if limits else None
-        meter = (f'<meter min="0" max="{limit:g}" value="{min(r.used, limit):g}"></meter>'
+        # Turns amber past 70% and red past 90% of the limit.
+        meter = (f'<meter min="0" max="{limit:g}" low="{0.7 * limit:g}" '
+                 f'high="{0.9 * limit:g}" optimum="0" value="{min(r.used, limit):g}"></meter>'
                  if limit else "")
         text = f"{esc(r.name)} <b>{_amount(r.used)}</b> / {_amount(r.pool_limit)}"
         if r.cloud_limit is not None:
@@ -301,7 +305,7 @@ def _nodes(snap: StatusSnapshot) -> str:
             f"<td>{'locked' if node.locked else ''}</td><td>{esc(node.az)}</td></tr>")
     shown = (f"The {len(snap.nodes):,} most recently changed of {snap.node_total:,} nodes; "
              'every node: <a href="node-list">node-list</a>.'
-             if snap.node_total > len(snap.nodes) else f"All {snap.node_total:,} nodes.")
+             if snap.node_total > len(snap.nodes) else f"All nodes ({snap.node_total:,}).")
     unreadable = ""
     if snap.unreadable_nodes:
         unreadable = (f'<p class="bad" id="unreadable">{snap.unreadable_nodes:,} node '
