@@ -335,9 +335,10 @@ class Provider:
     def quota_in_use(self, pool: ConfigPool, nodes: list[Any]) -> QuotaInformation:
         """What ``pool``'s nodes use, counted the way capacity decisions
         count them: every record of this provider's pool in ``nodes``
-        (any state), plus nodes being launched whose record is not
-        visible yet.  For the status page: answer from memory, never ask
-        the cloud.  The default counts each record's ``resources`` (one
+        (any state; ``nodes`` holds at least all of them, others are
+        ignored), plus nodes being launched whose record is not visible
+        yet.  For the status page: answer from memory, never ask the
+        cloud.  The default counts each record's ``resources`` (one
         instance when it has none)."""
         used = QuotaInformation()
         for node in nodes:

@@ -204,14 +204,14 @@ def take_snapshot(launcher: LauncherView, now: float | None = None) -> StatusSna
     nodes: list[Node] = _items(launcher.node_cache)
     components = _items(launcher.component_cache)
     snapshot.registered_pools = len(components)
-    _count_nodes(snapshot, config, nodes)
+    by_pool = _count_nodes(snapshot, config, nodes)
     if launcher.node_cache is not None:
         snapshot.unreadable_nodes = len(launcher.node_cache.unreadable())
     snapshot.nodes = [_node_row(n) for n in heapq.nlargest(
         NODE_ROWS, nodes, key=lambda n: n.state_time or 0.0)]
     workers = list(dict(launcher.pool_workers or {}).values())
     if config is not None:
-        snapshot.providers = _providers(launcher, config, nodes, workers)
+        snapshot.providers = _providers(launcher, config, by_pool, workers)
     _requests(snapshot, _items(launcher.request_cache), components, workers)
     if launcher.image_cache is not None:
         _images(snapshot, launcher.image_cache)
@@ -225,9 +225,10 @@ def _items(cache: Any) -> list[Any]:
 # Providers and pools -------------------------------------------------------
 
 
-def _providers(launcher: LauncherView, config: Any, nodes: list[Node],
+def _providers(launcher: LauncherView, config: Any,
+               by_pool: dict[tuple[Any, Any], list[Node]],
                workers: list[PoolWorkerView]) -> list[ProviderStatus]:
-    by_pool = {(w.provider_name, w.pool_name): w for w in workers}
+    worker_of = {(w.provider_name, w.pool_name): w for w in workers}
     out = []
     for name in sorted(config.providers):
         provider_config = config.providers[name]
@@ -235,7 +236,7 @@ def _providers(launcher: LauncherView, config: Any, nodes: list[Node],
         pools = []
         for pool_name in sorted(provider_config.pools):
             pool = provider_config.pools[pool_name]
-            worker = by_pool.get((name, pool_name))
+            worker = worker_of.get((name, pool_name))
             if live is None:
                 state = "provider not started"
             elif worker is None:
@@ -246,7 +247,8 @@ def _providers(launcher: LauncherView, config: Any, nodes: list[Node],
                 state = "serving"
             pools.append(PoolStatus(
                 provider=name, name=pool_name, labels=sorted(pool.labels), state=state,
-                resources=_resources(live, pool, nodes) if live is not None else [],
+                resources=(_resources(live, pool, by_pool.get((name, pool_name), []))
+                           if live is not None else []),
                 cloud_quota_applies=not pool.ignore_provider_quota))
         out.append(ProviderStatus(
             name=name, driver=provider_config.driver_name, started=live is not None,
@@ -276,8 +278,13 @@ def _resources(live: Any, pool: Any, nodes: list[Node]) -> list[ResourceUse]:
 # Nodes ---------------------------------------------------------------------
 
 
-def _count_nodes(snapshot: StatusSnapshot, config: Any, nodes: Iterable[Node]) -> None:
+def _count_nodes(snapshot: StatusSnapshot, config: Any,
+                 nodes: Iterable[Node]) -> dict[tuple[Any, Any], list[Node]]:
+    """Count the nodes by state and by label and state; returns them
+    grouped by (provider, pool), so each pool's quota is counted from its
+    own nodes only."""
     labels: dict[str, Counter[str]] = {}
+    by_pool: dict[tuple[Any, Any], list[Node]] = {}
     if config is not None:
         for name, label in config.labels.items():
             labels[name] = Counter()
@@ -293,9 +300,15 @@ def _count_nodes(snapshot: StatusSnapshot, config: Any, nodes: Iterable[Node]) -
             if counts is None:
                 counts = labels[label] = Counter()
             counts[state] += 1
+        key = (node.provider, node.pool)
+        group = by_pool.get(key)
+        if group is None:
+            group = by_pool[key] = []
+        group.append(node)
     snapshot.node_total = total
     snapshot.node_states = states
     snapshot.label_states = {k: labels[k] for k in sorted(labels, key=str)}
+    return by_pool
 
 
 def _node_row(node: Node) -> NodeRow:

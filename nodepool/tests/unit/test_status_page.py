@@ -5,6 +5,7 @@ functional/test_status_page.py)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -62,8 +63,8 @@ def pool(labels: list[str]) -> PoolComponent:
     return component
 
 
-def launcher(nodes: list[Node] = (), requests: list[NodeRequest] = (),
-             components: list[PoolComponent] = (), config: Config | None = None) -> Any:
+def launcher(nodes: Sequence[Node] = (), requests: Sequence[NodeRequest] = (),
+             components: Sequence[PoolComponent] = (), config: Config | None = None) -> Any:
     return SimpleNamespace(
         hostname="launcher-1", config=config, ready=True,
         zk_client=SimpleNamespace(connected=True), node_cache=Cache(list(nodes)),
