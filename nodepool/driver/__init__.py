@@ -315,10 +315,12 @@ class Provider:
         RuntimeConfigurationException if the label can never work."""
         return QuotaInformation(instances=1)
 
-    def available_quota(self, pool: ConfigPool, nodes: list[Any]) -> QuotaInformation:
+    def available_quota(self, pool: ConfigPool) -> QuotaInformation:
         """Room for new nodes in ``pool`` now: pool limits and the cloud's,
-        minus what ``nodes`` (every node record) and launches not yet
-        recorded use.  Must not call the cloud on every call (cache)."""
+        minus what the provider's node records and the launches not yet
+        recorded use.  Called for every pool worker pass: answer from
+        running totals (the node cache's ``index``) and cached limits,
+        never by walking every node or calling the cloud."""
         return QuotaInformation(instances=0)
 
     def can_ever_fit(self, pool: ConfigPool, need: QuotaInformation) -> bool:
@@ -360,6 +362,9 @@ class Provider:
         :mod:`nodepool.driver.quota_ledger`); hand the result to
         :meth:`launch`."""
         return None
+
+    def release(self, reservation: Any) -> None:
+        """Give back a reservation whose node will not be launched."""
 
     def invalidate_quota(self) -> None:
         """Forget cached cloud limits and usage (the cloud refused a

@@ -54,7 +54,10 @@ class Instance:
     python_path: str | None = None
     shell_type: str | None = None
     connection_type: str | None = None
-    connection_port: int | None = None
+    # A port for SSH-like connections; drivers whose nodes are reached
+    # through an API (kubernetes) put a dict of credentials here, as
+    # upstream does and Zuul's executor expects.
+    connection_port: Any = None
     host_keys: list[str] | None = None
     # Resources the instance uses (for unmanaged-quota accounting).
     quota: QuotaInformation | None = None

@@ -96,6 +96,7 @@ class AdapterProvider(Provider):
     def start(self, zk: Any, node_cache: Any = None, image_cache: Any = None) -> None:
         self.zk = zk
         self.node_cache = node_cache
+        self.quota.node_cache = node_cache
         self.image_cache = image_cache
         self._adapter = self.make_adapter()
         self._runner = StepRunner(self.provider.name)
@@ -311,14 +312,17 @@ class AdapterProvider(Provider):
     def reserve(self, pool_name: str, quota: QuotaInformation) -> Reservation:
         return self.quota.reserve(pool_name, quota)
 
-    def available_quota(self, pool: Any, nodes: list[Node]) -> QuotaInformation:
+    def release(self, reservation: Reservation | None) -> None:
+        self.quota.release(reservation)
+
+    def available_quota(self, pool: Any) -> QuotaInformation:
         """Room for new nodes in ``pool`` right now."""
-        pool_room = pool.limits().subtract(self.quota.usage(nodes, pool.name))
+        pool_room = pool.limits().subtract(self.quota.usage(pool.name))
         if pool.ignore_provider_quota:
             return pool_room
         cloud_room = self._cloud_limits().copy()
         cloud_room.subtract(self._unmanaged_usage())
-        cloud_room.subtract(self.quota.usage(nodes))
+        cloud_room.subtract(self.quota.usage())
         return pool_room.min_with(cloud_room)
 
     def can_ever_fit(self, pool: Any, need: QuotaInformation) -> bool:

@@ -12,6 +12,7 @@ go back to the ready pool.  Multi-node requests get all nodes or none.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from nodepool.driver.launch import ABORTED, READY, LaunchHandle, NodeLogger
@@ -24,7 +25,8 @@ log = logging.getLogger("nodepool.driver.handler")
 class NodeRequestHandler:
     """Drives one request; ``poll()`` returns True when it is finished."""
 
-    def __init__(self, worker: Any, request: NodeRequest) -> None:
+    def __init__(self, worker: Any, request: NodeRequest,
+                 reservations: list[Any] | None = None) -> None:
         self.worker = worker
         self.zk = worker.zk
         self.request = request
@@ -38,6 +40,12 @@ class NodeRequestHandler:
         # starting it, or fulfilling it); only that thread touches the
         # handler meanwhile.
         self.busy = False
+        # Set once the request is locked and its launches started (or it
+        # was given up).
+        self.started = threading.Event()
+        # Capacity the pool worker reserved for the nodes it decided to
+        # launch (see nodepool.driver.quota_ledger), used up by launches.
+        self.reservations = list(reservations or [])
         self.log = NodeLogger(logging.getLogger("nodepool.NodeRequestHandler"), {
             "event_id": request.event_id, "request": request.id})
 
@@ -133,12 +141,30 @@ class NodeRequestHandler:
                 continue
             label = self.pool.labels[label_name]
             quota = self.provider.quota_for_label(label)
-            if not self.worker.has_room_for(quota):
-                self.waiting = True
-                continue
-            self._start_launch(index, label, quota)
+            reservation = self._take_reservation(quota)
+            if reservation is None:
+                if not self.worker.has_room_for(quota):
+                    self.waiting = True
+                    continue
+                reservation = self.provider.reserve(self.pool.name, quota)
+            self._start_launch(index, label, quota, reservation)
 
-    def _start_launch(self, index: int, label: Any, quota: Any) -> None:
+    def _take_reservation(self, quota: Any) -> Any:
+        """A reservation the pool worker made for a node like this one."""
+        for reservation in self.reservations:
+            if reservation.quota == quota:
+                self.reservations.remove(reservation)
+                return reservation
+        return None
+
+    def release_reservations(self) -> None:
+        """Give back the capacity reserved for launches that will not
+        happen (reused nodes instead, or the request ended)."""
+        for reservation in self.reservations:
+            self.provider.release(reservation)
+        self.reservations = []
+
+    def _start_launch(self, index: int, label: Any, quota: Any, reservation: Any) -> None:
         image_external_id, image_id = self.provider.image_external_id(label)
         if self.az is None:
             self.az = self.provider.choose_az(self.pool)
@@ -164,9 +190,8 @@ class NodeRequestHandler:
             node.shell_type = image.shell_type
             node.connection_type = image.connection_type
             node.connection_port = image.connection_port
-        # The launch thread creates and locks the record; capacity is
-        # reserved now so the next decisions count this node.
-        reservation = self.provider.reserve(self.pool.name, quota)
+        # The launch creates and locks the record; the reservation counts
+        # the node until the cache shows it.
         self.launches[index] = self.provider.launch(
             node, label, self.pool, self.request, image_external_id,
             on_done=lambda h: self.worker.wake(), reservation=reservation)
@@ -325,4 +350,5 @@ class NodeRequestHandler:
         release what we can; the request's lost-lock cleanup does the rest."""
         for handle in self.launches.values():
             handle.cancel()
+        self.release_reservations()
         self.done = True

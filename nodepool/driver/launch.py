@@ -79,6 +79,11 @@ CLEANUP_TIMEOUT = 600.0
 FIRST_POLL = 0.02
 # Pause between two host-key scan attempts.
 SCAN_RETRY = 1.0
+# Progress within a step is stored at most this often (see Launch._save).
+PROGRESS_INTERVAL = 1.0
+# Pause before a step interrupted by a dropped ZooKeeper connection is
+# tried again.
+ZK_RETRY = 0.5
 
 
 class NodeLogger(logging.LoggerAdapter):
@@ -165,6 +170,7 @@ class Launch(Task):
         self._scan: Future | None = None
         self._poll = FIRST_POLL
         self._saved: Any = None
+        self._saved_at = time.monotonic()
         self._abandoned = False
         self._clock = time.monotonic()
 
@@ -251,11 +257,17 @@ class Launch(Task):
             self.provider.invalidate_quota()
             self._fail_attempt(e, ABORTED)
         except Exception as e:
-            if self._session_lost() or isinstance(e, KazooException):
-                self.log.warning("Launch interrupted by a ZooKeeper problem: %s", e)
-                self._end(FAILED, f"ZooKeeper problem during launch: {e}", store=False,
-                          stat=statsmod.launch_result_key(e, session_lost=True))
+            if self._session_lost():
+                self.log.warning("Launch interrupted: ZooKeeper session lost (%s)", e)
+                self._end(FAILED, f"ZooKeeper session lost during launch: {e}",
+                          store=False, stat=statsmod.launch_result_key(e, session_lost=True))
                 return None
+            if isinstance(e, KazooException):
+                # The connection dropped; the session (and our locks) may
+                # well survive.  Try the step again once it is back (a
+                # write that did land is written again, which is harmless).
+                self.log.info("ZooKeeper unavailable during launch (%s); retrying", e)
+                return ZK_RETRY
             self._fail_attempt(e, None)
         return 0.0 if self.step_name else None
 
@@ -266,12 +278,20 @@ class Launch(Task):
 
     def _create_record(self) -> float | None:
         """Store a new node: created unlocked in ``init`` (not a cleanup
-        state), locked, then ``building``, so no deleter can take it."""
+        state), then locked and ``building`` in one transaction, so no
+        deleter can take it."""
         node = self.node
-        node.state = models.INIT
+        if node.id is not None:
+            # A retry after a dropped connection: the record exists.
+            return self._lock_record()
         try:
-            self.zk.store_node(node)
+            self.zk.create_locked_node(node, self._begin_building)
         except Exception as e:
+            if node.id is not None:
+                # Created, not locked (the connection dropped): lock it on
+                # the next step.
+                self._record_created()
+                raise
             self.handle.error = f"could not create node record: {e}"
             self.handle.record_created.set()
             self.provider.quota.release(self.reservation)
@@ -283,15 +303,31 @@ class Launch(Task):
             # handler makes the record).
             self._end(outcome, self.handle.error, store=False)
             return None
+        self._record_created()
+        self._saved = (node.external_id, node.launch_progress)
+        self.log.info("Launching node (%s) in %s", ",".join(node.type), node.az)
+        return 0.0
+
+    def _record_created(self) -> None:
+        if self.handle.record_created.is_set():
+            return
         self.handle.record_created.set()
         self._clock = time.monotonic()
-        self.provider.quota.bind(self.reservation, node.id)
-        self.log_context["node"] = node.id
-        self.zk.lock_node(node, blocking=True, timeout=30)
+        self.provider.quota.bind(self.reservation, self.node.id)
+        self.log_context["node"] = self.node.id
+
+    def _begin_building(self, node: Node) -> None:
         node.state = models.BUILDING
         node.hostname = self.provider.hostname_for(node)
         self.step_name = STEP_CREATE
         self.started = time.time()
+        node.launch_progress = self._progress()
+
+    def _lock_record(self) -> float | None:
+        node = self.node
+        if node.lock is None:
+            self.zk.lock_node(node, blocking=True, timeout=30)
+        self._begin_building(node)
         self._save(force=True)
         self.log.info("Launching node (%s) in %s", ",".join(node.type), node.az)
         return 0.0
@@ -326,7 +362,9 @@ class Launch(Task):
         self.create_op = None
         self.step_name = STEP_SCAN
         self.started = time.time()
-        self._save(force=True)
+        if instance.host_keys is None and self.label.host_key_checking:
+            # A scan ahead: record that the server is up (and where).
+            self._save(force=True)
         return 0.0
 
     def _next_poll(self, wanted: float | None) -> float:
@@ -504,14 +542,26 @@ class Launch(Task):
         return progress
 
     def _save(self, force: bool = False) -> None:
-        """Store the launch's progress if it changed since last stored."""
+        """Store the launch's progress if it changed since last stored.
+
+        Changes inside one step (an operation's progress, the external
+        id) are stored at most every PROGRESS_INTERVAL: a launch that dies
+        before is resumed from the step's start, and a server it made
+        meanwhile is found by its metadata (see resume_from_record), so a
+        fast cloud costs no extra writes.
+        """
         progress = self._progress()
         snapshot = (self.node.external_id, progress)
         if not force and snapshot == self._saved:
             return
+        now = time.monotonic()
+        if not force and now - self._saved_at < PROGRESS_INTERVAL:
+            # (The next poll of the cloud stores it.)
+            return
         self.node.launch_progress = progress
         self._store()
         self._saved = snapshot
+        self._saved_at = now
 
     def _store(self) -> None:
         if self._session_lost():
@@ -538,6 +588,13 @@ class Launch(Task):
             return
         self.step_name = ""
         node = self.node
+        if outcome != READY:
+            # The node counts through its record while that lasts.  Kept,
+            # the reservation would count it, and shield its cloud
+            # resources from the leak cleanup, for up to RESERVATION_TTL
+            # after the record is gone, unless a quota check happened to
+            # see the record in between.
+            self.provider.quota.release(self.reservation)
         if outcome != READY and store and node.id is not None:
             try:
                 node.state = outcome

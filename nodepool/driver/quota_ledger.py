@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from nodepool.driver.quota import QuotaInformation
 from nodepool.zk.models import Node
 
-# A reservation whose record the cache never showed (it vanished at once)
-# is forgotten after this long.
+# A reservation bound to a record the cache never showed (the record
+# vanished at once) is forgotten after this long.
 RESERVATION_TTL = 60.0
 
 
@@ -35,7 +36,8 @@ class Reservation:
 
 
 class QuotaLedger:
-    """Usage of one provider: its node records plus open reservations."""
+    """Usage of one provider: its node records (from the node cache's
+    running totals) plus open reservations."""
 
     def __init__(self, provider_name: str,
                  node_quota: Callable[[Node], QuotaInformation]) -> None:
@@ -43,9 +45,11 @@ class QuotaLedger:
         self._node_quota = node_quota
         self._lock = threading.Lock()
         self._reservations: set[Reservation] = set()
+        self.node_cache: Any = None
 
     def reserve(self, pool: str, quota: QuotaInformation) -> Reservation:
-        """Count a node about to be launched in ``pool``."""
+        """Count a node about to be launched in ``pool`` until
+        :meth:`release`, or until the cache shows its record."""
         reservation = Reservation(pool, quota)
         with self._lock:
             self._reservations.add(reservation)
@@ -55,6 +59,7 @@ class QuotaLedger:
         """The reserved node now has a record with this id."""
         if reservation is not None:
             reservation.node_id = node_id
+            reservation.created = time.monotonic()
 
     def release(self, reservation: Reservation | None) -> None:
         """The reserved node will not be launched after all."""
@@ -68,23 +73,26 @@ class QuotaLedger:
         with self._lock:
             return any(r.node_id == node_id for r in self._reservations)
 
-    def usage(self, nodes: Iterable[Node], pool: str | None = None) -> QuotaInformation:
+    def usage(self, pool: str | None = None) -> QuotaInformation:
         """What this provider's nodes (of ``pool``, or all) use, plus the
-        reservations whose records ``nodes`` does not show yet."""
+        reservations whose records the cache does not show yet."""
+        cache = self.node_cache
         used = QuotaInformation()
-        seen: set[str] = set()
-        for node in nodes:
-            if node.provider != self.provider_name:
-                continue
-            if node.id is not None:
-                seen.add(node.id)
-            if pool is not None and node.pool != pool:
-                continue
-            used.add(self._node_quota(node))
+        if cache is not None:
+            sums, unpriced = cache.index.usage(self.provider_name, pool)
+            used.add(QuotaInformation(sums))
+            for node_id in unpriced:
+                node = cache.get(node_id)
+                if node is not None:
+                    used.add(self._node_quota(node))
         stale = time.monotonic() - RESERVATION_TTL
         with self._lock:
-            self._reservations = {r for r in self._reservations
-                                  if r.node_id not in seen and r.created >= stale}
+            # A bound reservation ends when the cache shows its record (or,
+            # should the record vanish first, after a while).
+            self._reservations = {
+                r for r in self._reservations
+                if r.node_id is None or (r.created >= stale and (
+                    cache is None or cache.get(r.node_id) is None))}
             for reservation in self._reservations:
                 if pool is None or reservation.pool == pool:
                     used.add(reservation.quota)

@@ -21,6 +21,9 @@ log = logging.getLogger("nodepool.driver.registry")
 _BUILTIN = {
     "example": "nodepool.driver.example:ExampleDriver",
     "fake": "nodepool.driver.fake:FakeDriver",
+    "kubernetes": "nodepool.driver.kubernetes:KubernetesDriver",
+    "openshift": "nodepool.driver.openshift:OpenShiftDriver",
+    "openshiftpods": "nodepool.driver.openshiftpods:OpenShiftPodsDriver",
     "openstack": "nodepool.driver.openstack:OpenStackDriver",
     "static": "nodepool.driver.static:StaticDriver",
 }

@@ -52,18 +52,38 @@ class DeletedNodeWorker(LauncherWorker):
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
         self._retry_after: dict[str, tuple[float, float]] = {}
-        # Monotonic time at which the latest completed pass began: every
-        # node the cache showed then has been looked at.
+        # Monotonic time at which the latest completed full pass began:
+        # every node the cache showed then has been looked at.
         self.last_pass_started = float("-inf")
+        # Nodes changed since the last pass: between full passes (which
+        # catch what time alone changes: ages, expiries, retries) only
+        # these are looked at, so the cost follows the changes, not the
+        # number of nodes.
+        self._dirty: set[str] = set()
+        self._dirty_lock = threading.Lock()
+        self._next_full = 0.0
         self._executor = ThreadPoolExecutor(DELETE_THREADS,
                                             thread_name_prefix="NodeDeleter")
 
     def node_changed(self, key: str, old: Node | None, new: Node | None) -> None:
         if new is not None and (new.state in models.CLEANUP_STATES
                                 or new.state in (models.READY, models.HOLD)):
-            self._wake.set()
+            self._mark([key])
+
+    def request_changed(self, key: str, old: Any, new: Any) -> None:
+        if new is None:
+            # Ready nodes still allocated to it go back to the pool.
+            self._mark(self.launcher.node_cache.index.allocated_to(key))
+
+    def _mark(self, node_ids: Any) -> None:
+        if not node_ids:
+            return
+        with self._dirty_lock:
+            self._dirty.update(node_ids)
+        self._wake.set()
 
     def reconnected(self) -> None:
+        self._next_full = 0.0
         self._wake.set()
 
     def stop(self) -> None:
@@ -80,21 +100,31 @@ class DeletedNodeWorker(LauncherWorker):
             if not self.launcher.zk_client.connected:
                 continue
             started = time.monotonic()
+            full = started >= self._next_full
+            with self._dirty_lock:
+                dirty, self._dirty = self._dirty, set()
+            cache = self.launcher.node_cache
+            if full:
+                self._next_full = started + self.interval
+                nodes = cache.items()
+            else:
+                nodes = [n for n in (cache.get(i) for i in dirty) if n is not None]
             try:
-                self._pass()
+                self._pass(nodes)
             except Exception:
                 log.exception("Error in delete pass")
             else:
-                self.last_pass_started = started
+                if full:
+                    self.last_pass_started = started
 
     # Deciding ----------------------------------------------------------------
 
-    def _pass(self) -> None:
+    def _pass(self, nodes: list[Node]) -> None:
         now = time.time()
         config = self.launcher.config
         providers = self.launcher.providers
-        request_ids = set(self.launcher.request_cache.keys())
-        for node in self.launcher.node_cache.items():
+        requests = self.launcher.request_cache
+        for node in nodes:
             if node.locked or node.provider not in providers:
                 continue
             if node.id in self._busy:
@@ -110,7 +140,7 @@ class DeletedNodeWorker(LauncherWorker):
             if node.state in models.CLEANUP_STATES:
                 self._submit(self._delete_node, node)
             elif node.state == models.READY:
-                if node.allocated_to and node.allocated_to not in request_ids:
+                if node.allocated_to and requests.get(node.allocated_to) is None:
                     self._submit(self._unallocate, node)
                 elif node.allocated_to is None and self._too_old(node, now, config):
                     self._submit(self._delete_node, node, expected=models.READY)

@@ -88,6 +88,10 @@ class NodePool(threading.Thread):
         self._running = True
         self._wake = threading.Event()
         self.ready = False
+        # Bumped when pool components change (pools came, went, paused):
+        # pool workers then reconsider requests they left to others.
+        self.components_generation = 0
+        self._node_generations: dict[str | None, int] = {}
         # Monotonic time at which the latest completed main pass (config
         # reload, providers, min-ready) began: proof it has looked since.
         self.last_pass_started = float("-inf")
@@ -166,10 +170,10 @@ class NodePool(threading.Thread):
         self.component_cache = PoolComponentCache(self.zk)
         self.request_lock_cache = RequestLockCache(self.zk)
         self.request_lock_cache.add_listener(self.lost_requests.lock_changed)
-        self.component_cache.add_listener(lambda *a: self._wake_pools())
+        self.component_cache.add_listener(self._on_component_change)
         self.node_cache.add_listener(self._on_node_change)
         self.request_cache.add_listener(self._on_request_change)
-        self.image_cache.add_listener(lambda *a: self._wake_pools())
+        self.image_cache.add_listener(self._on_image_change)
         for cache in self._caches:
             cache.start()
         for cache in self._caches:
@@ -229,22 +233,47 @@ class NodePool(threading.Thread):
 
     # Events ------------------------------------------------------------------
 
-    def _wake_pools(self) -> None:
+    def _wake_pools(self, provider: str | None = None) -> None:
+        """Wake the pool workers (of ``provider``, or all)."""
         for worker in list(self.pool_workers.values()):
-            worker.wake()
+            if provider is None or worker.provider_name == provider:
+                worker.wake()
+
+    def _on_image_change(self, key: Any, old: Any, new: Any) -> None:
+        # An upload becoming ready (or going) changes what pools can serve.
+        self._wake_pools()
+
+    def _on_component_change(self, key: str, old: Any, new: Any) -> None:
+        self.components_generation += 1
+        self._wake_pools()
 
     def _on_request_change(self, key: str, old: Any, new: Any) -> None:
-        self._wake_pools()
+        # Each pool worker keeps its own queue in order and wakes only if
+        # the change concerns it.
+        for worker in list(self.pool_workers.values()):
+            worker.request_changed(key, new)
+        for helper in self._workers:
+            helper.request_changed(key, old, new)
         if (new is not None and new.requestor == MinReady.REQUESTOR) or (
                 old is not None and old.requestor == MinReady.REQUESTOR):
             self._wake.set()
 
     def _on_node_change(self, key: str, old: Any, new: Any) -> None:
-        self._wake_pools()
+        # Only the node's provider gains or loses capacity or a ready
+        # node (its pools share the cloud's quota), and only changes to
+        # those matter to its pool workers (launches they wait for wake
+        # them on their own).
+        node = new if new is not None else old
+        provider = node.provider if node is not None else None
+        generation = self.node_cache.index.generation(provider)
+        if generation != self._node_generations.get(provider):
+            self._node_generations[provider] = generation
+            self._wake_pools(provider)
         for worker in self._workers:
             worker.node_changed(key, old, new)
         # Ready counts changed: min-ready may need a top-up.
-        if (old is None or new is None or old.state != new.state
+        if self.min_ready is not None and self.min_ready.concerns(node) and (
+                old is None or new is None or old.state != new.state
                 or old.allocated_to != new.allocated_to):
             self._wake.set()
 

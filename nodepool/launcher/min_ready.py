@@ -56,10 +56,7 @@ class MinReady:
         for request in requests:
             if request.state in (models.REQUESTED, models.PENDING, models.FULFILLED):
                 outstanding.update(request.node_types)
-        ready: Counter[str] = Counter()
-        for node in launcher.node_cache.items():
-            if node.state == models.READY and node.allocated_to is None:
-                ready.update(node.type)
+        index = launcher.node_cache.index
         our_pools = {w.id: w for w in launcher.pool_workers.values()}
         # Pools that cannot launch (static hosts) have all their nodes
         # ready already; a min-ready request would only wait there.
@@ -68,7 +65,8 @@ class MinReady:
         for label in launcher.config.labels.values():
             if label.min_ready <= 0:
                 continue
-            deficit = label.min_ready - ready[label.name] - outstanding[label.name]
+            deficit = (label.min_ready - index.ready_unallocated(label.name)
+                       - outstanding[label.name])
             if deficit <= 0:
                 continue
             serving = [p.id for p in components
@@ -81,6 +79,14 @@ class MinReady:
                 continue
             for _ in range(deficit):
                 self._submit(label.name)
+
+    def concerns(self, node: Any) -> bool:
+        """Whether a change of ``node`` may call for a top-up (one of its
+        labels has a min-ready)."""
+        labels = self.launcher.config.labels
+        return node is not None and any(
+            (label := labels.get(name)) is not None and label.min_ready > 0
+            for name in node.type)
 
     def _label_available(self, label_name: str) -> bool:
         for worker in self.launcher.pool_workers.values():

@@ -10,11 +10,18 @@ Capacity is checked *before* a request is locked, so a request that does
 not fit now stays open for any other pool that has room, instead of being
 held while this pool waits.  Requests that wait reserve what they need,
 so a large request is not starved by a stream of small ones behind it.
+
+The cost of a pass does not grow with the backlog: the open requests are
+kept in serving order as events come (:mod:`nodepool.launcher.request_queue`),
+requests left to other pools are parked until something changes, the scan
+stops once no capacity is left, and capacity, ready nodes and tenant usage
+are read from the node cache's running totals, never recounted.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import socket
 import threading
@@ -28,6 +35,7 @@ from nodepool import stats as statsmod
 from nodepool.driver.handler import NodeRequestHandler
 from nodepool.driver.quota import QuotaInformation
 from nodepool.exceptions import RuntimeConfigurationException
+from nodepool.launcher.request_queue import RequestQueue
 from nodepool.zk import ZKLockException, models
 from nodepool.zk.components import PoolComponent
 from nodepool.zk.models import Node, NodeRequest
@@ -75,6 +83,8 @@ class PoolWorker(threading.Thread):
         # then.  Proof for whoever must know it has looked (a debugger, a
         # test asserting that a request is left waiting).
         self.last_pass_started = float("-inf")
+        self.queue = RequestQueue(self.id, set(self.pool.labels))
+        self._components_seen = -1
         self.component = PoolComponent(launcher.hostname)
         self.component.id = self.id
         self.component.name = pool_name
@@ -100,6 +110,16 @@ class PoolWorker(threading.Thread):
     def wake(self) -> None:
         self._wake.set()
 
+    def request_changed(self, request_id: str, request: NodeRequest | None) -> None:
+        """Request-cache listener (called by the launcher for every
+        request event): keep the queue in order; wake only if this pool
+        has something to do about it."""
+        if self.queue.update(request_id, request) or (
+                request is None and self.serving(request_id)):
+            # (A request this worker serves that vanished: its handler
+            # gives the nodes back.)
+            self._wake.set()
+
     def stop(self, grace: float = 0.0) -> None:
         """Stop taking requests; let handlers finish for up to ``grace``
         seconds, then abandon the rest."""
@@ -116,6 +136,7 @@ class PoolWorker(threading.Thread):
     def run(self) -> None:
         if self.component.path is None:
             self.register()
+        self.queue.load(self.launcher.request_cache.items())
         while self._running:
             self._wake.wait(SAFETY_INTERVAL)
             self._wake.clear()
@@ -193,6 +214,13 @@ class PoolWorker(threading.Thread):
 
     def _pass(self) -> None:
         self._poll_handlers()
+        self.queue.set_labels(set(self.pool.labels))
+        generation = self.launcher.components_generation
+        if generation != self._components_seen:
+            # Pools came or went: decisions to leave requests to others
+            # may no longer hold.
+            self._components_seen = generation
+            self.queue.unpark_all()
         if self.provider.provider.max_concurrency != 0:
             with self.launcher.pool_coordination(self) as coordinated:
                 accepted = self._assign_requests()
@@ -208,8 +236,7 @@ class PoolWorker(threading.Thread):
                           timeout: float = 10.0) -> None:
         deadline = time.monotonic() + timeout
         for handler in handlers:
-            while handler.busy and time.monotonic() < deadline:
-                time.sleep(0.002)
+            handler.started.wait(max(0.0, deadline - time.monotonic()))
             for handle in list(handler.launches.values()):
                 handle.record_created.wait(max(0.0, deadline - time.monotonic()))
 
@@ -248,34 +275,38 @@ class PoolWorker(threading.Thread):
             except Exception:
                 handler.log.exception("Error polling request handler")
                 finished = False
-            if not finished:
+            if finished:
+                handler.release_reservations()
+            else:
                 active.append(handler)
         self.handlers = active
 
     # Capacity ------------------------------------------------------------
 
-    def _our_nodes(self) -> list[Node]:
-        return self.launcher.node_cache.items()
+    @property
+    def _index(self) -> Any:
+        return self.launcher.node_cache.index
 
     def has_room_for(self, need: QuotaInformation) -> bool:
         """Used by handlers to relaunch (e.g. after a quota abort)."""
-        room = self.provider.available_quota(self.pool, self._our_nodes())
-        return room.fits(need)
+        return self.provider.available_quota(self.pool).fits(need)
+
+    def _claim_fresh(self, node: Node, now: float) -> bool:
+        """Whether ``node`` was claimed lately and the cache does not show
+        a newer version of it than the claim saw or wrote."""
+        claimed = self._claimed.get(str(node.id))
+        return claimed is not None and now - claimed[0] < CLAIM_MEMORY and (
+            node.version is None or claimed[1] is None or node.version <= claimed[1])
 
     def _reusable(self, label: str | None, az: str | None = None) -> list[Node]:
         """Ready, free nodes of this pool (of ``label``, or all), oldest
         first."""
         now = time.monotonic()
+        cache = self.launcher.node_cache
         out = []
-        for node in self.launcher.node_cache.items():
-            if (node.state != models.READY or node.allocated_to is not None or node.locked
-                    or node.provider != self.provider_name or node.pool != self.pool_name
-                    or (label is not None and label not in node.type)):
-                continue
-            claimed = self._claimed.get(node.id)
-            if claimed is not None and now - claimed[0] < CLAIM_MEMORY and (
-                    node.version is None or claimed[1] is None or node.version <= claimed[1]):
-                # A node handed back (unallocated) since is newer: reusable.
+        for node_id in self._index.free(self.provider_name, self.pool_name, label):
+            node = cache.get(node_id)
+            if node is None or self._claim_fresh(node, now):
                 continue
             if az is not None and node.az is not None and node.az != az:
                 continue
@@ -316,17 +347,13 @@ class PoolWorker(threading.Thread):
         if len(self._claimed) > 1000:
             self._claimed = {k: v for k, v in self._claimed.items()
                              if now - v[0] < CLAIM_MEMORY}
-        self._claimed[node.id] = (now, node.version)
+        self._claimed[str(node.id)] = (now, node.version)
 
     def _tenant_room(self, tenant: str | None, need: QuotaInformation) -> bool:
         limits = self.launcher.config.tenant_resource_limits.get(tenant or "")
         if not limits:
             return True
-        used = QuotaInformation()
-        for node in self.launcher.node_cache.items():
-            if node.tenant_name == tenant and node.resources:
-                used.add(QuotaInformation({k: v for k, v in node.resources.items()
-                                           if isinstance(v, (int, float))}))
+        used = QuotaInformation(self._index.tenant_usage(tenant or ""))
         room = QuotaInformation(dict(limits)).subtract(used)
         return room.fits(need)
 
@@ -376,58 +403,89 @@ class PoolWorker(threading.Thread):
         return total
 
     def _assign_requests(self) -> list[NodeRequestHandler]:
-        """Decide on every open request; returns the handlers started."""
+        """Decide on the open requests in serving order; returns the
+        handlers started.
+
+        The scan stops as soon as no capacity is left (no room for a new
+        node and no free ready node): the requests after that point could
+        only wait.  Requests that arrived since the last pass still get a
+        first decision (to decline them, or park them for other pools).
+        """
         accepted: list[NodeRequestHandler] = []
-        pool = self.pool
         pools = self.launcher.pool_components()
-        mine = set(pool.labels)
-        requests = [r for r in self.launcher.request_cache.items()
-                    if r.state == models.REQUESTED and self.id not in r.declined_by]
-        if not requests:
-            return accepted
-        # Requests we can serve first, then by priority.
-        requests.sort(key=lambda r: (len(set(r.node_types) - mine), r.sort_key()))
+        fresh = self.queue.take_fresh()
         ready = self._ready_counts()
         active = {h.request.id for h in self.handlers}
         room: QuotaInformation | None = None
         max_concurrency = self.provider.provider.max_concurrency
-        for request in requests:
+        launches = self.provider.launches_in_flight()
+        decided: set[str] = set()
+        for request in self.queue.snapshot():
             if not self._running:
                 return accepted
             if request.id in active:
                 continue
+            decided.add(str(request.id))
             decision = self._route(request, pools)
             if decision == "skip":
+                self.queue.park(str(request.id))
                 continue
             if decision == "decline":
                 self._lock_and_decline(request, self._decline_reason(request) or "declined")
                 continue
-            # Accept if it fits now; otherwise reserve and wait.
+            # Accept if it fits now; otherwise reserve what it needs and
+            # let it wait.
             new_labels = self._new_nodes_needed(request, ready)
             if new_labels and not self.provider.launches_nodes:
+                if self._exhausted(room, ready, launches, max_concurrency):
+                    break
                 continue
             need = self._quota_of(new_labels) or QuotaInformation()
             if new_labels:
                 if room is None:
-                    room = self.provider.available_quota(pool, self._our_nodes())
-                if not room.fits(need) or not self._tenant_room(request.tenant_name, need):
+                    room = self.provider.available_quota(self.pool)
+                if not room.fits(need):
                     room.subtract(need)
+                    if self._exhausted(room, ready, launches, max_concurrency):
+                        break
                     continue
-                if (max_concurrency and max_concurrency > 0
-                        and self.provider.launches_in_flight() + len(new_labels)
-                        > max_concurrency):
+                if not self._tenant_room(request.tenant_name, need):
                     continue
-            handler = self._accept(request)
+                if max_concurrency > 0 and launches + len(new_labels) > max_concurrency:
+                    if self._exhausted(room, ready, launches, max_concurrency):
+                        break
+                    continue
+            handler = self._accept(request, new_labels)
             if handler is not None:
                 self._take_reused(request, ready, new_labels)
                 if new_labels and room is not None:
                     room.subtract(need)
+                launches += len(new_labels)
                 active.add(request.id)
                 accepted.append(handler)
-                # Accepting a long queue takes a while: hand out what has
-                # become ready meanwhile instead of waiting for the end.
-                self._poll_handlers()
+        # Requests beyond where the scan stopped still get their first
+        # decision: declined at once, or parked for other pools.
+        for request in fresh:
+            if request.id in decided or request.id in active or not self._running:
+                continue
+            decision = self._route(request, pools)
+            if decision == "skip":
+                self.queue.park(str(request.id))
+            elif decision == "decline":
+                self._lock_and_decline(request, self._decline_reason(request) or "declined")
         return accepted
+
+    def _exhausted(self, room: QuotaInformation | None, ready: Counter[str],
+                   launches: int, max_concurrency: int) -> bool:
+        """Nothing more can be accepted now: no free ready node, and no
+        room (or no concurrency) for a new one."""
+        if any(count > 0 for count in ready.values()):
+            return False
+        if not self.provider.launches_nodes:
+            return True
+        if max_concurrency > 0 and launches >= max_concurrency:
+            return True
+        return room is not None and room.get("instances", math.inf) < 1
 
     def _route(self, request: NodeRequest, pools: list[Any]) -> str:
         """``skip`` (leave it to another pool or later), ``decline`` or
@@ -448,11 +506,20 @@ class PoolWorker(threading.Thread):
         return "accept"
 
     def _ready_counts(self) -> Counter[str]:
-        """Free ready nodes per label, counted once per pass."""
-        counts: Counter[str] = Counter()
-        for node in self._reusable(None):
-            counts.update(set(node.type))
-        return counts
+        """Free ready nodes per label, counted once per pass (from the
+        node cache's running totals, less the ones claimed lately)."""
+        counts = self._index.free_counts(self.provider_name, self.pool_name)
+        if self._claimed:
+            now = time.monotonic()
+            cache = self.launcher.node_cache
+            for node_id in list(self._claimed):
+                node = cache.get(node_id)
+                if (node is not None and node.state == models.READY
+                        and node.allocated_to is None and not node.locked
+                        and node.provider == self.provider_name
+                        and node.pool == self.pool_name and self._claim_fresh(node, now)):
+                    counts.subtract(set(node.type))
+        return +counts
 
     @staticmethod
     def _new_nodes_needed(request: NodeRequest, ready: Counter[str]) -> list[str]:
@@ -518,18 +585,26 @@ class PoolWorker(threading.Thread):
         except Exception:
             self.log.exception("Could not store declined request %s", request.id)
 
-    def _accept(self, request: NodeRequest) -> NodeRequestHandler | None:
+    def _accept(self, request: NodeRequest, new_labels: list[str]
+                ) -> NodeRequestHandler | None:
         """Take the request: its handler locks it, marks it pending and
         starts filling it on a starter thread, so a queue of requests is
         taken in parallel rather than one ZooKeeper round trip at a time.
-        The decision (and the capacity it reserves) was made here."""
-        handler = NodeRequestHandler(self, request)
+        The decision was made here, and so is the capacity reservation for
+        the nodes it will launch: the next pass counts them at once."""
+        reservations = []
+        for label_name in new_labels:
+            quota = self.provider.quota_for_label(self.pool.labels[label_name])
+            reservations.append(self.provider.reserve(self.pool.name, quota))
+        handler = NodeRequestHandler(self, request, reservations)
         handler.busy = True
         self.handlers.append(handler)
         try:
             self._starter.submit(self._start_handler, handler)
         except RuntimeError:  # shutting down
             handler.busy = False
+            handler.started.set()
+            handler.release_reservations()
             handler.done = True
             return None
         return handler
@@ -551,9 +626,11 @@ class PoolWorker(threading.Thread):
     def _start_handler(self, handler: NodeRequestHandler) -> None:
         try:
             if handler.done:  # abandoned before it started
+                handler.release_reservations()
                 return
             fresh = self._lock_request(handler.request)
             if fresh is None:
+                handler.release_reservations()
                 handler.done = True
                 return
             fresh.state = models.PENDING
@@ -562,6 +639,7 @@ class PoolWorker(threading.Thread):
             except Exception:
                 self.log.exception("Could not mark request %s pending", fresh.id)
                 self.zk.unlock_request(fresh)
+                handler.release_reservations()
                 handler.done = True
                 return
             handler.request = fresh
@@ -572,4 +650,5 @@ class PoolWorker(threading.Thread):
                 handler.failed_reason = "internal error starting the request"
         finally:
             handler.busy = False
+            handler.started.set()
             self.wake()

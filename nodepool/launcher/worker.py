@@ -21,6 +21,9 @@ class LauncherWorker(threading.Thread):
     def node_changed(self, key: str, old: Any, new: Any) -> None:
         """A node record changed (``old``/``new`` None when created/removed)."""
 
+    def request_changed(self, key: str, old: Any, new: Any) -> None:
+        """A request changed (``old``/``new`` None when created/removed)."""
+
     def reconnected(self) -> None:
         """The ZooKeeper connection is back (possibly with a new session)."""
 

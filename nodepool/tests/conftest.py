@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -225,3 +226,29 @@ def statsd(monkeypatch) -> Iterator[StatsdListener]:
     yield listener
     listener.stop()
     stats.reset_stats()
+
+
+ZUUL_VERSION = "14.3.0"
+ZUUL_VENV = Path(os.environ.get("NODEPOOL_ZUUL_VENV", f"/tmp/nodepool-zuul-{ZUUL_VERSION}-venv"))
+
+
+@pytest.fixture(scope="session")
+def zuul_python() -> Path:
+    """The python of a virtualenv holding the released Zuul 14.3.0,
+    installed on first use (once, even with several test workers)."""
+    import fcntl
+    import subprocess
+    import sys
+    python = ZUUL_VENV / "bin" / "python"
+    marker = ZUUL_VENV / ".zuul-installed"
+    ZUUL_VENV.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{ZUUL_VENV}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(ZUUL_VENV)], check=True)
+            result = subprocess.run([str(python), "-m", "pip", "install", "-q",
+                                     f"zuul=={ZUUL_VERSION}"], capture_output=True, text=True)
+            if result.returncode != 0:
+                pytest.fail(f"could not install zuul=={ZUUL_VERSION}: {result.stderr[-2000:]}")
+            marker.write_text("ok\n")
+    return python

@@ -40,6 +40,7 @@ from nodepool.zk.models import (
     UnreadableNode,
     is_empty_znode,
 )
+from nodepool.zk.node_index import NodeIndex
 from nodepool.zk.zookeeper import (
     COMPONENT_ROOT,
     IMAGE_ROOT,
@@ -310,6 +311,10 @@ class NodeCache(TreeCache[Node]):
     def __init__(self, zk: ZooKeeper) -> None:
         super().__init__(zk)
         self._unreadable: dict[str, UnreadableNode] = {}
+        # Sums and subsets of the nodes for the launcher's decisions,
+        # updated as the first listener: current before anyone else hears.
+        self.index = NodeIndex()
+        self.add_listener(self.index.node_changed)
 
     def unreadable(self) -> list[UnreadableNode]:
         """The node records this version cannot read, by id."""

@@ -9,12 +9,13 @@ LOST: every lock and ephemeral node is gone) and resume on reconnect.
 from __future__ import annotations
 
 import logging
+import select
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kazoo.client import KazooState
-from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.handlers.threading import KazooTimeoutError, SequentialThreadingHandler
 from kazoo.retry import KazooRetry
 
 from nodepool.zk.exceptions import ZKConnectionError, ZKTLSRequired
@@ -54,6 +55,39 @@ def build_hosts(servers: Iterable[Mapping[str, Any]]) -> str:
             chroot = "/" + chroot
         result += chroot.rstrip("/")
     return result
+
+
+class PollingHandler(SequentialThreadingHandler):
+    """kazoo's threading handler with a cheaper ``select``.
+
+    kazoo's connection thread waits on its socket once per request and
+    reply, and its ``select`` builds and tears down an epoll selector each
+    time (three system calls and a few objects).  Under load that was a
+    tenth of a launcher's CPU; ``poll`` does the same wait with one call.
+    """
+
+    def select(self, rlist: list[Any], wlist: list[Any], xlist: list[Any],
+               timeout: float | None = None) -> tuple[list[Any], list[Any], list[Any]]:
+        poller = select.poll()
+        wanted: dict[int, int] = {}
+        objects: dict[int, list[Any]] = {}
+        for objs, mask in ((rlist, select.POLLIN), (wlist, select.POLLOUT)):
+            for obj in objs:
+                fd = obj if isinstance(obj, int) else obj.fileno()
+                wanted[fd] = wanted.get(fd, 0) | mask
+                objects.setdefault(fd, []).append(obj)
+        for fd, mask in wanted.items():
+            poller.register(fd, mask)
+        ready = poller.poll(None if timeout is None else max(0.0, timeout) * 1000)
+        readable: list[Any] = []
+        writable: list[Any] = []
+        for fd, events in ready:
+            for obj in objects[fd]:
+                if obj in rlist and events & (select.POLLIN | select.POLLHUP | select.POLLERR):
+                    readable.append(obj)
+                if obj in wlist and events & (select.POLLOUT | select.POLLHUP | select.POLLERR):
+                    writable.append(obj)
+        return readable, writable, []
 
 
 class ZooKeeperClient:
@@ -101,7 +135,7 @@ class ZooKeeperClient:
             kwargs.update(use_ssl=True, **self._tls)
         self._stopping = False
         self.client = WatchingKazooClient(
-            hosts=self.hosts, timeout=self.timeout,
+            hosts=self.hosts, timeout=self.timeout, handler=PollingHandler(),
             connection_retry=KazooRetry(max_tries=-1, max_delay=5),
             **kwargs)
         self.client.add_listener(self._on_state)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from kazoo.exceptions import (
@@ -301,6 +301,34 @@ class ZooKeeper:
             stat = self.kazoo.set(node_path(_id(node)), data)
             node.version = stat.version
 
+    def create_locked_node(self, node: Node, prepare: Callable[[Node], None]) -> None:
+        """Store a new node and lock it, in two round trips.
+
+        The record is created unlocked in ``init`` (not a cleanup state,
+        so no deleter takes it); then one transaction creates its lock
+        dir, takes the lock (the only contender of a lock dir this very
+        transaction creates: kazoo's Lock recipe, one step) and stores the
+        record as ``prepare(node)`` leaves it.  Raises ZKLockException (the
+        record is then left ``init``, for the deleter) if that fails.
+        """
+        node.state = models.INIT
+        self.store_node(node)
+        lock = RecordLock(self.kazoo, node_lock_path(_id(node)))
+        prepare(node)
+        transaction = self.kazoo.transaction()
+        transaction.create(lock.path)
+        transaction.create(lock.create_path, lock.data, ephemeral=True, sequence=True)
+        transaction.set_data(node_path(_id(node)), node.serialize(), version=node.version)
+        results = transaction.commit()
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed:
+            raise ZKLockException(f"could not lock new node {node.id}: {failed[0]!r}")
+        lock.node = results[1].rsplit("/", 1)[1]
+        lock.is_acquired = True
+        lock.assured_path = True
+        node.lock = lock
+        node.version = results[2].version
+
     def refresh_node(self, node: Node) -> bool:
         """Re-read ``node`` in place; False if it no longer exists."""
         got = self._get(node_path(_id(node)))
@@ -363,10 +391,14 @@ class ZooKeeper:
     def delete_node(self, node: Node) -> None:
         """Remove a node record.
 
-        The record is first marked ``deleted`` so that a worker that locks
-        it between the two steps finishes the removal instead of
-        resurrecting it; then the znode and its lock dir are removed.
+        When we hold its lock and are its only contender, the record, the
+        lock and the lock dir go in one transaction.  Otherwise the record
+        is first marked ``deleted`` so that a worker that locks it between
+        the steps finishes the removal instead of resurrecting it; then
+        the znode and its lock dir are removed.
         """
+        if self._delete_node_at_once(node):
+            return
         try:
             node.state = models.DELETED
             self.store_node(node)
@@ -377,6 +409,23 @@ class ZooKeeper:
         if node.lock is not None:
             node.lock.is_acquired = False
             node.lock = None
+
+    def _delete_node_at_once(self, node: Node) -> bool:
+        lock = node.lock
+        if lock is None or not lock.is_acquired or lock.node is None:
+            return False
+        transaction = self.kazoo.transaction()
+        transaction.delete(f"{lock.path}/{lock.node}")
+        transaction.delete(lock.path)
+        transaction.delete(node_path(_id(node)))
+        results = transaction.commit()
+        if any(isinstance(r, Exception) for r in results):
+            # Another contender waits (or the tree changed): step by step.
+            return False
+        lock.is_acquired = False
+        lock.node = None
+        node.lock = None
+        return True
 
     def lock_raw_node(self, node_id: str, blocking: bool = True,
                       timeout: float | None = None) -> Lock:

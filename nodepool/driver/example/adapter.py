@@ -156,9 +156,11 @@ class ExampleAdapter(Adapter):
     # Leaks ----------------------------------------------------------------
 
     def list_resources(self) -> list[Resource]:
+        # The cloud as it is now (the leak sweep's rule): a listing
+        # requested from now on, shared with launches waiting meanwhile.
+        servers, _ = self.servers.get(requested_after=time.time())
         return [Resource("instance", s["id"], dict(s.get("metadata") or {}), s["name"])
-                for s in self.servers.get()[0].values()
-                if META_PROVIDER in (s.get("metadata") or {})]
+                for s in servers.values() if META_PROVIDER in (s.get("metadata") or {})]
 
     def delete_resource(self, resource: Resource) -> None:
         try:

@@ -145,7 +145,7 @@ class StaticProvider(Provider):
         limits = [p.max_servers for p in pools]
         return int(min(served, sum(limits))) if limits else served
 
-    def available_quota(self, pool: ConfigPool, nodes: list[Node]) -> QuotaInformation:
+    def available_quota(self, pool: ConfigPool) -> QuotaInformation:
         """Never room for a new node: static pools only reuse."""
         return QuotaInformation(instances=0)
 

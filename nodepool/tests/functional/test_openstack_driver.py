@@ -420,7 +420,7 @@ def test_unmanaged_servers_count_against_quota(sim, make_provider, zk):
     [instance] = provider.adapter.list_instances()
     assert instance.quota.resources == {"instances": 1, "cores": 4, "ram": 8192}
     pool = provider.provider.pools["main"]
-    room = provider.available_quota(pool, [])
+    room = provider.available_quota(pool)
     assert (room.get("instances"), room.get("cores")) == (4, 96)
 
 

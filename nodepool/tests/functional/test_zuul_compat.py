@@ -9,35 +9,16 @@ run installs Zuul (about 30 s).
 from __future__ import annotations
 
 import json
-import os
 import pathlib
 import subprocess
-import sys
 
 import pytest
 
 from nodepool.tests.helpers import fake_config, wait_for
 
-ZUUL_VERSION = "14.3.0"
-VENV = pathlib.Path(os.environ.get("NODEPOOL_ZUUL_VENV",
-                                   f"/tmp/nodepool-zuul-{ZUUL_VERSION}-venv"))
 DRIVER = pathlib.Path(__file__).resolve().parent.parent / "zuul_compat" / "drive_zuul.py"
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def zuul_python() -> pathlib.Path:
-    python = VENV / "bin" / "python"
-    marker = VENV / ".zuul-installed"
-    if not marker.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        result = subprocess.run([str(python), "-m", "pip", "install", "-q",
-                                 f"zuul=={ZUUL_VERSION}"], capture_output=True, text=True)
-        if result.returncode != 0:
-            pytest.fail(f"could not install zuul=={ZUUL_VERSION}: {result.stderr[-2000:]}")
-        marker.write_text("ok\n")
-    return python
 
 
 def drive(zuul_python, zk_info, scenario: str) -> dict:

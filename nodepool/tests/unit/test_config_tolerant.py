@@ -224,7 +224,7 @@ labels:
 providers:
 """ + GOOD_FAKE + """\
   - name: no-such-driver
-    driver: kubernetes
+    driver: not-installed
   - name: missing-cloud
     cloud: not-in-clouds-yaml
     pools:
@@ -277,7 +277,7 @@ def clouds_yaml(tmp_path, monkeypatch):
 
 
 LEFT_OUT = {
-    "no-such-driver": ("no-such-driver", "unknown driver 'kubernetes'"),
+    "no-such-driver": ("no-such-driver", "unknown driver 'not-installed'"),
     "missing-cloud": ("missing-cloud", "cloud 'not-in-clouds-yaml' cannot be used: "
                                        "Cloud not-in-clouds-yaml was not found."),
     "fake-bad-value": ("rate: fast", "expected"),
@@ -328,7 +328,7 @@ def test_config_validate_reports_broken_providers_as_errors(tmp_path, clouds_yam
     assert validate(path) == 1
     err = capsys.readouterr().err
     assert f"warning: {cloud_warning}" in err
-    assert "unknown driver 'kubernetes'" in err
+    assert "unknown driver 'not-installed'" in err
 
 
 def test_all_providers_broken_still_loads(tmp_path):

@@ -56,7 +56,8 @@ def render(src: pathlib.Path, dest: pathlib.Path, tmp: pathlib.Path, raw: bool) 
             images_dir=tmp / "images", build_log_dir=tmp / "logs",
             zookeeper_host="127.0.0.1", zookeeper_port=2281,
             zookeeper_chroot="/fixture", zookeeper_ca="/tmp/ca.pem",
-            zookeeper_cert="/tmp/cert.pem", zookeeper_key="/tmp/key.pem")
+            zookeeper_cert="/tmp/cert.pem", zookeeper_key="/tmp/key.pem",
+            context_name="sim-context")
     dest.write_text(text)
 
 
