@@ -334,22 +334,14 @@ class Provider:
         declined."""
         return 0
 
-    def quota_in_use(self, pool: ConfigPool, nodes: list[Any]) -> QuotaInformation:
+    def quota_in_use(self, pool: ConfigPool) -> QuotaInformation | None:
         """What ``pool``'s nodes use, counted the way capacity decisions
-        count them: every record of this provider's pool in ``nodes``
-        (any state; ``nodes`` holds at least all of them, others are
-        ignored), plus nodes being launched whose record is not visible
-        yet.  For the status page: answer from memory, never ask the
-        cloud.  The default counts each record's ``resources`` (one
-        instance when it has none)."""
-        used = QuotaInformation()
-        for node in nodes:
-            if node.provider != self.provider.name or node.pool != pool.name:
-                continue
-            resources = {k: v for k, v in (node.resources or {}).items()
-                         if isinstance(v, (int, float))}
-            used.add(QuotaInformation(resources or {"instances": 1}))
-        return used
+        count it (every record of the pool in any state, plus launches
+        whose record is not visible yet); None for a provider that keeps
+        no such count (the status page then counts the pool's records).
+        For the status page: answer from running totals, never ask the
+        cloud."""
+        return None
 
     def known_cloud_limits(self) -> QuotaInformation | None:
         """The cloud's own quota limits as last read, or None when they

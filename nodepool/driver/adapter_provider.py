@@ -301,8 +301,8 @@ class AdapterProvider(Provider):
                         break
         return QuotaInformation(instances=1)
 
-    def quota_in_use(self, pool: Any, nodes: list[Node]) -> QuotaInformation:
-        return self.quota.usage(nodes, pool.name)
+    def quota_in_use(self, pool: Any) -> QuotaInformation:
+        return self.quota.usage(pool.name)
 
     def known_cloud_limits(self) -> QuotaInformation | None:
         with self._lock:

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from nodepool.driver.launch_errors import LaunchFailure
+from nodepool.driver.quota import QuotaInformation
 from nodepool.zk import models
 from nodepool.zk.models import ImageBuild, ImageUpload, Node, NodeRequest
 
@@ -204,14 +205,14 @@ def take_snapshot(launcher: LauncherView, now: float | None = None) -> StatusSna
     nodes: list[Node] = _items(launcher.node_cache)
     components = _items(launcher.component_cache)
     snapshot.registered_pools = len(components)
-    by_pool = _count_nodes(snapshot, config, nodes)
+    _count_nodes(snapshot, config, nodes)
     if launcher.node_cache is not None:
         snapshot.unreadable_nodes = len(launcher.node_cache.unreadable())
     snapshot.nodes = [_node_row(n) for n in heapq.nlargest(
         NODE_ROWS, nodes, key=lambda n: n.state_time or 0.0)]
     workers = list(dict(launcher.pool_workers or {}).values())
     if config is not None:
-        snapshot.providers = _providers(launcher, config, by_pool, workers)
+        snapshot.providers = _providers(launcher, config, workers)
     _requests(snapshot, _items(launcher.request_cache), components, workers)
     if launcher.image_cache is not None:
         _images(snapshot, launcher.image_cache)
@@ -226,7 +227,6 @@ def _items(cache: Any) -> list[Any]:
 
 
 def _providers(launcher: LauncherView, config: Any,
-               by_pool: dict[tuple[Any, Any], list[Node]],
                workers: list[PoolWorkerView]) -> list[ProviderStatus]:
     worker_of = {(w.provider_name, w.pool_name): w for w in workers}
     out = []
@@ -247,7 +247,7 @@ def _providers(launcher: LauncherView, config: Any,
                 state = "serving"
             pools.append(PoolStatus(
                 provider=name, name=pool_name, labels=sorted(pool.labels), state=state,
-                resources=(_resources(live, pool, by_pool.get((name, pool_name), []))
+                resources=(_resources(live, pool, launcher.node_cache)
                            if live is not None else []),
                 cloud_quota_applies=not pool.ignore_provider_quota))
         out.append(ProviderStatus(
@@ -262,8 +262,23 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or value == math.inf else value
 
 
-def _resources(live: Any, pool: Any, nodes: list[Node]) -> list[ResourceUse]:
-    used = live.quota_in_use(pool, nodes).resources
+def _records_usage(node_cache: Any, provider: str, pool: str) -> QuotaInformation:
+    """What the pool's records use by the node cache's running totals (a
+    record without ``resources`` counts as one instance)."""
+    if node_cache is None:
+        return QuotaInformation()
+    sums, unpriced = node_cache.index.usage(provider, pool)
+    used = QuotaInformation(sums)
+    if unpriced:
+        used.add(QuotaInformation(instances=len(unpriced)))
+    return used
+
+
+def _resources(live: Any, pool: Any, node_cache: Any) -> list[ResourceUse]:
+    quota = live.quota_in_use(pool)
+    if quota is None:
+        quota = _records_usage(node_cache, live.provider.name, pool.name)
+    used = quota.resources
     limits = pool.limits().resources
     cloud = live.known_cloud_limits() if not pool.ignore_provider_quota else None
     cloud_limits = cloud.resources if cloud is not None else {}
@@ -278,13 +293,8 @@ def _resources(live: Any, pool: Any, nodes: list[Node]) -> list[ResourceUse]:
 # Nodes ---------------------------------------------------------------------
 
 
-def _count_nodes(snapshot: StatusSnapshot, config: Any,
-                 nodes: Iterable[Node]) -> dict[tuple[Any, Any], list[Node]]:
-    """Count the nodes by state and by label and state; returns them
-    grouped by (provider, pool), so each pool's quota is counted from its
-    own nodes only."""
+def _count_nodes(snapshot: StatusSnapshot, config: Any, nodes: Iterable[Node]) -> None:
     labels: dict[str, Counter[str]] = {}
-    by_pool: dict[tuple[Any, Any], list[Node]] = {}
     if config is not None:
         for name, label in config.labels.items():
             labels[name] = Counter()
@@ -300,15 +310,9 @@ def _count_nodes(snapshot: StatusSnapshot, config: Any,
             if counts is None:
                 counts = labels[label] = Counter()
             counts[state] += 1
-        key = (node.provider, node.pool)
-        group = by_pool.get(key)
-        if group is None:
-            group = by_pool[key] = []
-        group.append(node)
     snapshot.node_total = total
     snapshot.node_states = states
     snapshot.label_states = {k: labels[k] for k in sorted(labels, key=str)}
-    return by_pool
 
 
 def _node_row(node: Node) -> NodeRow:

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from nodepool.config import Config, Label
-from nodepool.driver import Provider
+from nodepool.driver import ConfigPool, Driver, Provider, ProviderConfig
 from nodepool.driver.launch_errors import LaunchErrorLog
 from nodepool.web import status_snapshot as snap_mod
 from nodepool.web.status_page import human_age, render_page
@@ -25,6 +25,7 @@ from nodepool.web.status_snapshot import (
 )
 from nodepool.zk.components import PoolComponent
 from nodepool.zk.models import Node, NodeRequest
+from nodepool.zk.node_index import NodeIndex
 
 NOW = 1_800_000_000.0
 
@@ -36,6 +37,11 @@ class Cache:
         self._items = items
         self.paused: set[str] = set()
         self.build_requests: set[str] = set()
+        # The node cache's running totals, fed as the cache feeds them.
+        self.index = NodeIndex()
+        for item in items:
+            if isinstance(item, Node):
+                self.index.node_changed(str(item.id), None, item)
 
     def items(self) -> list[Any]:
         return list(self._items)
@@ -159,15 +165,31 @@ def test_launch_error_log_keeps_the_newest():
                    request_id=None).error == "(no error message)"
 
 
-def test_default_quota_in_use_counts_the_pools_records():
-    provider = Provider(SimpleNamespace(name="cloud"))  # type: ignore[arg-type]
-    main = SimpleNamespace(name="main")
+def test_pool_quota_from_records_when_the_provider_keeps_no_count():
+    class PlainDriver(Driver):
+        name = "plain"
+
+    provider_config = ProviderConfig(PlainDriver(), {"name": "cloud"})
+    main = ConfigPool("main", provider_config)
+    main.max_servers = 5
+    main.max_cores = 16
+    provider_config.pools = {"main": main}
+    config = Config()
+    config.providers = {"cloud": provider_config}
     records = [node("1"), node("2"), Node.fromDict(
         {"state": "ready", "provider": "cloud", "pool": "main",
          "resources": {"instances": 1, "cores": 4, "ram": 8192}}, "3"),
         Node.fromDict({"state": "ready", "provider": "cloud", "pool": "other"}, "4"),
         Node.fromDict({"state": "ready", "provider": "elsewhere", "pool": "main"}, "5")]
-    used = provider.quota_in_use(main, records)  # type: ignore[arg-type]
-    assert used.resources == {"instances": 3, "cores": 4, "ram": 8192}
-    assert provider.known_cloud_limits() is None
-    assert provider.recent_launch_errors() == []
+    view = launcher(records, config=config)
+    view.providers = {"cloud": Provider(provider_config)}
+    [provider] = take_snapshot(view, now=NOW).providers
+    assert provider.started and provider.errors == []
+    [pool_status] = provider.pools
+    assert pool_status.state == "starting"  # no pool worker yet
+    assert [(r.name, r.used, r.pool_limit, r.cloud_limit)
+            for r in pool_status.resources] == [
+        ("instances", 3, 5, None), ("cores", 4, 16, None), ("ram", 8192, None, None)]
+    page = render_page(take_snapshot(view, now=NOW))
+    assert ('<li data-resource="instances" data-used="3" data-limit="5">'
+            in page)
