@@ -306,6 +306,8 @@ def _count_nodes(snapshot: StatusSnapshot, config: Any, nodes: Iterable[Node]) -
         state = node.state or "unknown"
         states[state] += 1
         for label in node.type:
+            if not isinstance(label, str):
+                label = str(label)  # a foreign writer's record: still counted
             counts = labels.get(label)
             if counts is None:
                 counts = labels[label] = Counter()
