@@ -6,8 +6,9 @@ as text tables, or as JSON when the client prefers ``application/json``
 or the path ends in ``.json``; plus ``/ready`` (200 once the launcher has
 finished its first pass, for orchestrators' readiness probes) and
 ``/health`` (200 while the ZooKeeper session is up, for liveness probes);
-and ``/metrics``, the process's metrics in Prometheus' text format (see
-:mod:`nodepool.prometheus`).
+``/metrics``, the process's metrics in Prometheus' text format (see
+:mod:`nodepool.prometheus`); and, when the launcher hands one in, its HTML
+status page on ``/`` (:mod:`nodepool.web.status_page`).
 
 Each answer is kept for one second, so a dashboard polling every few
 hundred milliseconds costs one ZooKeeper read per second, and carries
@@ -30,6 +31,8 @@ from urllib.parse import parse_qs, urlsplit
 
 from nodepool import stats as statsmod
 from nodepool import status
+from nodepool.web.status_page import CONTENT_TYPE as PAGE_CONTENT_TYPE
+from nodepool.web.status_page import HEADERS as PAGE_HEADERS
 from nodepool.zk import ZooKeeper, listing
 
 log = logging.getLogger("nodepool.WebApp")
@@ -98,7 +101,8 @@ class WebApp:
     def __init__(self, zk: ZooKeeper, config_getter: Callable[[], Any] | None,
                  ready_callable: Callable[[], bool], listen_address: str = "0.0.0.0",
                  port: int = 8005, node_cache: Any = None,
-                 request_cache: Any = None, cache_seconds: float = CACHE_SECONDS) -> None:
+                 request_cache: Any = None, cache_seconds: float = CACHE_SECONDS,
+                 status_page: Any = None) -> None:
         self.zk = zk
         self.config_getter = config_getter
         self.ready_callable = ready_callable
@@ -107,6 +111,8 @@ class WebApp:
         self.node_cache = node_cache
         self.request_cache = request_cache
         self.cache_seconds = cache_seconds
+        # Anything with ``render() -> str`` (a StatusPage); None: no ``/``.
+        self.status_page = status_page
         self._cache: dict[tuple, tuple[float, bytes]] = {}
         self._cache_lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -171,6 +177,21 @@ class WebApp:
             return status.image_status(listing.read_images(zk, with_uploads=False),
                                        self._config_paused())
         return None
+
+    def render_status_page(self) -> tuple[float, bytes]:
+        """(time made, body) of the status page, from the one-second
+        cache like the listings (it is rendered from memory, but a
+        roomful of browsers should not render it once each)."""
+        key = ("/", "", False)
+        now = time.time()
+        with self._cache_lock:
+            hit = self._cache.get(key)
+            if hit and now < hit[0] + self.cache_seconds:
+                return hit
+        entry = (now, self.status_page.render().encode("utf8"))
+        with self._cache_lock:
+            self._cache[key] = entry
+        return entry
 
     def render(self, endpoint: str, query: str, as_json: bool) -> tuple[float, bytes] | None:
         """(time made, body) for a listing, from the one-second cache."""
@@ -241,7 +262,13 @@ class _Handler(BaseHTTPRequestHandler):
                     self._send(503, b"Service Unavailable: not connected to ZooKeeper",
                                "text/plain; charset=UTF-8", None, send_body)
                 return
-            result = app.render(endpoint, parts.query, as_json)
+            headers: dict[str, str] = {}
+            if endpoint == "/" and app.status_page is not None:
+                result: tuple[float, bytes] | None = app.render_status_page()
+                content_type, headers = PAGE_CONTENT_TYPE, PAGE_HEADERS
+            else:
+                result = app.render(endpoint, parts.query, as_json)
+                content_type = "application/json" if as_json else "text/plain; charset=UTF-8"
         except Exception:
             log.exception("Error answering %s", self.path)
             self._send(500, b"Internal Server Error", "text/plain; charset=UTF-8", None,
@@ -251,18 +278,20 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, b"Not Found", "text/plain; charset=UTF-8", None, send_body)
             return
         made, body = result
-        content_type = "application/json" if as_json else "text/plain; charset=UTF-8"
         since = self.headers.get("If-Modified-Since")
         if since and _not_modified(since, made):
             self._send(304, b"", None, made, False)
             return
-        self._send(200, body, content_type, made, send_body)
+        self._send(200, body, content_type, made, send_body, headers)
 
     def _send(self, code: int, body: bytes, content_type: str | None,
-              last_modified: float | None, send_body: bool) -> None:
+              last_modified: float | None, send_body: bool,
+              headers: dict[str, str] | None = None) -> None:
         self.send_response(code)
         if content_type:
             self.send_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Access-Control-Allow-Origin", "*")
         if last_modified is not None:

@@ -66,6 +66,7 @@ class NodePoolLauncherApp(DaemonApp):
         return 0
 
     def _start_webapp(self, config) -> None:
+        from nodepool.web.status_page import StatusPage
         from nodepool.webapp import WebApp
 
         try:
@@ -74,7 +75,8 @@ class NodePoolLauncherApp(DaemonApp):
                 listen_address=config.webapp["listen_address"],
                 port=config.webapp["port"],
                 node_cache=self.pool.node_cache,
-                request_cache=self.pool.request_cache)
+                request_cache=self.pool.request_cache,
+                status_page=StatusPage(self.pool))
             self.webapp.start()
         except Exception:
             log.exception("Could not start the web API")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from nodepool.driver.quota import QuotaInformation
 
 if TYPE_CHECKING:
+    from nodepool.driver.launch_errors import LaunchFailure
     from nodepool.driver.registration import EndpointSpec
     from nodepool.zk import ZooKeeper
 
@@ -333,6 +334,21 @@ class Provider:
         declined."""
         return 0
 
+    def quota_in_use(self, pool: ConfigPool) -> QuotaInformation | None:
+        """What ``pool``'s nodes use, counted the way capacity decisions
+        count it (every record of the pool in any state, plus launches
+        whose record is not visible yet); None for a provider that keeps
+        no such count (the status page then counts the pool's records).
+        For the status page: answer from running totals, never ask the
+        cloud."""
+        return None
+
+    def known_cloud_limits(self) -> QuotaInformation | None:
+        """The cloud's own quota limits as last read, or None when they
+        were never read (or the provider has none).  For the status page:
+        never asks the cloud."""
+        return None
+
     def reserve(self, pool_name: str, quota: QuotaInformation) -> Any:
         """Count a node about to be launched until its record shows (see
         :mod:`nodepool.driver.quota_ledger`); hand the result to
@@ -371,6 +387,13 @@ class Provider:
     def hostname_for(self, node: Any) -> str:
         """The name a new server of ``node`` gets in the cloud."""
         return node.hostname or ""
+
+    def recent_launch_errors(self) -> list[LaunchFailure]:
+        """The latest launches of this provider that ended without a node
+        (failed, or aborted for lack of cloud quota), newest first, a few
+        dozen at most.  Kept in memory by this provider object only, for
+        the status page."""
+        return []
 
     # Handing out and deleting ----------------------------------------------------
 

@@ -27,7 +27,8 @@ from nodepool.driver.adapter import (
     Adapter,
     Resource,
 )
-from nodepool.driver.launch import Launch, LaunchHandle
+from nodepool.driver.launch import READY, Launch, LaunchHandle
+from nodepool.driver.launch_errors import LaunchErrorLog, LaunchFailure
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.quota_ledger import QuotaLedger, Reservation
 from nodepool.driver.runner import StepRunner
@@ -72,6 +73,7 @@ class AdapterProvider(Provider):
         self._image_leak_sightings: Sightings[tuple[str, str]] = Sightings()
         self._launches: dict[LaunchHandle, Launch] = {}
         self._vanished_sightings: Sightings[str] = Sightings()
+        self._launch_errors = LaunchErrorLog()
         self.running = False
 
     # Lifecycle ----------------------------------------------------------
@@ -129,7 +131,24 @@ class AdapterProvider(Provider):
     def launch_finished(self, handle: LaunchHandle) -> None:
         """Called by a launch when it ends, whatever the outcome."""
         with self._lock:
-            self._launches.pop(handle, None)
+            launch = self._launches.pop(handle, None)
+        if handle.state != READY:
+            # Bookkeeping for operators must never break the launch's end.
+            try:
+                self._record_failure(handle, launch or handle.launch)
+            except Exception:
+                log.exception("Could not record the failed launch of node %s",
+                              handle.node.id)
+
+    def _record_failure(self, handle: LaunchHandle, launch: Launch | None) -> None:
+        node = handle.node
+        request = launch.request if launch is not None else None
+        self._launch_errors.add(
+            node_id=node.id, labels=list(node.type), pool=node.pool, outcome=handle.state,
+            error=handle.error, request_id=request.id if request is not None else None)
+
+    def recent_launch_errors(self) -> list[LaunchFailure]:
+        return self._launch_errors.latest()
 
     def check_reusable(self, node: Node) -> bool:
         return True
@@ -282,6 +301,14 @@ class AdapterProvider(Provider):
                     except Exception:
                         break
         return QuotaInformation(instances=1)
+
+    def quota_in_use(self, pool: Any) -> QuotaInformation:
+        return self.quota.usage(pool.name)
+
+    def known_cloud_limits(self) -> QuotaInformation | None:
+        with self._lock:
+            cached = self._limits
+        return cached[1].copy() if cached is not None else None
 
     def reserve(self, pool_name: str, quota: QuotaInformation) -> Reservation:
         return self.quota.reserve(pool_name, quota)

@@ -1,0 +1,2 @@
+"""Pages the launcher's web server renders (beside the listings of
+:mod:`nodepool.webapp`)."""
