@@ -19,6 +19,7 @@ from nodepool.exceptions import DriverNotFound
 log = logging.getLogger("nodepool.driver.registry")
 
 _BUILTIN = {
+    "aws": "nodepool.driver.aws:AwsDriver",
     "fake": "nodepool.driver.fake:FakeDriver",
     "openstack": "nodepool.driver.openstack:OpenStackDriver",
     "static": "nodepool.driver.static:StaticDriver",

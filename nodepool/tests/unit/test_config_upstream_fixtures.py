@@ -46,7 +46,10 @@ def render(src: pathlib.Path, dest: pathlib.Path, tmp: pathlib.Path, raw: bool) 
             images_dir=tmp / "images", build_log_dir=tmp / "logs",
             zookeeper_host="127.0.0.1", zookeeper_port=2281,
             zookeeper_chroot="/fixture", zookeeper_ca="/tmp/ca.pem",
-            zookeeper_cert="/tmp/cert.pem", zookeeper_key="/tmp/key.pem")
+            zookeeper_cert="/tmp/cert.pem", zookeeper_key="/tmp/key.pem",
+            # The AWS fixtures' account-specific values.
+            subnet_id="subnet-0123456789abcdef0", security_group_id="sg-0123456789abcdef0",
+            instance_profile_arn="arn:aws:iam::123456789012:instance-profile/np")
     dest.write_text(text)
 
 
