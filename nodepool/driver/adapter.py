@@ -183,6 +183,11 @@ class Adapter:
     # shared listing, see :class:`nodepool.driver.listing.SharedListing`).
     poll_interval: ClassVar[float] = 1.0
 
+    # The Resource type of an uploaded image (what list_images lists):
+    # the launcher's leak cleanup leaves those to the builder, and leaked
+    # ones are counted as ``leaked.<type>s``.
+    image_resource_type: ClassVar[str] = "image"
+
     # Servers ------------------------------------------------------------
 
     def create(self, spec: LaunchSpec, progress: dict[str, Any] | None = None,
@@ -209,7 +214,11 @@ class Adapter:
     # Leaks --------------------------------------------------------------
 
     def list_resources(self) -> list[Resource]:
-        """Resources carrying nodepool metadata (servers, images, ...)."""
+        """Resources carrying nodepool metadata (servers, images, ...).
+        One carrying an upload's tags (``nodepool_build_id`` and
+        ``nodepool_upload_id``, e.g. the snapshot under an image) is
+        leaked when that upload's record is gone; any other when its
+        node's record is."""
         return []
 
     def delete_resource(self, resource: Resource) -> None:

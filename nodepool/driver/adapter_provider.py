@@ -9,6 +9,7 @@ with two sightings.  Drivers supply only an :class:`Adapter`.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -45,6 +46,14 @@ UNMANAGED_CACHE_SECONDS = 60
 LABEL_READY_CACHE_SECONDS = 300
 # How long a deleted server may take to disappear.
 DELETE_TIMEOUT = 600.0
+
+
+def _id_key(external_id: Any) -> str:
+    """A server id to compare: ids that are dicts (AWS: instance and
+    dedicated host) compare by content whatever their key order."""
+    if isinstance(external_id, dict):
+        return json.dumps(external_id, sort_keys=True, default=str)
+    return str(external_id)
 
 
 class AdapterProvider(Provider):
@@ -368,7 +377,8 @@ class AdapterProvider(Provider):
         their leaks (:meth:`cleanup_leaked_images`), so a leaked image is
         only ever deleted by one kind of daemon.
         """
-        resources = [r for r in self.adapter.list_resources() if r.type != "image"]
+        image_type = self.adapter.image_resource_type
+        resources = [r for r in self.adapter.list_resources() if r.type != image_type]
         counts, self._leak_sightings = self._delete_leaked(resources, self._leak_sightings)
         try:
             for plural, count in self.adapter.cleanup_extra(log).items():
@@ -383,11 +393,12 @@ class AdapterProvider(Provider):
         gone from the cloud (deleted behind our back), seen on two
         consecutive passes, so they are not handed out dead."""
         instances = self.adapter.list_instances()
-        existing = {str(i.external_id) for i in instances}
+        existing = {_id_key(i.external_id) for i in instances}
         missing = {str(n.id) for n in nodes
                    if n.provider == self.provider.name and n.state == models.READY
                    and n.allocated_to is None and not n.locked
-                   and n.external_id is not None and str(n.external_id) not in existing}
+                   and n.external_id is not None
+                   and _id_key(n.external_id) not in existing}
         vanished = sorted(missing & self._vanished_sightings)
         self._vanished_sightings = missing
         return vanished
@@ -396,7 +407,8 @@ class AdapterProvider(Provider):
         """Delete cloud images tagged with our build and upload ids whose
         upload records are gone, once seen leaked on two consecutive
         passes (the builder calls this for the providers it uploads to)."""
-        resources = [Resource("image", i.id, dict(i.metadata or {}), i.name)
+        image_type = self.adapter.image_resource_type
+        resources = [Resource(image_type, i.id, dict(i.metadata or {}), i.name)
                      for i in self.adapter.list_images()]
         counts, self._image_leak_sightings = self._delete_leaked(
             resources, self._image_leak_sightings)
@@ -422,7 +434,7 @@ class AdapterProvider(Provider):
             log.info("Deleting leaked %s %s (%s) in %s", resource.type, resource.id,
                      resource.name, self.provider.name)
             try:
-                if resource.type == "image":
+                if resource.type == self.adapter.image_resource_type:
                     self._delete_image_quietly(resource.id)
                 else:
                     self.adapter.delete_resource(resource)
@@ -443,8 +455,12 @@ class AdapterProvider(Provider):
             stats.incr(f"nodepool.provider.{self.provider.name}.leaked.{plural}", count)
 
     def _is_leaked(self, rtype: str, meta: dict[str, Any]) -> bool:
-        if rtype == "image":
-            build_id, upload_id = meta.get(META_BUILD_ID), meta.get(META_UPLOAD_ID)
+        build_id, upload_id = meta.get(META_BUILD_ID), meta.get(META_UPLOAD_ID)
+        if rtype == self.adapter.image_resource_type or (
+                build_id and upload_id and not meta.get(META_NODE_ID)):
+            # An image, or what an upload left beside it (its snapshot,
+            # the object it was imported from): leaked when the upload's
+            # record is gone.
             if not build_id or not upload_id:
                 return False
             return not self._upload_known(meta.get("nodepool_image_name"),

@@ -15,7 +15,13 @@ from typing import Any
 
 import voluptuous as v
 
-from nodepool.driver import ConfigLabel, ConfigPool, ConfigValue, Driver, LabelImage, ProviderConfig
+from nodepool.driver import (
+    ConfigLabel,
+    ConfigPool,
+    Driver,
+    LabelImage,
+    ProviderConfig,
+)
 from nodepool.exceptions import ConfigError
 
 # Ports Zuul connects to when an image names only its connection type.
@@ -295,7 +301,9 @@ class AwsProviderConfig(ProviderConfig):
             image.username = image._username or top.username
             top.image_types.add(self.image_type)
         for pool in self.pools.values():
-            raw_labels = {lbl["name"]: lbl for lbl in self._pool_raw(pool.name).get("labels") or []}
+            assert isinstance(pool, AwsPool)
+            raw_labels = {lbl["name"]: lbl
+                          for lbl in self._pool_raw(pool.name).get("labels") or []}
             for label in pool.labels.values():
                 assert isinstance(label, AwsLabel)
                 errors.extend(self._bind_image(pool, label, raw_labels[label.name]))
