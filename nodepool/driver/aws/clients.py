@@ -12,6 +12,8 @@ Credentials stay inside boto3: nothing here logs them.
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from typing import Any
 
@@ -22,9 +24,42 @@ from nodepool.version import version_string
 
 # boto3 retries throttled and failed calls a few times with back-off
 # before the driver sees the error.
-RETRIES = {"mode": "standard", "max_attempts": 3}
+RETRIES = {"mode": "standard", "total_max_attempts": 3}
 CONNECT_TIMEOUT = 10
 READ_TIMEOUT = 60
+
+# botocore's DEBUG logs show whole requests, the session token among
+# their headers; these loggers get a filter that blanks it out.
+BOTOCORE_LOGGERS = ("botocore.endpoint", "botocore.hooks", "botocore.auth",
+                    "botocore.retryhandler", "botocore.httpsession", "botocore.parsers",
+                    "botocore.awsrequest", "botocore.credentials", "botocore.client",
+                    "botocore.utils", "botocore.regions", "botocore.retries.standard",
+                    "botocore.retries.adaptive", "boto3.resources.action")
+_SECRET = re.compile(
+    r"((?:x-amz-security-token|aws_session_token|aws_secret_access_key|SecretAccessKey|"
+    r"SessionToken|Token)['\"]?\s*[:=]\s*b?['\"]?)([^'\"\s,}]+)", re.IGNORECASE)
+
+
+class CredentialFilter(logging.Filter):
+    """Blanks out secrets (session tokens, secret keys) in log records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _SECRET.sub(r"\1<redacted>", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_filter = CredentialFilter()
+
+
+def redact_botocore_logs() -> None:
+    """Install :class:`CredentialFilter` on botocore's loggers (once)."""
+    for name in BOTOCORE_LOGGERS:
+        logger = logging.getLogger(name)
+        if _filter not in logger.filters:
+            logger.addFilter(_filter)
 
 
 class AwsClients:
@@ -38,6 +73,7 @@ class AwsClients:
     def session(self) -> boto3.Session:
         with self._lock:
             if self._session is None:
+                redact_botocore_logs()
                 self._session = boto3.Session(region_name=self.region_name,
                                               profile_name=self.profile_name)
             return self._session

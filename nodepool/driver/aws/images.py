@@ -59,6 +59,7 @@ class ImageStore:
         self.log = adapter.log
         # Untagged AMIs and snapshots found not to be imports of ours.
         self._not_ours: set[str] = set()
+        self._bucket_missing = False
 
     @property
     def ec2(self) -> Any:
@@ -82,7 +83,8 @@ class ImageStore:
         self.log.info("Importing %s into %s (%s)", image_name, self.provider.name, method)
         if method == "ebs-direct":
             size_gib, snapshot_id = self._ebs_direct(image_name, filename, metadata, retry_for)
-            return self._register(provider_image, image_name, metadata, size_gib, snapshot_id)
+            return self._register(provider_image, image_name, metadata,
+                                  provider_image.volume_size or size_gib, snapshot_id)
         bucket = self.provider.bucket_name
         if not bucket:
             raise BuilderError(f"provider {self.provider.name} imports {image_name} through "
@@ -350,8 +352,17 @@ class ImageStore:
         bucket = self.provider.bucket_name
         if bucket:
             s3 = self.adapter.clients.s3
-            for obj in self.adapter.paginate(f"listing bucket {bucket}", s3, "list_objects_v2",
-                                             "Contents", Bucket=bucket):
+            try:
+                objects = self.adapter.paginate(f"listing bucket {bucket}", s3,
+                                                "list_objects_v2", "Contents", Bucket=bucket)
+            except NotFound:
+                if not self._bucket_missing:
+                    self.log.warning("The object-storage bucket %s of provider %s does not "
+                                     "exist: create it, or imports through S3 will fail",
+                                     bucket, self.provider.name)
+                self._bucket_missing = True
+                objects = []
+            for obj in objects:
                 key = obj["Key"]
                 try:
                     tags = self.call(f"reading the tags of {key}",

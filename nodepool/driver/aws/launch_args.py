@@ -175,8 +175,8 @@ def create_fleet_args(*, label: Any, template_name: str, image_id: str,
     instance of any of the label's instance types."""
     fleet = label.fleet or {}
     strategy = fleet["allocation-strategy"]
-    overrides = [{"ImageId": image_id, "InstanceType": itype,
-                  "SubnetId": label.pool.subnet_id}
+    subnet = {"SubnetId": label.pool.subnet_id} if label.pool.subnet_id else {}
+    overrides = [{"ImageId": image_id, "InstanceType": itype, **subnet}
                  for itype in fleet.get("instance-types") or []]
     market = "spot" if label.use_spot else "on-demand"
     options_key = "SpotOptions" if label.use_spot else "OnDemandOptions"
