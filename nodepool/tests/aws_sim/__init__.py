@@ -2,8 +2,3 @@
 its own, behind a small proxy (:mod:`.proxy`) that adds what moto's server
 lacks and lets tests make AWS fail the way it does.  The driver reaches it
 with the real boto3 through ``AWS_ENDPOINT_URL``."""
-
-from nodepool.tests.aws_sim.proxy import AwsProxy
-from nodepool.tests.aws_sim.server import MotoServer
-
-__all__ = ["AwsProxy", "MotoServer"]

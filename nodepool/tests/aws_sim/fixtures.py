@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from nodepool.tests.aws_sim.proxy import AwsProxy
 from nodepool.tests.aws_sim.server import MotoServer
 
 REGION = "us-west-2"
@@ -28,7 +27,10 @@ def aws_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]
 
 @pytest.fixture
 def aws(aws_server: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
-        ) -> Iterator[AwsProxy]:
+        ) -> Iterator[Any]:
+    # boto3 is imported only by the tests that use AWS.
+    from nodepool.tests.aws_sim.proxy import AwsProxy
+
     aws_server.reset()
     proxy = AwsProxy(aws_server.url)
     for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ROLE_ARN",
