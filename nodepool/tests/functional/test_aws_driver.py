@@ -796,3 +796,88 @@ def test_launcher_relaunches_after_insufficient_capacity(aws, zk_info, zuul, lau
     assert len(aws.actions("RunInstances")) == 3
     wait_for(lambda: statsd.has(f"nodepool.launch.provider.{PROVIDER}.error.capacity"),
              what="capacity metric")
+
+
+# -- the builder and the command line ----------------------------------------------------
+
+
+def builder_config(zk_info: Any, root: Path, import_method: str) -> dict[str, Any]:
+    from nodepool.tests.functional.builder_support import base_config, diskimage
+    config = base_config(zk_info, root)
+    config["diskimages"] = [diskimage("dib-image")]
+    config["labels"] = [{"name": "dib"}]
+    config["providers"] = [{
+        "name": PROVIDER, "driver": "aws", "region-name": REGION,
+        "object-storage": {"bucket-name": BUCKET},
+        "diskimages": [{"name": "dib-image", "import-method": import_method,
+                        "tags": {"purpose": "testing"}}],
+        "pools": [{"name": "main", "max-servers": 1, "host-key-checking": False,
+                   "labels": [{"name": "dib", "diskimage": "dib-image",
+                               "instance-type": "t3.medium", "key-name": "zuul"}]}]}]
+    return config
+
+
+def our_amis(aws: Any) -> list[dict[str, Any]]:
+    return [i for i in aws.moto("ec2").describe_images(Owners=["self"])["Images"]
+            if META_BUILD_ID in tags_of(i)]
+
+
+def test_builder_uploads_and_image_delete_removes_the_ami(aws, zk_info, zk, tmp_path,
+                                                          builder_factory, images):
+    from nodepool.tests.functional.test_commands import CLI
+    aws.emulate_imports = True
+    aws.moto("s3").create_bucket(Bucket=BUCKET,
+                                 CreateBucketConfiguration={"LocationConstraint": REGION})
+    config = builder_config(zk_info, tmp_path, "snapshot")
+    builder_factory(config)
+    wait_for(lambda: [u for u in images.uploads("dib-image", PROVIDER)
+                      if u.state == models.READY], timeout=60, what="upload ready")
+    [upload_record] = [u for u in images.uploads("dib-image", PROVIDER)
+                       if u.state == models.READY]
+    [image] = our_amis(aws)
+    assert upload_record.external_id == image["ImageId"]
+    assert upload_record.external_name == image["Name"]
+    assert image["Name"].startswith("dib-image-")
+    assert tags_of(image)[META_UPLOAD_ID] == upload_record.id
+    assert tags_of(image)["purpose"] == "testing"
+    snapshot_id = aws.registered[image["ImageId"]]["BlockDeviceMappings"][0]["Ebs"][
+        "SnapshotId"]
+    # The CLI, in a process of its own, reaches AWS through the same settings.
+    cli = CLI(tmp_path / "nodepool.yaml")
+    assert cli.json("alien-image-list", PROVIDER) == []
+    cli.ok("image-delete", "--provider", PROVIDER, "--image", "dib-image",
+           "--build-id", upload_record.build_id, "--upload-id", upload_record.id)
+    wait_for(lambda: not our_amis(aws), timeout=30, what="AMI deregistered")
+    wait_for(lambda: snapshot_id not in {s["SnapshotId"] for s in aws.moto(
+        "ec2").describe_snapshots(OwnerIds=["self"])["Snapshots"]}, what="snapshot deleted")
+    assert "Contents" not in aws.moto("s3").list_objects_v2(Bucket=BUCKET)
+
+
+def test_alien_image_list_shows_amis_without_a_record(aws, zk_info, zk, tmp_path,
+                                                      make_provider):
+    from nodepool.tests.functional.test_commands import CLI
+    provider = make_provider(diskimage="        import-method: ebs-direct")
+    tags = upload_tags(zk)
+    image_id = upload(provider, image_file(tmp_path), tags)
+    (tmp_path / "cli.yaml").write_text(config_text(zk_info, provider_yaml(
+        diskimage="        import-method: ebs-direct")))
+    cli = CLI(tmp_path / "cli.yaml")
+    # The upload record is still "uploading": not a ready upload.
+    assert cli.json("alien-image-list", PROVIDER) == [
+        {"provider": PROVIDER, "name": "dib-image-1700000000", "id": image_id}]
+
+
+def test_delete_now_terminates_the_instance(aws, zk_info, zk, tmp_path, make_provider):
+    from nodepool.tests.functional.test_commands import CLI
+    provider = make_provider()
+    handle, node = launch(provider, zk, "small")
+    assert handle.state == READY, handle.error
+    zk.unlock_node(node)
+    (tmp_path / "cli.yaml").write_text(config_text(zk_info, provider_yaml()))
+    cli = CLI(tmp_path / "cli.yaml")
+    info = cli.json("info", PROVIDER)
+    assert [n["id"] for n in info["nodes"]] == [node.id]
+    cli.ok("delete", node.id, "--now")
+    assert zk.get_node(node.id) is None
+    [instance] = instances(aws)
+    assert instance["State"]["Name"] == "terminated"
