@@ -70,7 +70,7 @@ class AwsProxy:
     def __init__(self, moto_url: str) -> None:
         self.moto_url = moto_url
         parsed = urllib.parse.urlsplit(moto_url)
-        self._moto_host, self._moto_port = parsed.hostname, parsed.port
+        self._moto_host, self._moto_port = parsed.hostname or "127.0.0.1", parsed.port
         self._lock = threading.Lock()
         # (service, action, access key id, params) of every call.
         self.calls: list[tuple[str, str, str, dict[str, Any]]] = []
@@ -90,8 +90,8 @@ class AwsProxy:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        port = self._server.server_address[1]
+        return f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:
         self._server.shutdown()
@@ -170,7 +170,7 @@ class AwsProxy:
 
     def _read_body(self, req: BaseHTTPRequestHandler) -> bytes:
         if "chunked" in req.headers.get("Transfer-Encoding", ""):
-            chunks = []
+            chunks: list[bytes] = []
             while True:
                 size = int(req.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
@@ -309,7 +309,7 @@ class AwsProxy:
         bucket = params["DiskContainer.UserBucket.S3Bucket"]
         key = params["DiskContainer.UserBucket.S3Key"]
         size = self._object_size(bucket, key, region)
-        task = {"ImportTaskId": f"import-snap-{uuid.uuid4().hex[:17]}",
+        task: dict[str, Any] = {"ImportTaskId": f"import-snap-{uuid.uuid4().hex[:17]}",
                 "SnapshotTaskDetail": {"DiskImageSize": float(size), "Status": "active",
                                        "Format": params.get("DiskContainer.Format", "RAW"),
                                        "UserBucket": {"S3Bucket": bucket, "S3Key": key}},
@@ -322,7 +322,8 @@ class AwsProxy:
         bucket = params["DiskContainer.1.UserBucket.S3Bucket"]
         key = params["DiskContainer.1.UserBucket.S3Key"]
         size = self._object_size(bucket, key, region)
-        task = {"ImportTaskId": f"import-ami-{uuid.uuid4().hex[:17]}", "Status": "active",
+        task: dict[str, Any] = {
+                "ImportTaskId": f"import-ami-{uuid.uuid4().hex[:17]}", "Status": "active",
                 "Architecture": params.get("Architecture", "x86_64"),
                 "SnapshotDetails": [{"DiskImageSize": float(size), "Status": "active",
                                      "UserBucket": {"S3Bucket": bucket, "S3Key": key}}],
