@@ -125,7 +125,7 @@ class AwsCreate(CreateOperation):
             if state in HOST_FAILED_STATES:
                 raise LaunchStatusException(f"dedicated host {self.external_id['host']} "
                                             f"is {state}")
-            self.poll_after = adapter.hosts.next_refresh() or adapter.poll_interval
+            self.poll_after = max(0.01, adapter.hosts.next_refresh())
             return None
         if self.step == "run":
             image_id = adapter.image_id_for(self.spec)
@@ -146,7 +146,7 @@ class AwsCreate(CreateOperation):
             if time.time() - float(self.data.get("created") or time.time()) > MISSING_GRACE:
                 raise LaunchStatusException(
                     f"instance {self.external_id['instance']} vanished while booting")
-            self.poll_after = adapter.instances.next_refresh() or adapter.poll_interval
+            self.poll_after = max(0.01, adapter.instances.next_refresh())
             return None
         state = instance["State"]["Name"].lower()
         self.status = state
@@ -156,7 +156,7 @@ class AwsCreate(CreateOperation):
             reason = (instance.get("StateReason") or {}).get("Message") or "no reason given"
             raise LaunchStatusException(
                 f"instance {self.external_id['instance']} is {state} ({reason})")
-        self.poll_after = adapter.instances.next_refresh() or adapter.poll_interval
+        self.poll_after = max(0.01, adapter.instances.next_refresh())
         return None
 
 
@@ -197,7 +197,7 @@ class AwsDelete(DeleteOperation):
             state = instance["State"]["Name"].lower() if instance else "gone"
             self.status = state
             if state not in ("terminated", "gone"):
-                self.poll_after = adapter.instances.next_refresh() or adapter.poll_interval
+                self.poll_after = max(0.01, adapter.instances.next_refresh())
                 return False
             if "host" not in self.ids:
                 return True
@@ -218,7 +218,7 @@ class AwsDelete(DeleteOperation):
         self.status = state
         if state in HOST_GONE_STATES:
             return True
-        self.poll_after = adapter.hosts.next_refresh() or adapter.poll_interval
+        self.poll_after = max(0.01, adapter.hosts.next_refresh())
         return False
 
 
@@ -456,7 +456,10 @@ class AwsAdapter(Adapter):
             addresses = iface.get("Ipv6Addresses") or []
             if addresses:
                 public_v6 = addresses[0].get("Ipv6Address")
-        external_id = {"instance": instance["InstanceId"]}
+        # As a node's: the dedicated host first, if any.
+        host_id = (instance.get("Placement") or {}).get("HostId")
+        external_id = {"host": host_id} if host_id else {}
+        external_id["instance"] = instance["InstanceId"]
         return Instance(
             external_id=external_id,
             metadata=launch_args.tag_dict(instance.get("Tags")),

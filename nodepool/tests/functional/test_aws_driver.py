@@ -356,6 +356,9 @@ def test_dedicated_host_allocated_and_released(aws, make_provider, zk):
     [run] = aws.actions("RunInstances")
     assert (run["Placement.HostId"], run["Placement.Tenancy"]) == (host["HostId"], "host")
     assert run["Placement.AvailabilityZone"] == "us-west-2a"
+    # Seen in the listing under the node's id: not taken for vanished.
+    assert record.state == models.READY and not record.locked
+    assert provider.vanished_nodes([record]) == provider.vanished_nodes([record]) == []
     provider.delete_node(record)
     assert aws.actions("ReleaseHosts") == [
         {"Action": "ReleaseHosts", "Version": "2016-11-15", "HostId.1": host["HostId"]}]
@@ -881,3 +884,26 @@ def test_delete_now_terminates_the_instance(aws, zk_info, zk, tmp_path, make_pro
     assert zk.get_node(node.id) is None
     [instance] = instances(aws)
     assert instance["State"]["Name"] == "terminated"
+
+
+def test_create_resumes_from_its_stored_progress(aws, make_provider, zk):
+    """A launcher taking a node over rebuilds the create from what the
+    record says, and does not start a second instance."""
+    from nodepool.driver.adapter import LaunchSpec
+    provider = make_provider()
+    label = provider.provider.pools["main"].labels["small"]
+    spec = LaunchSpec(hostname="np0000000077", label=label, pool=label.pool,
+                      image_external_id=None, metadata={META_NODE_ID: "0000000077"}, az=None,
+                      request=None, log=logging.getLogger("test"))
+    op = provider.adapter.create(spec)
+    while op.step != "booting":
+        assert op.advance() is None
+    progress, external_id = op.progress(), op.external_id
+    other = make_provider()
+    resumed = other.adapter.create(spec, progress, external_id)
+    instance = wait_for(resumed.advance, what="instance running")
+    assert instance.external_id == external_id
+    assert len(aws.actions("RunInstances")) == 1
+    # The dedicated-host-free instance lists under the same id.
+    assert [i.external_id for i in other.adapter.list_instances()] == [external_id]
+    assert other.vanished_nodes([]) == []
