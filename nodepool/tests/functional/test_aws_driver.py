@@ -907,3 +907,31 @@ def test_create_resumes_from_its_stored_progress(aws, make_provider, zk):
     # The dedicated-host-free instance lists under the same id.
     assert [i.external_id for i in other.adapter.list_instances()] == [external_id]
     assert other.vanished_nodes([]) == []
+
+
+def test_builder_deletes_leaked_amis_with_their_snapshots(aws, make_provider, zk):
+    provider = make_provider()
+    ec2 = provider.adapter.clients.ec2  # through the proxy, which keeps the mappings
+    known = upload_tags(zk)
+    lost = dict(known, **{META_UPLOAD_ID: "0000000999"})
+    foreign = dict(lost, **{META_PROVIDER: "elsewhere"})
+    made = {}
+    for name, tags in (("known", known), ("lost", lost), ("foreign", foreign)):
+        snapshot = aws.moto("ec2").create_snapshot(VolumeId=aws.moto("ec2").create_volume(
+            Size=1, AvailabilityZone="us-west-2a")["VolumeId"])["SnapshotId"]
+        image_id = ec2.register_image(
+            Name=f"dib-image-{name}", RootDeviceName="/dev/sda1",
+            BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Ebs": {"SnapshotId": snapshot}}],
+            TagSpecifications=[{"ResourceType": "image", "Tags": [
+                {"Key": k, "Value": v} for k, v in tags.items()]}])["ImageId"]
+        made[name] = (image_id, snapshot)
+    assert provider.cleanup_leaked_images() == {}
+    # The launcher's cleanup leaves AMIs to the builder.
+    assert provider.cleanup_leaked_resources() == {}
+    assert provider.cleanup_leaked_images() == {"amis": 1}
+    images = {i["ImageId"] for i in aws.moto("ec2").describe_images(Owners=["self"])["Images"]}
+    snapshots = {s["SnapshotId"] for s in aws.moto("ec2").describe_snapshots(
+        OwnerIds=["self"])["Snapshots"]}
+    assert made["lost"][0] not in images and made["lost"][1] not in snapshots
+    assert {made["known"][0], made["foreign"][0]} <= images
+    assert {made["known"][1], made["foreign"][1]} <= snapshots
