@@ -169,6 +169,9 @@ class AwsDelete(DeleteOperation):
         super().__init__(**kw)
         self.adapter = adapter
         self.ids = as_external_id(self.external_id)
+        # When we asked for the termination (None when resumed from a
+        # record: then any listing will do).
+        self.terminated_at: float | None = None
 
     def advance(self) -> bool:
         try:
@@ -190,11 +193,17 @@ class AwsDelete(DeleteOperation):
                 adapter.terminate_instance(self.ids["instance"])
             except NotFound:
                 pass
+            self.terminated_at = time.monotonic()
             self.step = "deleting"
             return False
         if self.step == "deleting":
-            instance = adapter.instance(self.ids["instance"])
+            instance, listed_at = adapter.instance_listed(self.ids["instance"])
             state = instance["State"]["Name"].lower() if instance else "gone"
+            # Only a listing made after the terminate call may say "gone"
+            # (the shared one is refreshed in its own time).
+            if state == "gone" and self.terminated_at is not None \
+                    and listed_at <= self.terminated_at:
+                state = "unknown"
             self.status = state
             if state not in ("terminated", "gone"):
                 self.poll_after = max(0.01, adapter.instances.next_refresh())
@@ -242,6 +251,7 @@ class AwsAdapter(Adapter):
         self.images = ImageStore(self)
         self._lock = threading.Lock()
         self._instance_types: dict[str, dict[str, Any]] = {}
+        self._unknown_types: set[str] = set()
         self._amis: dict[str, dict[str, Any]] = {}
         self._filtered_images: dict[str, tuple[float, str]] = {}
         self._templates: dict[str, str] | None = None
@@ -298,10 +308,16 @@ class AwsAdapter(Adapter):
                              "describe_hosts", "Hosts")
 
     def instance(self, instance_id: str) -> dict[str, Any] | None:
+        return self.instance_listed(instance_id)[0]
+
+    def instance_listed(self, instance_id: str) -> tuple[dict[str, Any] | None, float]:
+        """(an instance from the shared listing or None, the monotonic
+        time the listing was requested)."""
         try:
-            return self.instances.get()[0].get(instance_id)
+            items, listed_at = self.instances.get()
         except Exception as e:
             raise translate(e, "listing instances", self.provider.name) from e
+        return items.get(instance_id), listed_at
 
     def host(self, host_id: str) -> dict[str, Any] | None:
         try:
@@ -511,8 +527,10 @@ class AwsAdapter(Adapter):
                 used = quota.instance_type_quota(
                     self.instance_type(itype), instance.get("InstanceLifecycle") == "spot")
             except Exception as e:
-                self.log.warning("Counting instance %s of unknown type %s as one instance: %s",
-                                 instance["InstanceId"], itype, e)
+                if itype not in self._unknown_types:
+                    self.log.warning("Counting instances of type %s (such as %s) as one "
+                                     "instance each: %s", itype, instance["InstanceId"], e)
+                    self._unknown_types.add(itype)
                 used = QuotaInformation(instances=1)
         for mapping in instance.get("BlockDeviceMappings") or []:
             volume = volumes.get((mapping.get("Ebs") or {}).get("VolumeId", ""))
@@ -530,7 +548,10 @@ class AwsAdapter(Adapter):
         first)."""
         self.images.tag_imports()
         resources: list[Resource] = []
-        for host in self.hosts.get()[0].values():
+        # All hosts, not only while a label uses them: a host leaked under
+        # an earlier configuration is found too.
+        for host in self.paginate("listing dedicated hosts", self.clients.ec2,
+                                  "describe_hosts", "Hosts"):
             if host.get("State", "").lower() not in HOST_GONE_STATES:
                 resources.append(Resource("host", host["HostId"],
                                           launch_args.tag_dict(host.get("Tags"))))

@@ -850,10 +850,15 @@ def test_builder_uploads_and_image_delete_removes_the_ami(aws, zk_info, zk, tmp_
     assert cli.json("alien-image-list", PROVIDER) == []
     cli.ok("image-delete", "--provider", PROVIDER, "--image", "dib-image",
            "--build-id", upload_record.build_id, "--upload-id", upload_record.id)
-    wait_for(lambda: not our_amis(aws), timeout=30, what="AMI deregistered")
+    # (The builder then uploads the build again, as a new AMI.)
+    wait_for(lambda: image["ImageId"] not in {i["ImageId"] for i in our_amis(aws)},
+             timeout=30, what="AMI deregistered")
     wait_for(lambda: snapshot_id not in {s["SnapshotId"] for s in aws.moto(
         "ec2").describe_snapshots(OwnerIds=["self"])["Snapshots"]}, what="snapshot deleted")
-    assert "Contents" not in aws.moto("s3").list_objects_v2(Bucket=BUCKET)
+    objects = aws.moto("s3").list_objects_v2(Bucket=BUCKET).get("Contents") or []
+    assert f"{image['Name']}.raw" not in {o["Key"] for o in objects}
+    assert [a["DiskContainer.UserBucket.S3Key"] for a in aws.actions("ImportSnapshot")][
+        0] == f"{image['Name']}.raw"
 
 
 def test_alien_image_list_shows_amis_without_a_record(aws, zk_info, zk, tmp_path,
