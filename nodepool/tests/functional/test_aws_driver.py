@@ -889,6 +889,16 @@ def test_delete_now_terminates_the_instance(aws, zk_info, zk, tmp_path, make_pro
     assert zk.get_node(node.id) is None
     [instance] = instances(aws)
     assert instance["State"]["Name"] == "terminated"
+    # erase forgets a provider's records; its instances are then leaks.
+    handle, other = launch(provider, zk, "small")
+    assert handle.state == READY, handle.error
+    zk.unlock_node(other)
+    cli.ok("erase", PROVIDER, "--force")
+    assert zk.get_node(other.id) is None
+    assert len(instances(aws, "running")) == 1
+    assert provider.cleanup_leaked_resources() == {}
+    assert provider.cleanup_leaked_resources() == {"instances": 1}
+    assert instances(aws, "running") == []
 
 
 def test_create_resumes_from_its_stored_progress(aws, make_provider, zk):
