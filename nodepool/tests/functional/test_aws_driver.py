@@ -950,3 +950,32 @@ def test_builder_deletes_leaked_amis_with_their_snapshots(aws, make_provider, zk
     assert made["lost"][0] not in images and made["lost"][1] not in snapshots
     assert {made["known"][0], made["foreign"][0]} <= images
     assert {made["known"][1], made["foreign"][1]} <= snapshots
+
+
+@pytest.mark.slow
+def test_zuul_14_uses_and_returns_aws_nodes(aws, zk_info, zuul, launcher_factory):
+    """Zuul 14.3.0's own client code (in a virtualenv of its own) requests,
+    locks, uses and returns two AWS nodes."""
+    from nodepool.tests.functional.test_zuul_compat import VENV, drive
+    python = VENV / "bin" / "python"
+    if not (VENV / ".zuul-installed").exists():
+        pytest.skip("Zuul 14.3.0 is not installed (test_zuul_compat.py installs it)")
+    launcher_factory(config_text(zk_info, provider_yaml(labels="""          - name: fake-label
+            cloud-image: ubuntu
+            instance-type: t3.medium
+            key-name: zuul
+""")).replace("labels:\n", "labels:\n  - name: fake-label\n", 1))
+    result = drive(python, zk_info, "fulfil")
+    assert result["state"] == "fulfilled"
+    assert result["provider"] == PROVIDER
+    assert len(result["node_data"]) == 2 == len(aws.actions("RunInstances"))
+    assert len({n["interface_ip"] for n in result["node_data"]}) == 2
+    zones = {i["Placement"]["AvailabilityZone"] for i in instances(aws)}
+    for node in result["node_data"]:
+        assert node["interface_ip"].count(".") == 3 and node["az"] in zones
+        assert (node["username"], node["connection_type"], node["connection_port"]) == (
+            "ubuntu", "ssh", 22)
+        assert node["locked"] and node["label"] == "fake-label"
+    assert result["in_use"] == ["in-use", "in-use"]
+    wait_for(lambda: not instances(aws, "running", "pending", "shutting-down"),
+             what="instances terminated after use")
