@@ -30,6 +30,7 @@ from nodepool.driver.adapter import (
 )
 from nodepool.driver.aws import images as aws_images
 from nodepool.driver.aws.adapter import AwsAdapter
+from nodepool.driver.aws.config import AwsProviderConfig
 from nodepool.driver.aws.provider import AwsProvider
 from nodepool.driver.launch import ABORTED, READY
 from nodepool.exceptions import BuilderError, NotFound, RuntimeConfigurationException
@@ -493,7 +494,7 @@ def test_leaked_resources_deleted_on_the_second_pass(aws, make_provider, zk):
     assert handle.state == READY, handle.error
     ec2, s3 = aws.moto("ec2"), aws.moto("s3")
 
-    def tagged(tags: dict[str, str]) -> list[dict[str, str]]:
+    def tagged(tags: dict[str, str]) -> list[dict[str, Any]]:
         return [{"ResourceType": t, "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
                 for t in ("instance", "volume")]
 
@@ -557,7 +558,9 @@ def image_file(tmp_path: Path, size: int = 3 * 512 * 1024 + 100) -> Path:
 
 
 def upload(provider: AwsProvider, path: Path, tags: dict[str, str]) -> str:
-    pdi = provider.provider.diskimages["dib-image"]
+    config = provider.provider
+    assert isinstance(config, AwsProviderConfig)
+    pdi = config.diskimages["dib-image"]
     return provider.upload_image(image_name="dib-image-1700000000", filename=str(path),
                                  image_format="raw", metadata=tags, provider_image=pdi)
 
