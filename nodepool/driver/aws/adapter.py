@@ -280,7 +280,9 @@ class AwsAdapter(Adapter):
         return result
 
     def throttled(self, log: Any, error: Exception) -> float:
-        pause = self.limiter.throttled()
+        """A step met a throttled call (the limiter has slowed down
+        already, see :meth:`call`): how long until it tries again."""
+        pause = self.limiter.pause()
         log.warning("AWS is throttling %s; slowing down (next try in %.0f s): %s",
                     self.provider.name, pause, error)
         return pause

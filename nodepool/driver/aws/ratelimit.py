@@ -72,11 +72,14 @@ class ApiRateLimiter:
         the caller should wait before trying again."""
         with self._lock:
             self._penalty = min(MAX_PENALTY, self._penalty * 2)
-            pause = max(1.0, self._base[MUTATING]) * self._penalty
             now = time.monotonic()
             for kind in self._next:
                 self._next[kind] = max(self._next[kind], now + self.interval(kind))
-            return pause
+        return self.pause()
+
+    def pause(self) -> float:
+        """How long to wait before trying a throttled step again."""
+        return max(1.0, self._base[MUTATING]) * self._penalty
 
     def succeeded(self) -> None:
         if self._penalty > 1.0:
