@@ -31,8 +31,10 @@ class QuotaException(LaunchError):
     statsd_key = "error.quota"
 
 
-class CapacityException(LaunchError):
-    """The cloud has no capacity for this instance type right now."""
+class CapacityException(QuotaException):
+    """The cloud has no capacity for this instance type right now (AWS's
+    ``InsufficientInstanceCapacity``): like a quota refusal, the request
+    waits and the node is launched again later; counted apart."""
 
     statsd_key = "error.capacity"
 

@@ -186,6 +186,11 @@ class Adapter:
     # shared listing, see :class:`nodepool.driver.listing.SharedListing`).
     poll_interval: ClassVar[float] = 1.0
 
+    # The Resource type of an uploaded image (what list_images lists):
+    # the launcher's leak cleanup leaves those to the builder, and leaked
+    # ones are counted as ``leaked.<type>s``.
+    image_resource_type: ClassVar[str] = "image"
+
     # Servers ------------------------------------------------------------
 
     def create(self, spec: LaunchSpec, progress: dict[str, Any] | None = None,
@@ -214,13 +219,22 @@ class Adapter:
 
     def list_resources(self) -> list[Resource]:
         """Resources carrying nodepool metadata (servers, images, ...), as
-        the cloud shows them at the time of the call.
+        the cloud shows them at the time of the call.  One carrying an
+        upload's tags (``nodepool_build_id`` and ``nodepool_upload_id``,
+        e.g. the snapshot under an image) is leaked when that upload's
+        record is gone; any other when its node's record is.
 
         Never answer from a listing taken before the call: leak cleanup
         deletes what two calls show leaked (:mod:`nodepool.driver.sightings`),
         and two answers from one cached listing are one look at the cloud.
         """
         return []
+
+    def node_resource_id(self, external_id: Any) -> str:
+        """The id under which :meth:`list_resources` shows the server of a
+        node with this ``external_id`` (an ``instance`` resource); used to
+        notice servers deleted behind our back."""
+        return str(external_id)
 
     def delete_resource(self, resource: Resource) -> None:
         raise NotImplementedError

@@ -405,7 +405,8 @@ class AdapterProvider(Provider):
         """
         listing, requested_at, answered_at = self._leak_sightings.look(
             self.adapter.list_resources)
-        resources = [r for r in listing if r.type != "image"]
+        image_type = self.adapter.image_resource_type
+        resources = [r for r in listing if r.type != image_type]
         counts = self._delete_leaked(resources, self._leak_sightings,
                                      requested_at, answered_at)
         try:
@@ -428,10 +429,12 @@ class AdapterProvider(Provider):
         listing, requested_at, answered_at = self._vanished_sightings.look(
             self.adapter.list_resources)
         existing = {str(r.id) for r in listing if r.type == "instance"}
+        resource_id = self.adapter.node_resource_id
         missing = {str(n.id) for n in nodes
                    if n.provider == self.provider.name and n.state == models.READY
                    and n.allocated_to is None and not n.locked
-                   and n.external_id is not None and str(n.external_id) not in existing}
+                   and n.external_id is not None
+                   and resource_id(n.external_id) not in existing}
         return sorted(self._vanished_sightings.confirm(missing, requested_at, answered_at))
 
     def cleanup_leaked_images(self) -> dict[str, int]:
@@ -440,7 +443,9 @@ class AdapterProvider(Provider):
         leaked (the builder calls this for the providers it uploads to)."""
         images, requested_at, answered_at = self._image_leak_sightings.look(
             self.adapter.list_images)
-        resources = [Resource("image", i.id, dict(i.metadata or {}), i.name) for i in images]
+        image_type = self.adapter.image_resource_type
+        resources = [Resource(image_type, i.id, dict(i.metadata or {}), i.name)
+                     for i in images]
         counts = self._delete_leaked(resources, self._image_leak_sightings,
                                      requested_at, answered_at)
         self._report_leaks(counts)
@@ -466,7 +471,7 @@ class AdapterProvider(Provider):
             log.info("Deleting leaked %s %s (%s) in %s", resource.type, resource.id,
                      resource.name, self.provider.name)
             try:
-                if resource.type == "image":
+                if resource.type == self.adapter.image_resource_type:
                     self._delete_image_quietly(resource.id)
                 else:
                     self.adapter.delete_resource(resource)
@@ -488,8 +493,12 @@ class AdapterProvider(Provider):
                        count)
 
     def _is_leaked(self, rtype: str, meta: dict[str, Any]) -> bool:
-        if rtype == "image":
-            build_id, upload_id = meta.get(META_BUILD_ID), meta.get(META_UPLOAD_ID)
+        build_id, upload_id = meta.get(META_BUILD_ID), meta.get(META_UPLOAD_ID)
+        if rtype == self.adapter.image_resource_type or (
+                build_id and upload_id and not meta.get(META_NODE_ID)):
+            # An image, or what an upload left beside it (its snapshot,
+            # the object it was imported from): leaked when the upload's
+            # record is gone.
             if not build_id or not upload_id:
                 return False
             return not self._upload_known(meta.get("nodepool_image_name"),

@@ -167,6 +167,8 @@ class Launch(Task):
         # What to do once the half-built server is gone: try again, or
         # end with this outcome.
         self.after_cleanup: str | None = None
+        # The metric a launch aborted for lack of quota (or capacity) counts.
+        self._abort_stat = QuotaException.statsd_key
         self._scan: Future | None = None
         self._poll = FIRST_POLL
         self._saved: Any = None
@@ -255,6 +257,7 @@ class Launch(Task):
         except QuotaException as e:
             self.log.info("Cloud is out of quota: %s", e)
             self.provider.invalidate_quota()
+            self._abort_stat = e.statsd_key
             self._fail_attempt(e, ABORTED)
         except Exception as e:
             if self._session_lost():
@@ -477,7 +480,7 @@ class Launch(Task):
         outcome, self.after_cleanup = self.after_cleanup, None
         if outcome and outcome != "retry":
             self._end(outcome, self.handle.error,
-                      stat="error.quota" if outcome == ABORTED else None)
+                      stat=self._abort_stat if outcome == ABORTED else None)
             return None
         self.attempt += 1
         self.step_name = STEP_CREATE

@@ -19,6 +19,7 @@ from nodepool.exceptions import DriverNotFound
 log = logging.getLogger("nodepool.driver.registry")
 
 _BUILTIN = {
+    "aws": "nodepool.driver.aws:AwsDriver",
     "example": "nodepool.driver.example:ExampleDriver",
     "fake": "nodepool.driver.fake:FakeDriver",
     "kubernetes": "nodepool.driver.kubernetes:KubernetesDriver",

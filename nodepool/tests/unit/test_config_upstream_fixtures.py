@@ -57,7 +57,10 @@ def render(src: pathlib.Path, dest: pathlib.Path, tmp: pathlib.Path, raw: bool) 
             zookeeper_host="127.0.0.1", zookeeper_port=2281,
             zookeeper_chroot="/fixture", zookeeper_ca="/tmp/ca.pem",
             zookeeper_cert="/tmp/cert.pem", zookeeper_key="/tmp/key.pem",
-            context_name="sim-context")
+            context_name="sim-context",
+            # The AWS fixtures' account-specific values.
+            subnet_id="subnet-0123456789abcdef0", security_group_id="sg-0123456789abcdef0",
+            instance_profile_arn="arn:aws:iam::123456789012:instance-profile/np")
     dest.write_text(text)
 
 

@@ -1,0 +1,349 @@
+"""Configuration of AWS providers: the keys of upstream Nodepool 11's AWS
+driver, parsed into typed objects the adapter reads.
+
+Limits (``max-servers``, ``max-cores``, ``max-ram``, ``max-resources``) may
+be set on the provider and on each pool; a pool inherits the provider's
+unless it sets its own (``max-resources`` merges key by key).  So do
+``public-ipv4`` and ``public-ipv6``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import voluptuous as v
+
+from nodepool.driver import (
+    ConfigLabel,
+    ConfigPool,
+    Driver,
+    LabelImage,
+    ProviderConfig,
+)
+from nodepool.exceptions import ConfigError
+
+# Ports Zuul connects to when an image names only its connection type.
+DEFAULT_PORTS = {"ssh": 22, "winrm": 5986}
+IMPORT_METHODS = ("snapshot", "ebs-direct", "image")
+IMAGE_FORMATS = ("ova", "vhd", "vhdx", "vmdk", "raw")
+FLEET_ALLOCATION_STRATEGIES = ("prioritized", "price-capacity-optimized",
+                               "capacity-optimized", "diversified", "lowest-price")
+
+
+def _port(d: Mapping[str, Any], connection_type: str) -> int:
+    return d.get("connection-port", DEFAULT_PORTS.get(connection_type, 22))
+
+
+class AwsCloudImage(LabelImage):
+    """An AMI that already exists: by ``image-id``, or the newest one that
+    matches ``image-filters`` (looked up at launch time)."""
+
+    def __init__(self, d: Mapping[str, Any]) -> None:
+        super().__init__(d["name"])
+        self.username = d["username"]
+        self.image_id: str | None = d.get("image-id")
+        # EC2 wants "Name"/"Values"; upstream accepts either spelling.
+        filters = d.get("image-filters")
+        self.image_filters: list[dict[str, Any]] | None = (
+            None if filters is None
+            else [{k.capitalize(): val for k, val in f.items()} for f in filters])
+        self.python_path = d.get("python-path", "auto")
+        self.shell_type = d.get("shell-type")
+        self.connection_type = d.get("connection-type", "ssh")
+        self.connection_port = _port(d, self.connection_type)
+
+    @property
+    def external_name(self) -> str:
+        return self.image_id or self.name
+
+
+class AwsDiskImage(LabelImage):
+    """A diskimage as this provider imports it (see the builder)."""
+
+    def __init__(self, d: Mapping[str, Any]) -> None:
+        super().__init__(d["name"])
+        self.pause: bool = bool(d.get("pause", False))
+        # Filled from the top-level diskimage during load unless set here.
+        self._username: str | None = d.get("username")
+        self.python_path = d.get("python-path", "auto")
+        self.shell_type = d.get("shell-type")
+        self.connection_type = d.get("connection-type", "ssh")
+        self.connection_port = _port(d, self.connection_type)
+        # Tags of the uploaded AMI, snapshot and object (the builder reads
+        # ``meta`` for every driver).
+        self.meta: dict[str, Any] = dict(d.get("tags") or {})
+        self.architecture: str = d.get("architecture", "x86_64")
+        self.ena_support: bool = d.get("ena-support", True)
+        self.volume_size: int | None = d.get("volume-size")
+        self.volume_type: str = d.get("volume-type", "gp3")
+        self.import_method: str = d.get("import-method", "snapshot")
+        self.imds_support: str | None = d.get("imds-support")
+        self.iops: int | None = d.get("iops")
+        self.throughput: int | None = d.get("throughput")
+
+
+class AwsLabel(ConfigLabel):
+    def __init__(self, d: Mapping[str, Any], pool: AwsPool) -> None:
+        super().__init__(d["name"], pool)
+        self.pool: AwsPool = pool
+        self.diskimage: AwsDiskImage | None = None
+        self.cloud_image: AwsCloudImage | None = None
+        self.instance_type: str | None = d.get("instance-type")
+        # {"instance-types": [...], "allocation-strategy": ...} for EC2 Fleet.
+        self.fleet: dict[str, Any] | None = d.get("fleet")
+        self.key_name: str = d["key-name"]
+        self.ebs_optimized: bool = bool(d.get("ebs-optimized", False))
+        self.volume_type: str | None = d.get("volume-type")
+        self.volume_size: int | None = d.get("volume-size")
+        self.iops: int | None = d.get("iops")
+        self.throughput: int | None = d.get("throughput")
+        self.userdata: str | None = d.get("userdata")
+        self.iam_instance_profile: dict[str, str] | None = d.get("iam-instance-profile")
+        self.tags: dict[str, Any] = dict(d.get("tags") or {})
+        self.dynamic_tags: dict[str, str] = dict(d.get("dynamic-tags") or {})
+        self.use_spot: bool = bool(d.get("use-spot", False))
+        self.imdsv2: str | None = d.get("imdsv2")
+        self.dedicated_host: bool = bool(d.get("dedicated-host", False))
+        self.host_key_checking = pool.host_key_checking
+
+    def instance_types(self) -> list[str]:
+        """Every instance type a node of this label may get."""
+        if self.instance_type:
+            return [self.instance_type]
+        if self.fleet:
+            return list(self.fleet.get("instance-types") or [])
+        return []
+
+
+class AwsPool(ConfigPool):
+    def __init__(self, d: Mapping[str, Any], provider: AwsProviderConfig) -> None:
+        super().__init__(provider=provider)
+        self.load_common(d)
+        self.max_servers = d.get("max-servers", provider.max_servers)
+        self.max_cores = d.get("max-cores", provider.max_cores)
+        self.max_ram = d.get("max-ram", provider.max_ram)
+        self.max_resources = dict(provider.max_resources)
+        self.max_resources.update(d.get("max-resources") or {})
+        self.security_group_id: str | None = d.get("security-group-id")
+        self.subnet_id: str | None = d.get("subnet-id")
+        self.public_ipv4: bool = d.get("public-ipv4", provider.public_ipv4)
+        # The older spelling wins, as upstream's does.
+        self.public_ipv4 = d.get("public-ip-address", self.public_ipv4)
+        self.public_ipv6: bool = d.get("public-ipv6", provider.public_ipv6)
+        self.host_key_checking = d.get("host-key-checking", provider.host_key_checking)
+        self.az: str | None = d.get("availability-zone")
+        self.azs = [self.az] if self.az else None
+        for label in d.get("labels") or []:
+            self.labels[label["name"]] = AwsLabel(label, self)
+
+
+def _cloud_image_schema() -> Any:
+    image_filter = {
+        v.Any("Name", "name"): str,
+        v.Any("Values", "values"): [str],
+    }
+    return v.All({
+        v.Required("name"): str,
+        v.Required("username"): str,
+        v.Exclusive("image-id", "spec"): str,
+        v.Exclusive("image-filters", "spec"): [image_filter],
+        "connection-type": str,
+        "connection-port": int,
+        "python-path": str,
+        "shell-type": str,
+    }, {
+        v.Required(v.Any("image-id", "image-filters"),
+                   msg='a cloud-image needs "image-id" or "image-filters"'): object,
+        object: object,
+    })
+
+
+def _diskimage_schema() -> dict:
+    return {
+        v.Required("name"): str,
+        "username": str,
+        "pause": bool,
+        "connection-type": str,
+        "connection-port": int,
+        "python-path": str,
+        "shell-type": str,
+        "architecture": str,
+        "ena-support": bool,
+        "volume-size": int,
+        "volume-type": str,
+        "import-method": v.Any(*IMPORT_METHODS),
+        "imds-support": v.Any("v2.0", None),
+        "iops": int,
+        "throughput": int,
+        "tags": dict,
+    }
+
+
+def _label_schema() -> dict:
+    return {
+        v.Required("name"): str,
+        v.Exclusive("cloud-image", "image"): str,
+        v.Exclusive("diskimage", "image"): str,
+        v.Exclusive("instance-type", "instance"): str,
+        v.Exclusive("fleet", "instance"): {
+            v.Required("instance-types"): list,
+            v.Required("allocation-strategy"): v.Any(*FLEET_ALLOCATION_STRATEGIES),
+        },
+        v.Required("key-name"): str,
+        "ebs-optimized": bool,
+        "volume-type": str,
+        "volume-size": int,
+        "iops": int,
+        "throughput": int,
+        "userdata": str,
+        "iam-instance-profile": {
+            v.Exclusive("name", "iam_instance_profile_id"): str,
+            v.Exclusive("arn", "iam_instance_profile_id"): str,
+        },
+        "tags": dict,
+        "dynamic-tags": dict,
+        "use-spot": bool,
+        "imdsv2": v.Any(None, "required", "optional"),
+        "dedicated-host": bool,
+    }
+
+
+def aws_schema() -> dict:
+    """The provider keys beyond name, driver, max-concurrency and priority."""
+    pool = {
+        **ConfigPool.schema(),
+        v.Required("labels"): [_label_schema()],
+        "security-group-id": str,
+        "subnet-id": str,
+        "public-ip-address": bool,
+        "public-ipv4": bool,
+        "public-ipv6": bool,
+        "host-key-checking": bool,
+        "max-cores": int,
+        "max-ram": int,
+        "max-resources": {str: int},
+        "availability-zone": str,
+    }
+    return {
+        v.Required("pools"): [pool],
+        v.Required("region-name"): str,
+        "rate": v.Any(int, float),
+        "profile-name": str,
+        "cloud-images": [_cloud_image_schema()],
+        "diskimages": [_diskimage_schema()],
+        "boot-timeout": int,
+        "launch-timeout": int,
+        "launch-retries": int,
+        "object-storage": {v.Required("bucket-name"): str},
+        "image-format": v.Any(*IMAGE_FORMATS),
+        "image-import-timeout": int,
+        "max-servers": int,
+        "max-cores": int,
+        "max-ram": int,
+        "max-resources": {str: int},
+        "post-upload-hook": str,
+    }
+
+
+class AwsProviderConfig(ProviderConfig):
+    """An AWS provider: one account (``profile-name`` or the standard
+    credential chain) in one region."""
+
+    manage_images = True
+
+    def __init__(self, driver: Driver, provider: Mapping[str, Any]) -> None:
+        super().__init__(driver, provider)
+        # What the node records say, as upstream's driver writes them.
+        self.cloud = "AWS"
+        self.region_name: str = provider["region-name"]
+        self.profile_name: str | None = provider.get("profile-name")
+        # Mutating API calls per second (read-only ones may go ten times
+        # as fast).
+        self.rate: float = provider.get("rate", 2)
+        self.launch_retries = provider.get("launch-retries", 3)
+        self.launch_timeout = provider.get("launch-timeout", 3600)
+        self.boot_timeout = provider.get("boot-timeout", 180)
+        # Not settable in upstream's schema either; kept for its defaults.
+        self.use_internal_ip = False
+        self.host_key_checking = True
+        self.public_ipv4 = True
+        self.public_ipv6 = False
+        self.object_storage: dict[str, str] | None = provider.get("object-storage")
+        self.image_type: str = provider.get("image-format", "raw")
+        self.image_name_format = "{image_name}-{timestamp}"
+        self.image_import_timeout: int | None = provider.get("image-import-timeout")
+        self.post_upload_hook: str | None = provider.get("post-upload-hook")
+        self.max_servers: float = provider.get("max-servers", math.inf)
+        self.max_cores: float = provider.get("max-cores", math.inf)
+        self.max_ram: float = provider.get("max-ram", math.inf)
+        self.max_resources: dict[str, float] = dict(provider.get("max-resources") or {})
+        self.cloud_images: dict[str, AwsCloudImage] = {
+            d["name"]: AwsCloudImage(d) for d in provider.get("cloud-images") or []}
+        self.diskimages: dict[str, AwsDiskImage] = {
+            d["name"]: AwsDiskImage(d) for d in provider.get("diskimages") or []}
+        for pool in provider.get("pools") or []:
+            self.pools[pool["name"]] = AwsPool(pool, self)
+
+    @property
+    def bucket_name(self) -> str | None:
+        return (self.object_storage or {}).get("bucket-name")
+
+    def load(self, config: Any) -> None:
+        errors: list[str] = []
+        for name, image in self.diskimages.items():
+            top = config.diskimages.get(name)
+            if top is None:
+                errors.append(f"diskimage {name!r} is not defined under the top-level "
+                              "diskimages")
+                continue
+            image.username = image._username or top.username
+            top.image_types.add(self.image_type)
+        for pool in self.pools.values():
+            assert isinstance(pool, AwsPool)
+            raw_labels = {lbl["name"]: lbl
+                          for lbl in self._pool_raw(pool.name).get("labels") or []}
+            for label in pool.labels.values():
+                assert isinstance(label, AwsLabel)
+                errors.extend(self._bind_image(pool, label, raw_labels[label.name]))
+                if label.dedicated_host and label.use_spot:
+                    errors.append(f"pool {pool.name!r} label {label.name!r}: spot instances "
+                                  "cannot run on dedicated hosts; drop use-spot or "
+                                  "dedicated-host")
+                if label.dedicated_host and not pool.az:
+                    errors.append(f"pool {pool.name!r} label {label.name!r}: a dedicated "
+                                  "host needs the pool's availability-zone")
+        if errors:
+            raise ConfigError("; ".join(errors))
+        self._register_pools(config)
+
+    def _bind_image(self, pool: AwsPool, label: AwsLabel, raw: Mapping[str, Any]) -> list[str]:
+        if raw.get("diskimage"):
+            label.diskimage = self.diskimages.get(raw["diskimage"])
+            if label.diskimage is None:
+                return [f"pool {pool.name!r} label {label.name!r} uses diskimage "
+                        f"{raw['diskimage']!r}, which this provider's diskimages do not list"]
+        elif raw.get("cloud-image"):
+            label.cloud_image = self.cloud_images.get(raw["cloud-image"])
+            if label.cloud_image is None:
+                return [f"pool {pool.name!r} label {label.name!r} uses cloud-image "
+                        f"{raw['cloud-image']!r}, which this provider's cloud-images "
+                        "do not list"]
+        return []
+
+    def _pool_raw(self, name: str) -> Mapping[str, Any]:
+        for pool in self._raw.get("pools") or []:
+            if pool["name"] == name:
+                return pool
+        return {}
+
+    def diskimage_names(self) -> list[str]:
+        return list(self.diskimages)
+
+    def image_format(self, diskimage_name: str) -> str | None:
+        return self.image_type
+
+    def fleet_labels(self) -> list[AwsLabel]:
+        return [label for pool in self.pools.values() for label in pool.labels.values()
+                if isinstance(label, AwsLabel) and label.fleet]
