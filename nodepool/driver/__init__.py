@@ -203,9 +203,11 @@ class ProviderConfig(ConfigValue):
     def check_environment(self) -> None:
         """Raise ConfigError when something this provider needs outside
         nodepool.yaml is missing (an OpenStack cloud absent from
-        clouds.yaml).  The daemons then leave the provider out;
+        clouds.yaml), or for a combination upstream's daemons refuse but
+        its validator accepts.  The daemons then leave the provider out;
         ``config-validate`` only warns, because a file is often checked on
-        a machine that does not have the launcher's clouds.yaml."""
+        a machine that does not have the launcher's clouds.yaml (and, for
+        the rest, to give upstream's verdicts)."""
 
     def load_warnings(self) -> list[str]:
         """Settings that load but will not do what the operator probably

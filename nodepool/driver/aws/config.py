@@ -21,6 +21,7 @@ from nodepool.driver import (
     Driver,
     LabelImage,
     ProviderConfig,
+    ProviderDiskImage,
 )
 from nodepool.exceptions import ConfigError
 
@@ -59,7 +60,7 @@ class AwsCloudImage(LabelImage):
         return self.image_id or self.name
 
 
-class AwsDiskImage(LabelImage):
+class AwsDiskImage(ProviderDiskImage):
     """A diskimage as this provider imports it (see the builder)."""
 
     def __init__(self, d: Mapping[str, Any]) -> None:
@@ -281,7 +282,7 @@ class AwsProviderConfig(ProviderConfig):
         self.max_resources: dict[str, float] = dict(provider.get("max-resources") or {})
         self.cloud_images: dict[str, AwsCloudImage] = {
             d["name"]: AwsCloudImage(d) for d in provider.get("cloud-images") or []}
-        self.diskimages: dict[str, AwsDiskImage] = {
+        self.diskimages: dict[str, ProviderDiskImage] = {
             d["name"]: AwsDiskImage(d) for d in provider.get("diskimages") or []}
         for pool in provider.get("pools") or []:
             self.pools[pool["name"]] = AwsPool(pool, self)
@@ -289,6 +290,16 @@ class AwsProviderConfig(ProviderConfig):
     @property
     def bucket_name(self) -> str | None:
         return (self.object_storage or {}).get("bucket-name")
+
+    def check_environment(self) -> None:
+        """What upstream's loader refuses although its validator accepts
+        it: the daemons leave the provider out, ``config-validate`` warns."""
+        for name, image in self.diskimages.items():
+            if (isinstance(image, AwsDiskImage) and image.imds_support == "v2.0"
+                    and image.import_method == "image"):
+                raise ConfigError(
+                    f"diskimage {name!r}: imds-support v2.0 needs import-method snapshot "
+                    "or ebs-direct (an image import cannot require IMDSv2)")
 
     def load(self, config: Any) -> None:
         errors: list[str] = []
@@ -298,6 +309,7 @@ class AwsProviderConfig(ProviderConfig):
                 errors.append(f"diskimage {name!r} is not defined under the top-level "
                               "diskimages")
                 continue
+            assert isinstance(image, AwsDiskImage)
             image.username = image._username or top.username
             top.image_types.add(self.image_type)
         for pool in self.pools.values():
@@ -320,7 +332,8 @@ class AwsProviderConfig(ProviderConfig):
 
     def _bind_image(self, pool: AwsPool, label: AwsLabel, raw: Mapping[str, Any]) -> list[str]:
         if raw.get("diskimage"):
-            label.diskimage = self.diskimages.get(raw["diskimage"])
+            image = self.diskimages.get(raw["diskimage"])
+            label.diskimage = image if isinstance(image, AwsDiskImage) else None
             if label.diskimage is None:
                 return [f"pool {pool.name!r} label {label.name!r} uses diskimage "
                         f"{raw['diskimage']!r}, which this provider's diskimages do not list"]

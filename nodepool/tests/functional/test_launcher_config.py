@@ -14,7 +14,7 @@ from nodepool.tests.helpers import fake_config, wait_for
 
 BROKEN_PROVIDERS = """\
   - name: gone
-    driver: aws
+    driver: not-installed
   - name: no-cloud
     cloud: not-in-clouds-yaml
     cloud-images:
@@ -53,7 +53,7 @@ def test_good_provider_serves_while_broken_ones_are_left_out(
     assert {w.provider_name for w in launcher.pool_workers.values()} == {"fake-provider"}
     errors = {r.getMessage() for r in caplog.records if r.levelno == logging.ERROR}
     config_path = str(tmp_path / "nodepool.yaml")
-    for name, reason in (("gone", "unknown driver 'aws'"),
+    for name, reason in (("gone", "unknown driver 'not-installed'"),
                          ("no-cloud", "Cloud not-in-clouds-yaml was not found"),
                          ("fake-bad-value", "max-concurrency: expected int")):
         [message] = [e for e in errors if e.startswith(f"Provider {name} is left out")]

@@ -111,9 +111,17 @@ def test_upstream_fixture_load_verdict(name, upstream_fixtures, tmp_path, monkey
         assert problems, (f"upstream's loader fails on {name} "
                           f"({verdict['load_error']}); ours found nothing wrong")
         return
+    if verdict["validate"] != 0 and problems:
+        # Upstream's loader does not check values its validator refuses
+        # (its launches fail later); ours leaves such a provider out, with
+        # the others loaded (doc/source/compatibility.rst).
+        assert all("is left out" in p or "providers[" in p for p in problems), problems
+        return
     assert problems == [], f"upstream's loader loads {name}"
     raw = yaml.safe_load(pathlib.Path(path).read_text().replace("%(NODEPOOL_PORT)", "8005"))
     assert set(config.providers) == {p["name"] for p in raw.get("providers") or []}
-    assert verdict["provider_init"]
+    # (None: upstream's providers could not be made without the cloud's
+    # credentials, so only the load was recorded.)
+    assert verdict["provider_init"] in (True, None)
     for provider in config.providers.values():
         registry.get_driver(provider.driver_name).getProvider(provider)
