@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from nodepool.config import load_config
+from nodepool.config import check_config, load_config
 from nodepool.driver.adapter import (
     META_BUILD_ID,
     META_NODE_ID,
@@ -33,7 +33,7 @@ from nodepool.driver.aws.adapter import AwsAdapter
 from nodepool.driver.aws.config import AwsProviderConfig
 from nodepool.driver.aws.provider import AwsProvider
 from nodepool.driver.launch import ABORTED, READY
-from nodepool.exceptions import BuilderError, NotFound, RuntimeConfigurationException
+from nodepool.exceptions import NotFound, RuntimeConfigurationException
 from nodepool.tests.aws_sim.fixtures import ACCESS_KEY, REGION, SECRET_KEY, SESSION_TOKEN
 from nodepool.tests.helpers import wait_for
 from nodepool.zk import models
@@ -651,11 +651,17 @@ def test_image_import(aws, make_provider, zk, tmp_path):
         Owners=["self"])["Images"]}
 
 
-def test_imdsv2_cannot_be_imported_as_an_image(aws, make_provider, zk, tmp_path):
-    provider = make_provider(diskimage="""        import-method: image
-        imds-support: v2.0""")
-    with pytest.raises(BuilderError, match="needs import-method snapshot or ebs-direct"):
-        upload(provider, image_file(tmp_path), upload_tags(zk))
+def test_imdsv2_cannot_be_imported_as_an_image(aws, zk_info, tmp_path):
+    # As upstream: its validator accepts the file, its loader refuses it.
+    # The daemons leave the provider out; config-validate only warns.
+    path = tmp_path / "nodepool.yaml"
+    path.write_text(config_text(zk_info, provider_yaml(diskimage="""        import-method: image
+        imds-support: v2.0""")))
+    config = load_config(str(path))
+    assert PROVIDER not in config.providers
+    [reason] = config.left_out[PROVIDER]
+    assert "needs import-method snapshot or ebs-direct" in reason
+    assert check_config(str(path)) == []
     assert not aws.calls
 
 
