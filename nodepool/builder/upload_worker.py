@@ -116,14 +116,17 @@ class UploadWorker(BuilderWorker):
                for u in cache.uploads(image, provider_name)):
             return
         zk = self.builder.zk
-        failed_at = self.builder.upload_failures.get((image, build.id, provider_name))
-        if failed_at is not None and time.time() - failed_at < self.builder.retry_delay:
+        if self._failed_lately(image, build.id, provider_name):
             return
         try:
             lock = zk.lock_image_uploads(image, build.id, provider_name, blocking=False)
         except ZKLockException:
             return
         try:
+            # Again under the lock: the upload that held it may just have
+            # failed (or succeeded).
+            if self._failed_lately(image, build.id, provider_name):
+                return
             if zk.get_uploads(image, build.id, provider_name, [models.READY]):
                 return
             newest = zk.get_builds(image, [models.READY])
@@ -134,6 +137,10 @@ class UploadWorker(BuilderWorker):
                 self.upload(pc, provider, current, image_file, fmt)
         finally:
             zk.unlock(lock)
+
+    def _failed_lately(self, image: str, build_id: str, provider_name: str) -> bool:
+        failed_at = self.builder.upload_failures.get((image, build_id, provider_name))
+        return failed_at is not None and time.time() - failed_at < self.builder.retry_delay
 
     def upload(self, pc: Any, provider: Any, build: ImageBuild,
                image_file: files.DibImageFile, fmt: str) -> ImageUpload:
