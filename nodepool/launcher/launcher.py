@@ -3,7 +3,8 @@
 ``NodePool`` is the main thread of ``nodepool-launcher``.  It loads the
 configuration (and reloads it when the file changes), keeps one live
 provider per configured provider and one ``PoolWorker`` per pool, keeps
-``min-ready`` nodes, and runs the delete, cleanup and stats workers.  A
+``min-ready`` nodes, and runs the delete, cleanup, stats and image check
+workers.  A
 provider that fails to start is reported and retried; the others run.
 """
 
@@ -22,6 +23,7 @@ from nodepool.driver import registry
 from nodepool.driver.registrar import Registrar
 from nodepool.launcher.cleanup import CleanupWorker
 from nodepool.launcher.deleter import DeletedNodeWorker
+from nodepool.launcher.image_validator import ImageValidator
 from nodepool.launcher.local_stats import LocalStatsWorker
 from nodepool.launcher.min_ready import MinReady
 from nodepool.launcher.pool_worker import PoolWorker
@@ -204,6 +206,7 @@ class NodePool(threading.Thread):
             StatsWorker(self),
             LocalStatsWorker(self),
             self.lost_requests,
+            ImageValidator(self),
         ]
         for worker in self._workers:
             worker.start()
@@ -242,6 +245,8 @@ class NodePool(threading.Thread):
     def _on_image_change(self, key: Any, old: Any, new: Any) -> None:
         # An upload becoming ready (or going) changes what pools can serve.
         self._wake_pools()
+        for worker in self._workers:
+            worker.image_changed(key, old, new)
 
     def _on_component_change(self, key: str, old: Any, new: Any) -> None:
         self.components_generation += 1
