@@ -143,6 +143,9 @@ class ImageValidator(LauncherWorker):
     # Main loop -----------------------------------------------------------
 
     def run(self) -> None:
+        # A first pass at once: uploads may await a check from before
+        # this launcher started.
+        self._wake.set()
         while not self._stopped.is_set():
             self._wake.wait(self.interval)
             self._wake.clear()

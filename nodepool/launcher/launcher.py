@@ -99,6 +99,7 @@ class NodePool(threading.Thread):
         self.last_pass_started = float("-inf")
         self._workers: list[LauncherWorker] = []
         self.min_ready: MinReady | None = None
+        self.image_validator: ImageValidator | None = None
 
     # Public state ----------------------------------------------------------
 
@@ -200,13 +201,14 @@ class NodePool(threading.Thread):
         self.component.register(self.zk)
         self.component.update(state=RUNNING)
         self.min_ready = MinReady(self)
+        self.image_validator = ImageValidator(self)
         self._workers = [
             DeletedNodeWorker(self, self.delete_interval),
             CleanupWorker(self, self.cleanup_interval, self.orphan_grace),
             StatsWorker(self),
             LocalStatsWorker(self),
             self.lost_requests,
-            ImageValidator(self),
+            self.image_validator,
         ]
         for worker in self._workers:
             worker.start()
@@ -310,6 +312,7 @@ class NodePool(threading.Thread):
         config = self.config_file.reload_if_changed()
         if config is not None:
             self.config = config
+            self._wake_image_validator()
 
     def _sync_providers(self) -> None:
         """Start new providers, replace changed ones, stop removed ones.
@@ -344,6 +347,8 @@ class NodePool(threading.Thread):
             self.providers[name] = provider
             self._provider_configs[name] = provider_config
             self._serve_registration(name, provider)
+            # Uploads of this provider may await a check only it can run.
+            self._wake_image_validator()
         for old in list(self._retiring):
             if old.launches_in_flight() == 0:
                 self._retiring.remove(old)
@@ -351,6 +356,10 @@ class NodePool(threading.Thread):
                     old.stop()
                 except Exception:
                     log.exception("Error stopping replaced provider")
+
+    def _wake_image_validator(self) -> None:
+        if self.image_validator is not None:
+            self.image_validator.wake()
 
     def _serve_registration(self, name: str, provider: Any) -> None:
         """Hand a (new) provider to its registrar, starting or stopping
