@@ -41,8 +41,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nodepool import metrics
 from nodepool import stats as statsmod
@@ -51,6 +50,9 @@ from nodepool.launcher.ssh_check import CheckAbandoned, CheckResult, run_check
 from nodepool.launcher.worker import LauncherWorker
 from nodepool.zk import ZKLockException, models
 from nodepool.zk.models import ImageUpload, Node
+
+if TYPE_CHECKING:
+    from nodepool.config import ImageValidation
 
 log = logging.getLogger("nodepool.ImageValidator")
 
@@ -199,12 +201,12 @@ class ImageValidator(LauncherWorker):
                 self._checks[(image, provider_name)] = check
             check.start()
 
-    def _uploads_by_pair(self) -> Iterator[tuple[tuple[str, str], list[ImageUpload]]]:
+    def _uploads_by_pair(self) -> list[tuple[tuple[str, str], list[ImageUpload]]]:
         pairs: dict[tuple[str, str], list[ImageUpload]] = {}
         for upload in self.launcher.image_cache.uploads():
             pairs.setdefault((str(upload.image_name), str(upload.provider_name)),
                              []).append(upload)
-        return iter(sorted(pairs.items()))
+        return sorted(pairs.items())
 
     @property
     def stopping(self) -> threading.Event:
@@ -224,7 +226,7 @@ class UploadCheck(threading.Thread):
     """One upload's check, on its own thread (it takes minutes)."""
 
     def __init__(self, validator: ImageValidator, upload: ImageUpload,
-                 target: CheckTarget, validation: Any) -> None:
+                 target: CheckTarget, validation: ImageValidation | None) -> None:
         self.image = str(upload.image_name)
         self.provider_name = str(upload.provider_name)
         super().__init__(name=f"ImageValidator.{self.image}.{self.provider_name}",
@@ -235,7 +237,7 @@ class UploadCheck(threading.Thread):
         self.upload = upload
         self.target = target
         self.validation = validation
-        self.stop = validator.stopping
+        self.stopping = validator.stopping
         self.hostname = validator.launcher.hostname
         self.what = (f"upload {upload.id} of {self.image}-{upload.build_id} to "
                      f"{self.provider_name}")
@@ -260,7 +262,8 @@ class UploadCheck(threading.Thread):
                                          upload.id)
             if current is None or not current.awaiting_validation:
                 return
-            if self.validation is None:
+            validation = self.validation
+            if validation is None:
                 self._record(models.VALIDATION_SKIPPED,
                              "the diskimage no longer asks for a check")
                 return
@@ -268,7 +271,7 @@ class UploadCheck(threading.Thread):
                 return
             started = time.monotonic()
             try:
-                result = self._check(current)
+                result = self._check(current, validation)
             except CheckAbandoned:
                 log.info("Check of %s abandoned: the launcher is stopping; another "
                          "launcher (or this one, restarted) checks it again", self.what)
@@ -288,7 +291,7 @@ class UploadCheck(threading.Thread):
 
     # The check -----------------------------------------------------------
 
-    def _check(self, upload: ImageUpload) -> CheckResult | None:
+    def _check(self, upload: ImageUpload, validation: ImageValidation) -> CheckResult | None:
         """Launch the check node, run the command, release the node.
         None when no verdict could be reached (no room in the cloud)."""
         target = self.target
@@ -305,7 +308,7 @@ class UploadCheck(threading.Thread):
                                  on_done=lambda h: done.set(), reservation=reservation,
                                  ready_state=models.TESTING)
         while not done.wait(LAUNCH_POLL):
-            if self.stop.is_set():
+            if self.stopping.is_set():
                 # Left as its record says; without our lock (which goes
                 # with the session) a delete worker removes it.
                 handle.cancel()
@@ -321,7 +324,7 @@ class UploadCheck(threading.Thread):
                                       f"{handle.error or 'launch failed'}")
         try:
             self._mark_checking(str(node.id))
-            return self._run_command(node)
+            return self._run_command(node, validation)
         finally:
             self._release(node, models.DELETING)
 
@@ -331,7 +334,7 @@ class UploadCheck(threading.Thread):
         provider, pool = self.target.provider, self.target.pool
         waited = False
         while True:
-            if self.stop.is_set():
+            if self.stopping.is_set():
                 raise CheckAbandoned("stopping")
             if provider.available_quota(pool).fits(quota):
                 return provider.reserve(pool.name, quota)
@@ -339,7 +342,7 @@ class UploadCheck(threading.Thread):
                 log.info("Check of %s waits for room in pool %s of %s", self.what,
                               pool.name, self.provider_name)
                 waited = True
-            self.stop.wait(CAPACITY_RETRY)
+            self.stopping.wait(CAPACITY_RETRY)
 
     def _new_node(self, upload: ImageUpload, quota: Any) -> Node:
         provider, pool, label = self.target.provider, self.target.pool, self.target.label
@@ -365,8 +368,7 @@ class UploadCheck(threading.Thread):
             node.connection_port = image.connection_port
         return node
 
-    def _run_command(self, node: Node) -> CheckResult:
-        validation = self.validation
+    def _run_command(self, node: Node, validation: ImageValidation) -> CheckResult:
         username = validation.username or node.username
         host = node.interface_ip
         if not host:
@@ -376,7 +378,7 @@ class UploadCheck(threading.Thread):
         result = run_check(host=host, port=int(node.connection_port or 22),
                            username=username, command=validation.command,
                            timeout=validation.timeout, host_keys=list(node.host_keys),
-                           private_key=validation.private_key, stop=self.stop)
+                           private_key=validation.private_key, stop=self.stopping)
         if result.output:
             log.info("Output of the check of %s:\n%s", self.what, result.output)
         return result
