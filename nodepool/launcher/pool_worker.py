@@ -49,7 +49,10 @@ SAFETY_INTERVAL = 5.0
 # version of them than the claim saw or wrote (at most this long).
 CLAIM_MEMORY = 10.0
 # Requests being locked and started at once per pool.
-STARTER_THREADS = 8
+STARTER_THREADS = 16
+# Requests being fulfilled (or given back) at once per pool: apart from the
+# starters, so a queue of requests to start never delays a hand-off.
+FINISHER_THREADS = 8
 # Pool gauges are sent at most this often.
 STATS_INTERVAL = 10.0
 
@@ -74,6 +77,9 @@ class PoolWorker(threading.Thread):
         self._running = True
         # node id -> (when claimed, record version the claim saw or wrote)
         self._claimed: dict[str, tuple[float, int | None]] = {}
+        self._finisher = ThreadPoolExecutor(
+            max_workers=FINISHER_THREADS,
+            thread_name_prefix=f"RequestFinisher.{provider_name}-{pool_name}")
         self._starter = ThreadPoolExecutor(
             max_workers=STARTER_THREADS,
             thread_name_prefix=f"RequestStarter.{provider_name}-{pool_name}")
@@ -154,6 +160,7 @@ class PoolWorker(threading.Thread):
             else:
                 self.last_pass_started = started
         self._starter.shutdown(wait=True)
+        self._finisher.shutdown(wait=True)
         # Draining: no new requests, but let accepted ones finish.
         while (any(h.launches for h in self.handlers)
                and time.monotonic() < self._stop_deadline):
@@ -611,7 +618,7 @@ class PoolWorker(threading.Thread):
         return handler
 
     def run_in_background(self, fn: Any) -> bool:
-        """Run ``fn`` on a starter thread, then wake the worker; False when
+        """Run ``fn`` on a finisher thread, then wake the worker; False when
         shutting down (the caller then runs it itself)."""
         def work() -> None:
             try:
@@ -619,7 +626,7 @@ class PoolWorker(threading.Thread):
             finally:
                 self.wake()
         try:
-            self._starter.submit(work)
+            self._finisher.submit(work)
         except RuntimeError:
             return False
         return True
