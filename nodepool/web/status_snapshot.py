@@ -389,11 +389,11 @@ def reason_text(request: NodeRequest, code: str, workers: list[PoolWorkerView],
         return (f"declined by {count} pool{'s' if count != 1 else ''}; "
                 "waiting for the others")
     if code == CAPACITY:
-        capped = [label for label in dict.fromkeys(request.node_types)
-                  if full and label in full]
+        at_cap = full or {}
+        capped = [label for label in dict.fromkeys(request.node_types) if label in at_cap]
         if capped:
             return "waiting for room under max-servers of label " + ", ".join(
-                f"{label} ({full[label][0]:,} of {full[label][1]:g} in use)"
+                f"{label} ({at_cap[label][0]:,} of {at_cap[label][1]:g} in use)"
                 for label in capped)
         return "waiting for capacity (quota)"
     if code == FULFILLED:

@@ -11,9 +11,12 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from nodepool.config import Label, load_config, validate_config
+from nodepool.config import Config, Label, load_config, validate_config
 from nodepool.driver.launch import LaunchHandle
 from nodepool.launcher.label_caps import LabelCaps
+from nodepool.tests.unit.test_status_page import launcher, pool, request
+from nodepool.web.status_page import render_page
+from nodepool.web.status_snapshot import CAPACITY, take_snapshot
 from nodepool.zk import models
 from nodepool.zk.models import Node
 from nodepool.zk.node_index import NodeIndex
@@ -200,3 +203,29 @@ def test_pools_claiming_at_once_never_share_the_last_slot():
     for t in threads:
         t.join()
     assert len(taken) == 3 and caps.in_use("capped") == 3
+
+
+# The status page ---------------------------------------------------------------
+
+
+def test_status_page_shows_label_caps_and_who_waits_for_them():
+    config = Config()
+    config.labels = {"capped": Label("capped", max_servers=2),
+                     "roomy": Label("roomy", max_servers=5), "free": Label("free")}
+    nodes = [node(f"000000000{i}", state=models.IN_USE) for i in range(2)]
+    view = launcher(nodes, [request("200-0000000001", ("capped", "free")),
+                            request("200-0000000002", ("free",))],
+                    [pool(["capped", "free"])], config)
+    view.label_caps = LabelCaps(view.node_cache.index, lambda: config.labels)
+    snap = take_snapshot(view)
+    assert snap.max_servers == {"capped": 2, "roomy": 5}
+    assert snap.label_in_use == {"capped": 2, "roomy": 0}
+    waiting = {r.id: r for r in snap.requests}
+    assert waiting["200-0000000001"].reason_code == CAPACITY
+    assert waiting["200-0000000001"].reason == (
+        "waiting for room under max-servers of label capped (2 of 2 in use)")
+    assert waiting["200-0000000002"].reason == "waiting for capacity (quota)"
+    page = render_page(snap)
+    assert ('<td class="num max-servers" data-max-servers="2" data-in-use="2">2 (2) '
+            '<span class="badge warn">full</span></td>') in page
+    assert '<td class="num max-servers" data-max-servers="5" data-in-use="0">5 (0)</td>' in page
