@@ -75,6 +75,9 @@ class LabelCaps:
         self._on_freed = on_freed
         self._lock = threading.Lock()
         self._claims: set[LabelClaim] = set()
+        # The capped labels of the configuration last seen (a reload
+        # replaces the mapping): asked for every request a pool looks at.
+        self._capped_of: tuple[Mapping[str, Any] | None, dict[str, float]] = (None, {})
 
     # Configuration --------------------------------------------------------
 
@@ -84,9 +87,14 @@ class LabelCaps:
         return math.inf if config is None else config.max_servers
 
     def capped(self) -> dict[str, float]:
-        """Labels with a cap, and their caps."""
-        return {name: label.max_servers for name, label in self._labels().items()
-                if label.max_servers != math.inf}
+        """Labels with a cap, and their caps (do not change the result)."""
+        labels = self._labels()
+        source, capped = self._capped_of
+        if source is not labels:
+            capped = {name: label.max_servers for name, label in labels.items()
+                      if label.max_servers != math.inf}
+            self._capped_of = (labels, capped)
+        return capped
 
     def too_large(self, labels: Iterable[str]) -> str | None:
         """Why a request for ``labels`` can never be served under the
@@ -143,6 +151,9 @@ class LabelCaps:
         """Take one slot per entry of ``labels`` that is capped, if every
         one fits (with ``held`` more of each taken as spoken for); None
         when one does not (nothing is taken then)."""
+        labels = list(labels)
+        if not labels:
+            return []
         caps = self.capped()
         wanted = Counter(label for label in labels if label in caps)
         if not wanted:
