@@ -15,6 +15,7 @@ from nodepool.tests.helpers import (
     wait_for_pass,
     wait_for_pool_passes,
 )
+from nodepool.web.status_snapshot import take_snapshot
 from nodepool.zk import models
 from nodepool.zk.models import Node
 
@@ -72,6 +73,13 @@ def test_label_cap_holds_across_providers(zk_info, zuul, launcher_factory, stats
         burst = [zuul.submit([LABEL]) for _ in range(3)]
         for request_id in burst:
             assert_request_waits(zuul, launcher, request_id)
+        # The status page says so.
+        wait_for(lambda: all(launcher.request_cache.get(r) for r in burst),
+                 what="the burst in the launcher's cache")
+        snapshot = take_snapshot(launcher)
+        assert (snapshot.max_servers, snapshot.label_in_use) == ({LABEL: 2}, {LABEL: 2})
+        assert {r.reason for r in snapshot.requests if r.id in burst} == {
+            f"waiting for room under max-servers of label {LABEL} (2 of 2 in use)"}
         for name in PROVIDERS:
             FakeCloud.for_provider(name).set_hold_in_build(False)
         for request_id in first:
