@@ -34,7 +34,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from nodepool.driver.launch import LaunchHandle
@@ -56,7 +56,8 @@ class LabelClaim:
     # The launch, once started: the claim ends when the cache has seen
     # its record (or the launch ended without making one).
     launch: LaunchHandle | None = None
-    since: float = field(default_factory=time.monotonic)
+    # When the ledger first saw the launch's record made (monotonic).
+    recorded_at: float | None = None
 
 
 class LabelCaps:
@@ -139,7 +140,11 @@ class LabelCaps:
             node_id = launch.node.id
             if node_id is None:
                 ended.add(claim)  # the record was never made
-            elif self._index.seen_past(str(node_id)) or now - claim.since > CLAIM_TTL:
+            elif self._index.seen_past(str(node_id)):
+                ended.add(claim)
+            elif claim.recorded_at is None:
+                claim.recorded_at = now
+            elif now - claim.recorded_at > CLAIM_TTL:
                 ended.add(claim)
         self._claims -= ended
         return self._claims
@@ -173,7 +178,6 @@ class LabelCaps:
         ends once the cache shows its record."""
         with self._lock:
             claim.launch = launch
-            claim.since = time.monotonic()
 
     def release(self, claims: Iterable[LabelClaim]) -> None:
         """Give back claims whose nodes will not be launched."""

@@ -283,8 +283,7 @@ class NodePool(threading.Thread):
         # them on their own).
         node = new if new is not None else old
         provider = node.provider if node is not None else None
-        index = self.node_cache.index
-        generation = index.generation(provider)
+        generation = self.node_cache.index.generation(provider)
         if generation != self._node_generations.get(provider):
             self._node_generations[provider] = generation
             self._wake_pools(provider)
@@ -301,6 +300,8 @@ class NodePool(threading.Thread):
             self._wake.set()
 
     def _wake_for_freed_labels(self, names: list[Any]) -> None:
+        """Wake the pools offering any capped label among ``names`` whose
+        records went away since last asked (the index's count of that)."""
         labels = self.config.labels
         freed = set()
         for name in names:
