@@ -66,6 +66,9 @@ label_schema = {
     v.Required("name"): str,
     "min-ready": int,
     "max-ready-age": int,
+    # Ours: nodes of the label across every provider (upstream's
+    # validator rejects the key).
+    "max-servers": v.All(int, v.Range(min=0)),
 }
 
 # Ours: a check of each upload before it serves requests (see
@@ -155,6 +158,9 @@ class Label(ConfigValue):
     name: str
     min_ready: int = 0
     max_ready_age: int = 0
+    # Nodes of this label allowed at once across every provider and pool
+    # (see nodepool.launcher.label_caps); unlimited unless set.
+    max_servers: float = math.inf
     # The pools (ConfigPool objects) that offer this label.
     pools: list[Any] = field(default_factory=list)
 
@@ -682,10 +688,16 @@ def _build(path: str, secure_path: str | None, strict: bool) -> tuple[Config | N
     max_hold_age = data.get("max-hold-age")
     config.max_hold_age = max_hold_age if max_hold_age and max_hold_age > 0 else math.inf
 
-    for item in data.get("labels") or []:
-        config.labels[item["name"]] = Label(
+    for i, item in enumerate(data.get("labels") or []):
+        label = config.labels[item["name"]] = Label(
             name=item["name"], min_ready=item.get("min-ready", 0),
-            max_ready_age=item.get("max-ready-age", 0))
+            max_ready_age=item.get("max-ready-age", 0),
+            max_servers=item.get("max-servers", math.inf))
+        if label.min_ready > label.max_servers:
+            report.warnings.append(doc.message(
+                ["labels", i, "min-ready"],
+                f"min-ready {label.min_ready} is more than the label's max-servers "
+                f"{label.max_servers}: at most {label.max_servers} ready nodes are kept"))
 
     config.diskimages, fatal = _resolve_diskimages(path, data.get("diskimages") or [])
     fatal += _check_validation_labels(doc, data.get("diskimages") or [], config.labels)

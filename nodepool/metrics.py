@@ -169,6 +169,10 @@ ADDRESSABLE_REQUESTS = Metric(
 PROVIDER_MAX_SERVERS = Metric("nodepool.provider.{provider}.max_servers",
                               "nodepool_provider_max_servers", GAUGE,
                               "Sum of max-servers over the provider's pools.")
+LABEL_MAX_SERVERS = Metric("nodepool.label.{label}.max_servers",
+                           "nodepool_label_max_servers", GAUGE,
+                           "A label's own max-servers across all providers (only labels "
+                           "that set one).")
 TENANT_LIMIT = Metric("nodepool.tenant_limits.{tenant}.{limit}", "nodepool_tenant_limit",
                       GAUGE, "Each tenant-resource-limits entry (names normalised as in "
                       "the statsd key).", frozenset({"tenant", "limit"}))

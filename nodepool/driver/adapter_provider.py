@@ -16,36 +16,27 @@ import threading
 import time
 from typing import Any
 
-from nodepool import metrics
-from nodepool import stats as statsmod
 from nodepool.driver import Provider
 from nodepool.driver.adapter import (
-    META_BUILD_ID,
-    META_NODE_ID,
-    META_PROVIDER,
-    META_UPLOAD_ID,
     Adapter,
-    Resource,
 )
+from nodepool.driver.cloud_quota import CloudQuota
 from nodepool.driver.launch import READY, Launch, LaunchHandle
 from nodepool.driver.launch_errors import LaunchErrorLog, LaunchFailure
+from nodepool.driver.leaks import LeakSweeper
 from nodepool.driver.quota import QuotaInformation
 from nodepool.driver.quota_ledger import QuotaLedger, Reservation
 from nodepool.driver.runner import StepRunner
-from nodepool.driver.sightings import Sightings
 from nodepool.exceptions import (
     NotFound,
     ProviderStopped,
     RuntimeConfigurationException,
     ServerDeleteTimeout,
 )
-from nodepool.zk import models
 from nodepool.zk.models import Node
 
 log = logging.getLogger("nodepool.driver.provider")
 
-QUOTA_CACHE_SECONDS = 300
-UNMANAGED_CACHE_SECONDS = 60
 LABEL_READY_CACHE_SECONDS = 300
 # How long a deleted server may take to disappear.
 DELETE_TIMEOUT = 600.0
@@ -63,16 +54,14 @@ class AdapterProvider(Provider):
         self._runner: StepRunner | None = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
-        self._limits: tuple[float, QuotaInformation] | None = None
-        self._unmanaged: tuple[float, QuotaInformation] | None = None
         self._label_quota: dict[str, QuotaInformation] = {}
         self._label_errors: dict[str, str] = {}
         self._label_ready: dict[str, tuple[float, bool]] = {}
         self.quota = QuotaLedger(provider_config.name, self.node_quota)
-        self._leak_sightings: Sightings[tuple[str, str]] = Sightings()
-        self._image_leak_sightings: Sightings[tuple[str, str]] = Sightings()
         self._launches: dict[LaunchHandle, Launch] = {}
-        self._vanished_sightings: Sightings[str] = Sightings()
+        self.cloud_quota = CloudQuota(provider_config.name, lambda: self.adapter,
+                                      self._node_known)
+        self.leaks: LeakSweeper | None = None
         self._launch_errors = LaunchErrorLog()
         self.running = False
 
@@ -101,6 +90,8 @@ class AdapterProvider(Provider):
         self.image_cache = image_cache
         self._adapter = self.make_adapter()
         self._runner = StepRunner(self.provider.name)
+        self.leaks = LeakSweeper(self.provider.name, lambda: self.adapter, zk,
+                                 self.quota.is_reserved)
         self.running = True
 
     def stop(self) -> None:
@@ -238,56 +229,15 @@ class AdapterProvider(Provider):
     # Quota --------------------------------------------------------------
 
     def invalidate_quota(self) -> None:
-        with self._lock:
-            self._limits = None
-            self._unmanaged = None
+        self.cloud_quota.invalidate()
 
-    def _cloud_limits(self) -> QuotaInformation:
-        now = time.monotonic()
-        with self._lock:
-            cached = self._limits
-        if cached is not None and now - cached[0] < QUOTA_CACHE_SECONDS:
-            return cached[1]
-        try:
-            limits = self.adapter.get_quota_limits()
-        except Exception:
-            log.exception("Could not read quota limits of %s", self.provider.name)
-            return cached[1] if cached else QuotaInformation()
-        with self._lock:
-            self._limits = (now, limits)
-        return limits
-
-    def _unmanaged_usage(self) -> QuotaInformation:
-        """What servers that are not ours (by metadata and ZooKeeper) use."""
-        now = time.monotonic()
-        with self._lock:
-            cached = self._unmanaged
-        if cached is not None and now - cached[0] < UNMANAGED_CACHE_SECONDS:
-            return cached[1]
-        try:
-            instances = self.adapter.list_instances()
-        except Exception:
-            log.exception("Could not list servers of %s", self.provider.name)
-            return cached[1] if cached else QuotaInformation()
-        used = QuotaInformation()
-        for instance in instances:
-            meta = instance.metadata or {}
-            ours = (meta.get(META_PROVIDER) == self.provider.name
-                    and self._node_known(meta.get(META_NODE_ID)))
-            if not ours:
-                used.add(instance.quota or QuotaInformation(instances=1))
-        with self._lock:
-            self._unmanaged = (now, used)
-        return used
-
-    def _node_known(self, node_id: str | None) -> bool:
-        if not node_id:
-            return False
+    def _node_known(self, node_id: str) -> bool:
+        """Whether a server tagged with ``node_id`` is one of our nodes."""
         if self.quota.is_reserved(node_id):
             return True
         if self.node_cache is not None:
             return self.node_cache.get(node_id) is not None
-        return self.zk.get_node(node_id) is not None
+        return self.zk.node_exists(node_id)
 
     def node_quota(self, node: Node) -> QuotaInformation:
         if node.resources:
@@ -307,9 +257,7 @@ class AdapterProvider(Provider):
         return self.quota.usage(pool.name)
 
     def known_cloud_limits(self) -> QuotaInformation | None:
-        with self._lock:
-            cached = self._limits
-        return cached[1].copy() if cached is not None else None
+        return self.cloud_quota.known_limits()
 
     def reserve(self, pool_name: str, quota: QuotaInformation) -> Reservation:
         return self.quota.reserve(pool_name, quota)
@@ -322,8 +270,8 @@ class AdapterProvider(Provider):
         pool_room = pool.limits().subtract(self.quota.usage(pool.name))
         if pool.ignore_provider_quota:
             return pool_room
-        cloud_room = self._cloud_limits().copy()
-        cloud_room.subtract(self._unmanaged_usage())
+        cloud_room = self.cloud_quota.limits().copy()
+        cloud_room.subtract(self.cloud_quota.unmanaged_usage())
         cloud_room.subtract(self.quota.usage())
         return pool_room.min_with(cloud_room)
 
@@ -331,7 +279,7 @@ class AdapterProvider(Provider):
         """Whether a request needing ``need`` could fit an empty pool."""
         limits = pool.limits()
         if not pool.ignore_provider_quota:
-            limits = limits.min_with(self._cloud_limits())
+            limits = limits.min_with(self.cloud_quota.limits())
         return limits.fits(need)
 
     # Launch and delete ---------------------------------------------------
@@ -339,7 +287,7 @@ class AdapterProvider(Provider):
     def launch(self, node: Node, label: Any, pool: Any, request: Any,
                image_external_id: str | None, on_done: Any = None,
                reservation: Reservation | None = None,
-               ready_state: str = models.READY) -> LaunchHandle:
+               ready_state: str = READY) -> LaunchHandle:
         handle = LaunchHandle(node)
         launch = Launch(provider=self, node=node, label=label, pool=pool, request=request,
                         image_external_id=image_external_id, handle=handle,
@@ -391,135 +339,23 @@ class AdapterProvider(Provider):
         self.invalidate_unmanaged()
 
     def invalidate_unmanaged(self) -> None:
-        with self._lock:
-            self._unmanaged = None
+        self.cloud_quota.invalidate_unmanaged()
 
-    # Leaks --------------------------------------------------------------
+    # Leaks (see nodepool.driver.leaks) -------------------------------------
+
+    def _sweeper(self) -> LeakSweeper:
+        if self.leaks is None:
+            raise RuntimeError(f"provider {self.provider.name} is not started")
+        return self.leaks
 
     def cleanup_leaked_resources(self) -> dict[str, int]:
-        """Delete resources tagged as ours whose records are gone, once
-        two listings of the cloud have shown them leaked (see
-        :mod:`nodepool.driver.sightings`).
-
-        Uploaded images are left out: the builder owns them and cleans
-        their leaks (:meth:`cleanup_leaked_images`), so a leaked image is
-        only ever deleted by one kind of daemon.
-        """
-        listing, requested_at, answered_at = self._leak_sightings.look(
-            self.adapter.list_resources)
-        image_type = self.adapter.image_resource_type
-        resources = [r for r in listing if r.type != image_type]
-        counts = self._delete_leaked(resources, self._leak_sightings,
-                                     requested_at, answered_at)
-        try:
-            for plural, count in self.adapter.cleanup_extra(log).items():
-                counts[plural] = counts.get(plural, 0) + count
-        except Exception:
-            log.exception("Error in driver cleanup of %s", self.provider.name)
-        self._report_leaks(counts)
-        return counts
+        return self._sweeper().cleanup_resources()
 
     def vanished_nodes(self, nodes: list[Node]) -> list[str]:
-        """Ids of ready, unallocated nodes of this provider whose server is
-        gone from the cloud (deleted behind our back), missing from two
-        listings of the cloud, so they are not handed out dead.
-
-        The listing is the leak sweep's (:meth:`Adapter.list_resources`),
-        which is never served from a cache, rather than
-        :meth:`Adapter.list_instances`, which may be.
-        """
-        listing, requested_at, answered_at = self._vanished_sightings.look(
-            self.adapter.list_resources)
-        existing = {str(r.id) for r in listing if r.type == "instance"}
-        resource_id = self.adapter.node_resource_id
-        missing = {str(n.id) for n in nodes
-                   if n.provider == self.provider.name and n.state == models.READY
-                   and n.allocated_to is None and not n.locked
-                   and n.external_id is not None
-                   and resource_id(n.external_id) not in existing}
-        return sorted(self._vanished_sightings.confirm(missing, requested_at, answered_at))
+        return self._sweeper().vanished_nodes(nodes)
 
     def cleanup_leaked_images(self) -> dict[str, int]:
-        """Delete cloud images tagged with our build and upload ids whose
-        upload records are gone, once two listings have shown them
-        leaked (the builder calls this for the providers it uploads to)."""
-        images, requested_at, answered_at = self._image_leak_sightings.look(
-            self.adapter.list_images)
-        image_type = self.adapter.image_resource_type
-        resources = [Resource(image_type, i.id, dict(i.metadata or {}), i.name)
-                     for i in images]
-        counts = self._delete_leaked(resources, self._image_leak_sightings,
-                                     requested_at, answered_at)
-        self._report_leaks(counts)
-        return counts
-
-    def _delete_leaked(self, resources: list[Resource],
-                       sightings: Sightings[tuple[str, str]],
-                       requested_at: float, answered_at: float) -> dict[str, int]:
-        """Record which of ``resources`` (one listing, requested and
-        answered at those monotonic times) are leaked, and delete those
-        an earlier listing showed leaked too; returns the counts deleted
-        by plural type name."""
-        leaked: dict[tuple[str, str], Resource] = {}
-        for resource in resources:
-            meta = resource.metadata or {}
-            if meta.get(META_PROVIDER) != self.provider.name:
-                continue
-            if self._is_leaked(resource.type, meta):
-                leaked[(resource.type, resource.id)] = resource
-        counts: dict[str, int] = {}
-        for key in sorted(sightings.confirm(leaked, requested_at, answered_at)):
-            resource = leaked[key]
-            log.info("Deleting leaked %s %s (%s) in %s", resource.type, resource.id,
-                     resource.name, self.provider.name)
-            try:
-                if resource.type == self.adapter.image_resource_type:
-                    self._delete_image_quietly(resource.id)
-                else:
-                    self.adapter.delete_resource(resource)
-                counts[resource.plural] = counts.get(resource.plural, 0) + 1
-            except Exception:
-                log.exception("Could not delete leaked %s %s", resource.type, resource.id)
-        return counts
-
-    def _delete_image_quietly(self, external_id: str) -> None:
-        try:
-            self.adapter.delete_image(external_id)
-        except NotFound:
-            pass
-
-    def _report_leaks(self, counts: dict[str, int]) -> None:
-        stats = statsmod.get_stats()
-        for plural, count in counts.items():
-            stats.incr(metrics.PROVIDER_LEAKED.key(provider=self.provider.name, type=plural),
-                       count)
-
-    def _is_leaked(self, rtype: str, meta: dict[str, Any]) -> bool:
-        build_id, upload_id = meta.get(META_BUILD_ID), meta.get(META_UPLOAD_ID)
-        if rtype == self.adapter.image_resource_type or (
-                build_id and upload_id and not meta.get(META_NODE_ID)):
-            # An image, or what an upload left beside it (its snapshot,
-            # the object it was imported from): leaked when the upload's
-            # record is gone.
-            if not build_id or not upload_id:
-                return False
-            return not self._upload_known(meta.get("nodepool_image_name"),
-                                          build_id, upload_id)
-        node_id = meta.get(META_NODE_ID)
-        if not node_id:
-            return False
-        if self.quota.is_reserved(node_id):
-            return False
-        # Ask ZooKeeper, not the cache: a leak verdict must not be stale.
-        # A record we cannot read (a newer writer's) still owns its server.
-        return not self.zk.node_exists(node_id)
-
-    def _upload_known(self, image_name: str | None, build_id: str, upload_id: str) -> bool:
-        images = [image_name] if image_name else self.zk.image_names()
-        for image in images:
-            if self.zk.get_upload(image, build_id, self.provider.name, upload_id):
-                return True
-        return False
+        return self._sweeper().cleanup_images()
 
     # Images (builder) -----------------------------------------------------
 

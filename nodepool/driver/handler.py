@@ -28,7 +28,8 @@ class NodeRequestHandler:
     """Drives one request; ``poll()`` returns True when it is finished."""
 
     def __init__(self, worker: Any, request: NodeRequest,
-                 reservations: list[Any] | None = None) -> None:
+                 reservations: list[Any] | None = None,
+                 label_claims: list[Any] | None = None) -> None:
         self.worker = worker
         self.zk = worker.zk
         self.request = request
@@ -48,6 +49,9 @@ class NodeRequestHandler:
         # Capacity the pool worker reserved for the nodes it decided to
         # launch (see nodepool.driver.quota_ledger), used up by launches.
         self.reservations = list(reservations or [])
+        # Slots under labels' max-servers taken for the same nodes (see
+        # nodepool.launcher.label_caps), used up by launches too.
+        self.label_claims = list(label_claims or [])
         self.log = NodeLogger(logging.getLogger("nodepool.NodeRequestHandler"), {
             "event_id": request.event_id, "request": request.id})
 
@@ -59,6 +63,10 @@ class NodeRequestHandler:
     @property
     def pool(self) -> Any:
         return self.worker.pool
+
+    @property
+    def label_caps(self) -> Any:
+        return self.worker.label_caps
 
     # Filling slots ----------------------------------------------------
 
@@ -144,12 +152,25 @@ class NodeRequestHandler:
             label = self.pool.labels[label_name]
             quota = self.provider.quota_for_label(label)
             reservation = self._take_reservation(quota)
+            if reservation is None and not self.worker.has_room_for(quota):
+                self.waiting = True
+                continue
+            claim, fits = self._take_label_claim(label_name)
+            if not fits:
+                # The label is at its max-servers: wait like for quota.
+                if reservation is not None:
+                    self.reservations.append(reservation)
+                self.waiting = True
+                continue
             if reservation is None:
-                if not self.worker.has_room_for(quota):
-                    self.waiting = True
-                    continue
                 reservation = self.provider.reserve(self.pool.name, quota)
-            self._start_launch(index, label, quota, reservation)
+            self._start_launch(index, label, quota, reservation, claim)
+        if not self.waiting and self.label_claims:
+            # Every slot is filled or launching: slots taken for nodes
+            # that were reused instead go back now, not when the request
+            # is done.
+            self.label_caps.release(self.label_claims)
+            self.label_claims = []
 
     def _take_reservation(self, quota: Any) -> Any:
         """A reservation the pool worker made for a node like this one."""
@@ -159,14 +180,30 @@ class NodeRequestHandler:
                 return reservation
         return None
 
+    def _take_label_claim(self, label_name: str) -> tuple[Any, bool]:
+        """(a slot under the label's max-servers for one new node, or None
+        for a label without one; whether the node may be launched)."""
+        for claim in self.label_claims:
+            if claim.label == label_name:
+                self.label_claims.remove(claim)
+                return claim, True
+        claims = self.label_caps.claim([label_name])
+        if claims is None:
+            return None, False
+        return (claims[0] if claims else None), True
+
     def release_reservations(self) -> None:
         """Give back the capacity reserved for launches that will not
         happen (reused nodes instead, or the request ended)."""
         for reservation in self.reservations:
             self.provider.release(reservation)
         self.reservations = []
+        if self.label_claims:
+            self.label_caps.release(self.label_claims)
+            self.label_claims = []
 
-    def _start_launch(self, index: int, label: Any, quota: Any, reservation: Any) -> None:
+    def _start_launch(self, index: int, label: Any, quota: Any, reservation: Any,
+                      claim: Any = None) -> None:
         image_external_id, image_id = self.provider.image_external_id(label)
         if self.az is None:
             self.az = self.provider.choose_az(self.pool)
@@ -192,11 +229,19 @@ class NodeRequestHandler:
             node.shell_type = image.shell_type
             node.connection_type = image.connection_type
             node.connection_port = image.connection_port
-        # The launch creates and locks the record; the reservation counts
-        # the node until the cache shows it.
-        self.launches[index] = self.provider.launch(
-            node, label, self.pool, self.request, image_external_id,
-            on_done=lambda h: self.worker.wake(), reservation=reservation)
+        # The launch creates and locks the record; the reservation (and
+        # the label's claim) count the node until the cache shows it.
+        try:
+            handle = self.provider.launch(
+                node, label, self.pool, self.request, image_external_id,
+                on_done=lambda h: self.worker.wake(), reservation=reservation)
+        except Exception:
+            if claim is not None:
+                self.label_caps.release([claim])
+            raise
+        if claim is not None:
+            self.label_caps.launched(claim, handle)
+        self.launches[index] = handle
 
     # Progress ------------------------------------------------------------
 
@@ -211,6 +256,8 @@ class NodeRequestHandler:
             return False
         for index, handle in list(self.launches.items()):
             del self.launches[index]
+            if handle.state != READY:
+                self.label_caps.launch_ended(handle)
             if handle.state == READY:
                 self.slots[index] = handle.node
             elif handle.state == ABORTED:

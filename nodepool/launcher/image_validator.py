@@ -301,12 +301,21 @@ class UploadCheck(threading.Thread):
         except Exception as e:
             return CheckResult(False, f"label {label.name} cannot be launched in "
                                       f"{self.provider_name}: {e}")
-        reservation = self._wait_for_room(quota)
+        reservation, claim = self._wait_for_room(quota)
         node = self._new_node(upload, quota)
         done = threading.Event()
-        handle = provider.launch(node, label, pool, None, upload.external_id,
-                                 on_done=lambda h: done.set(), reservation=reservation,
-                                 ready_state=models.TESTING)
+        caps = self.launcher.label_caps
+        try:
+            handle = provider.launch(node, label, pool, None, upload.external_id,
+                                     on_done=lambda h: done.set(), reservation=reservation,
+                                     ready_state=models.TESTING)
+        except Exception:
+            provider.release(reservation)
+            if claim is not None:
+                caps.release([claim])
+            raise
+        if claim is not None:
+            caps.launched(claim, handle)
         while not done.wait(LAUNCH_POLL):
             if self.stopping.is_set():
                 # Left as its record says; without our lock (which goes
@@ -315,10 +324,11 @@ class UploadCheck(threading.Thread):
                 raise CheckAbandoned("stopping")
         node = handle.node
         if handle.state != READY:
+            caps.launch_ended(handle)
             self._release(node, models.FAILED)
             if handle.state == ABORTED:
-                log.info("No room in the cloud for the check node of %s; trying "
-                              "again later", self.what)
+                log.info("No room in the cloud for the check node of %s; trying again "
+                         "later", self.what)
                 return None
             return CheckResult(False, f"the check node could not be launched: "
                                       f"{handle.error or 'launch failed'}")
@@ -328,19 +338,27 @@ class UploadCheck(threading.Thread):
         finally:
             self._release(node, models.DELETING)
 
-    def _wait_for_room(self, quota: Any) -> Any:
-        """Reserve room for the check node in its pool, waiting as long as
-        there is none (the node counts like any other)."""
+    def _wait_for_room(self, quota: Any) -> tuple[Any, Any]:
+        """Reserve room for the check node in its pool and, for a label
+        with ``max-servers``, a slot under it (a claim; None for a label
+        without), waiting as long as there is none: the node counts like
+        any other."""
         provider, pool = self.target.provider, self.target.pool
+        label = self.target.label.name
+        caps = self.launcher.label_caps
         waited = False
         while True:
             if self.stopping.is_set():
                 raise CheckAbandoned("stopping")
             if provider.available_quota(pool).fits(quota):
-                return provider.reserve(pool.name, quota)
+                claims = caps.claim([label])
+                if claims is not None:
+                    return (provider.reserve(pool.name, quota),
+                            claims[0] if claims else None)
             if not waited:
-                log.info("Check of %s waits for room in pool %s of %s", self.what,
-                              pool.name, self.provider_name)
+                log.info("Check of %s waits for room in pool %s of %s (or under the "
+                         "max-servers of label %s)", self.what, pool.name,
+                         self.provider_name, label)
                 waited = True
             self.stopping.wait(CAPACITY_RETRY)
 
@@ -374,7 +392,7 @@ class UploadCheck(threading.Thread):
         if not host:
             return CheckResult(False, "the check node has no address to connect to")
         log.info("Checking %s on node %s (%s@%s): %s", self.what, node.id, username,
-                      host, validation.command)
+                 host, validation.command)
         result = run_check(host=host, port=int(node.connection_port or 22),
                            username=username, command=validation.command,
                            timeout=validation.timeout, host_keys=list(node.host_keys),
@@ -442,17 +460,17 @@ class UploadCheck(threading.Thread):
         written = self._update(change)
         if written is None:
             log.warning("Check of %s ended (%s: %s) but the upload no longer awaits "
-                             "it; its record is left as it is", self.what, state, reason)
+                        "it; its record is left as it is", self.what, state, reason)
             return False
         if state == models.VALIDATION_FAILED:
             log.error("Check of %s failed: %s; the upload is marked failed and the "
-                           "previous upload keeps serving. Fix the image (or the check) "
-                           "and build again, or remove the failed upload with 'nodepool "
-                           "image-delete' to upload and check this build again",
-                           self.what, reason)
+                      "previous upload keeps serving. Fix the image (or the check) "
+                      "and build again, or remove the failed upload with 'nodepool "
+                      "image-delete' to upload and check this build again",
+                      self.what, reason)
         else:
             log.info("Check of %s %s (%s); it serves requests from now on", self.what,
-                          state, reason)
+                     state, reason)
         return True
 
     def _send_stats(self, state: str, seconds: float) -> None:

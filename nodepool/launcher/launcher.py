@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import socket
 import threading
 import time
@@ -24,6 +25,7 @@ from nodepool.driver.registrar import Registrar
 from nodepool.launcher.cleanup import CleanupWorker
 from nodepool.launcher.deleter import DeletedNodeWorker
 from nodepool.launcher.image_validator import ImageValidator
+from nodepool.launcher.label_caps import LabelCaps
 from nodepool.launcher.local_stats import LocalStatsWorker
 from nodepool.launcher.min_ready import MinReady
 from nodepool.launcher.pool_worker import PoolWorker
@@ -73,6 +75,8 @@ class NodePool(threading.Thread):
         self.zk_client: ZooKeeperClient | None = None
         self.zk: Any = None
         self.node_cache: Any = None
+        # Labels' max-servers across all providers (set on connecting).
+        self.label_caps: LabelCaps | None = None
         self.request_cache: Any = None
         self.image_cache: Any = None
         self.component_cache: Any = None
@@ -94,6 +98,7 @@ class NodePool(threading.Thread):
         # pool workers then reconsider requests they left to others.
         self.components_generation = 0
         self._node_generations: dict[str | None, int] = {}
+        self._label_generations: dict[str, int] = {}
         # Monotonic time at which the latest completed main pass (config
         # reload, providers, min-ready) began: proof it has looked since.
         self.last_pass_started = float("-inf")
@@ -168,6 +173,8 @@ class NodePool(threading.Thread):
         self.zk = ZooKeeper(self.zk_client)
         self.zk_client.add_listener(self._on_connection)
         self.node_cache = NodeCache(self.zk)
+        self.label_caps = LabelCaps(self.node_cache.index, lambda: self.config.labels,
+                                    on_freed=self._wake_label_pools)
         self.request_cache = RequestCache(self.zk)
         self.image_cache = ImageCache(self.zk)
         self.component_cache = PoolComponentCache(self.zk)
@@ -244,6 +251,17 @@ class NodePool(threading.Thread):
             if provider is None or worker.provider_name == provider:
                 worker.wake()
 
+    def _wake_label_pools(self, labels: set[str]) -> None:
+        """Wake the pool workers offering any of ``labels`` (room under
+        a label's max-servers matters to pools of every provider)."""
+        for worker in list(self.pool_workers.values()):
+            try:
+                offered = worker.pool.labels
+            except KeyError:  # its pool or provider is being removed
+                continue
+            if any(label in offered for label in labels):
+                worker.wake()
+
     def _on_image_change(self, key: Any, old: Any, new: Any) -> None:
         # An upload becoming ready (or going) changes what pools can serve.
         self._wake_pools()
@@ -276,6 +294,10 @@ class NodePool(threading.Thread):
         if generation != self._node_generations.get(provider):
             self._node_generations[provider] = generation
             self._wake_pools(provider)
+        if old is not None:
+            # A node of a capped label gone: pools of any provider may
+            # be waiting for that label.
+            self._wake_for_freed_labels(old.type)
         for worker in self._workers:
             worker.node_changed(key, old, new)
         # Ready counts changed: min-ready may need a top-up.
@@ -283,6 +305,22 @@ class NodePool(threading.Thread):
                 old is None or new is None or old.state != new.state
                 or old.allocated_to != new.allocated_to):
             self._wake.set()
+
+    def _wake_for_freed_labels(self, names: list[Any]) -> None:
+        """Wake the pools offering any capped label among ``names`` whose
+        records went away since last asked (the index's count of that)."""
+        labels = self.config.labels
+        freed = set()
+        for name in names:
+            label = labels.get(name) if isinstance(name, str) else None
+            if label is None or label.max_servers == math.inf:
+                continue
+            generation = self.node_cache.index.label_generation(name)
+            if generation != self._label_generations.get(name):
+                self._label_generations[name] = generation
+                freed.add(name)
+        if freed:
+            self._wake_label_pools(freed)
 
     def _on_connection(self, event: str) -> None:
         if event == zkclient.LOST:

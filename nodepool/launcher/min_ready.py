@@ -10,6 +10,11 @@ Several launchers must not each top up the same label: the label is
 assigned to one of the pools that serve it by rendezvous hashing over the
 registered pool ids, and only that pool's launcher submits for it.
 Adding or losing a launcher reassigns labels without coordination.
+
+A label's ``max-servers`` bounds the top-up: no request is submitted for
+a node that would take the label over its cap (counting the nodes of the
+label, the launches not recorded yet and the min-ready requests still
+waiting), so min-ready never asks for more than the cap allows.
 """
 
 from __future__ import annotations
@@ -53,9 +58,13 @@ class MinReady:
         # Fulfilled ones count too until their nodes are unallocated (their
         # nodes are not "ready and unallocated" yet).
         outstanding: Counter[str] = Counter()
+        # Not accepted yet: no node or slot counts them.
+        waiting: Counter[str] = Counter()
         for request in requests:
             if request.state in (models.REQUESTED, models.PENDING, models.FULFILLED):
                 outstanding.update(request.node_types)
+            if request.state == models.REQUESTED:
+                waiting.update(request.node_types)
         index = launcher.node_cache.index
         our_pools = {w.id: w for w in launcher.pool_workers.values()}
         # Pools that cannot launch (static hosts) have all their nodes
@@ -69,6 +78,11 @@ class MinReady:
                        - outstanding[label.name])
             if deficit <= 0:
                 continue
+            room = launcher.label_caps.room(label.name) - waiting[label.name]
+            if room < deficit:
+                if room <= 0:
+                    continue
+                deficit = int(room)
             serving = [p.id for p in components
                        if label.name in (p.supported_labels or [])
                        and p.id not in reuse_only]

@@ -49,7 +49,10 @@ SAFETY_INTERVAL = 5.0
 # version of them than the claim saw or wrote (at most this long).
 CLAIM_MEMORY = 10.0
 # Requests being locked and started at once per pool.
-STARTER_THREADS = 8
+STARTER_THREADS = 16
+# Requests being fulfilled (or given back) at once per pool: apart from the
+# starters, so a queue of requests to start never delays a hand-off.
+FINISHER_THREADS = 8
 # Pool gauges are sent at most this often.
 STATS_INTERVAL = 10.0
 
@@ -74,6 +77,9 @@ class PoolWorker(threading.Thread):
         self._running = True
         # node id -> (when claimed, record version the claim saw or wrote)
         self._claimed: dict[str, tuple[float, int | None]] = {}
+        self._finisher = ThreadPoolExecutor(
+            max_workers=FINISHER_THREADS,
+            thread_name_prefix=f"RequestFinisher.{provider_name}-{pool_name}")
         self._starter = ThreadPoolExecutor(
             max_workers=STARTER_THREADS,
             thread_name_prefix=f"RequestStarter.{provider_name}-{pool_name}")
@@ -105,6 +111,11 @@ class PoolWorker(threading.Thread):
     @property
     def pool(self) -> Any:
         return self.provider_config.pools[self.pool_name]
+
+    @property
+    def label_caps(self) -> Any:
+        """The launcher's :class:`~nodepool.launcher.label_caps.LabelCaps`."""
+        return self.launcher.label_caps
 
     # Thread --------------------------------------------------------------
 
@@ -154,6 +165,7 @@ class PoolWorker(threading.Thread):
             else:
                 self.last_pass_started = started
         self._starter.shutdown(wait=True)
+        self._finisher.shutdown(wait=True)
         # Draining: no new requests, but let accepted ones finish.
         while (any(h.launches for h in self.handlers)
                and time.monotonic() < self._stop_deadline):
@@ -244,7 +256,8 @@ class PoolWorker(threading.Thread):
     def _emit_stats(self) -> None:
         """The provider's ``max_servers`` and every tenant's limits, as
         upstream's pool workers send them (``addressable_requests`` is
-        the stats leader's, see :mod:`nodepool.launcher.stats_worker`)."""
+        the stats leader's, see :mod:`nodepool.launcher.stats_worker`),
+        and the ``max-servers`` of capped labels the pool offers."""
         stats = statsmod.get_stats()
         now = time.monotonic()
         if now - self._last_stats < STATS_INTERVAL:
@@ -255,6 +268,11 @@ class PoolWorker(threading.Thread):
         max_servers = sum(p.max_servers for p in provider.pools.values())
         with stats.pipeline() as pipe:
             pipe.gauge(metrics.PROVIDER_MAX_SERVERS.key(provider=provider.name), max_servers)
+            # Labels' own caps (ours), for the capped labels this pool offers.
+            offered = self.pool.labels
+            for label, cap in self.label_caps.capped().items():
+                if label in offered:
+                    pipe.gauge(metrics.LABEL_MAX_SERVERS.key(label=label), cap)
             for tenant, limits in self.launcher.config.tenant_resource_limits.items():
                 # Upstream always sends these three, ``inf`` when unset.
                 unset = float("inf")
@@ -374,6 +392,9 @@ class PoolWorker(threading.Thread):
         missing = sorted(set(request.node_types) - set(pool.labels))
         if missing:
             return f"node type(s) {missing} not available"
+        too_large = self.label_caps.too_large(request.node_types)
+        if too_large:
+            return too_large
         for label_name in set(request.node_types):
             label = pool.labels[label_name]
             error = self.provider.label_error(label)
@@ -411,6 +432,12 @@ class PoolWorker(threading.Thread):
         node and no free ready node): the requests after that point could
         only wait.  Requests that arrived since the last pass still get a
         first decision (to decline them, or park them for other pools).
+
+        A label's ``max-servers`` is checked last, when taking its slots
+        (:meth:`LabelCaps.claim`), so that slots are only taken for a
+        request that is accepted.  A request that waits for a label holds
+        its slots for the rest of the pass, as one waiting for quota
+        holds its room: later requests for that label wait behind it.
         """
         accepted: list[NodeRequestHandler] = []
         pools = self.launcher.pool_components()
@@ -421,6 +448,9 @@ class PoolWorker(threading.Thread):
         max_concurrency = self.provider.provider.max_concurrency
         launches = self.provider.launches_in_flight()
         decided: set[str] = set()
+        caps = self.label_caps
+        # Slots of capped labels spoken for by requests waiting for them.
+        held: Counter[str] = Counter()
         for request in self.queue.snapshot():
             if not self._running:
                 return accepted
@@ -456,7 +486,11 @@ class PoolWorker(threading.Thread):
                     if self._exhausted(room, ready, launches, max_concurrency):
                         break
                     continue
-            handler = self._accept(request, new_labels)
+            claims = caps.claim(new_labels, held)
+            if claims is None:
+                held.update(new_labels)
+                continue
+            handler = self._accept(request, new_labels, claims)
             if handler is not None:
                 self._take_reused(request, ready, new_labels)
                 if new_labels and room is not None:
@@ -586,18 +620,19 @@ class PoolWorker(threading.Thread):
         except Exception:
             self.log.exception("Could not store declined request %s", request.id)
 
-    def _accept(self, request: NodeRequest, new_labels: list[str]
-                ) -> NodeRequestHandler | None:
+    def _accept(self, request: NodeRequest, new_labels: list[str],
+                label_claims: list[Any]) -> NodeRequestHandler | None:
         """Take the request: its handler locks it, marks it pending and
         starts filling it on a starter thread, so a queue of requests is
         taken in parallel rather than one ZooKeeper round trip at a time.
         The decision was made here, and so is the capacity reservation for
-        the nodes it will launch: the next pass counts them at once."""
+        the nodes it will launch (and ``label_claims``, their slots under
+        labels' max-servers): the next pass counts them at once."""
         reservations = []
         for label_name in new_labels:
             quota = self.provider.quota_for_label(self.pool.labels[label_name])
             reservations.append(self.provider.reserve(self.pool.name, quota))
-        handler = NodeRequestHandler(self, request, reservations)
+        handler = NodeRequestHandler(self, request, reservations, label_claims)
         handler.busy = True
         self.handlers.append(handler)
         try:
@@ -611,7 +646,7 @@ class PoolWorker(threading.Thread):
         return handler
 
     def run_in_background(self, fn: Any) -> bool:
-        """Run ``fn`` on a starter thread, then wake the worker; False when
+        """Run ``fn`` on a finisher thread, then wake the worker; False when
         shutting down (the caller then runs it itself)."""
         def work() -> None:
             try:
@@ -619,7 +654,7 @@ class PoolWorker(threading.Thread):
             finally:
                 self.wake()
         try:
-            self._starter.submit(work)
+            self._finisher.submit(work)
         except RuntimeError:
             return False
         return True

@@ -292,7 +292,8 @@ def _nodes(snap: StatusSnapshot) -> str:
         min_ready = snap.min_ready.get(label)
         label_rows.append(
             f'<tr class="label-count" data-label="{esc(label)}"><td>{esc(label)}</td>'
-            f'<td class="num">{"" if min_ready is None else min_ready}</td>{cells}'
+            f'<td class="num">{"" if min_ready is None else min_ready}</td>'
+            f"{_label_cap_cell(snap, label)}{cells}"
             f'<td class="num total">{sum(counts.values()):,}</td></tr>')
     node_rows = []
     now = snap.taken_at
@@ -314,13 +315,25 @@ def _nodes(snap: StatusSnapshot) -> str:
                       "them and 'nodepool delete' removes them.</p>")
     return (
         '<section id="nodes"><h2>Nodes by label and state</h2>'
-        + _table(["Label", "min-ready", *[esc(s) for s in states], "Total"], label_rows,
-                 "label-states")
+        + _table(["Label", "min-ready", "max-servers (in use)", *[esc(s) for s in states],
+                  "Total"], label_rows, "label-states")
         + unreadable
         + f'<h3>Nodes</h3><p class="note">{shown}</p>'
         + _table(["ID", "Label", "Provider/pool", "State", "In state for", "Allocated to",
                   "Lock", "AZ"], node_rows, "node-table")
         + "</section>")
+
+
+def _label_cap_cell(snap: StatusSnapshot, label: str) -> str:
+    """The label's own max-servers and what counts against it (records
+    and launches not recorded yet), flagged when full."""
+    cap = snap.max_servers.get(label)
+    if cap is None:
+        return '<td class="num max-servers"></td>'
+    in_use = snap.label_in_use.get(label, 0)
+    full = ' <span class="badge warn">full</span>' if in_use >= cap else ""
+    return (f'<td class="num max-servers" data-max-servers="{cap:g}" '
+            f'data-in-use="{in_use}">{cap:g} ({in_use:,}){full}</td>')
 
 
 def _requests(snap: StatusSnapshot) -> str:

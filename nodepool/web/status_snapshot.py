@@ -16,7 +16,8 @@ request open writes nothing), so it is derived from what is known:
 * ``no-pool``: no registered pool offers all of its labels;
 * ``declined``: some pools declined it, the others have not decided yet;
 * ``capacity``: pools that can serve it are waiting for room (quota,
-  ``max-servers``, a free static host);
+  ``max-servers``, a free static host, or a label at its own
+  ``max-servers``, which the reason names);
 * ``fulfilled``/``failed``: done, Zuul has not collected it yet.
 
 Lists are bounded (the newest nodes, the first requests in the order
@@ -81,6 +82,9 @@ class LauncherView(Protocol):
     component_cache: Any
     providers: dict[str, Any]
     pool_workers: Any
+    #: :class:`nodepool.launcher.label_caps.LabelCaps` (None before the
+    #: launcher connects).
+    label_caps: Any
 
 
 @dataclass
@@ -188,6 +192,11 @@ class StatusSnapshot:
     label_states: dict[str, Counter[str]] = field(default_factory=dict)
     #: label -> ``min-ready`` of the configuration.
     min_ready: dict[str, int] = field(default_factory=dict)
+    #: label -> its own ``max-servers``, for labels that set one.
+    max_servers: dict[str, float] = field(default_factory=dict)
+    #: label -> nodes counted against its ``max-servers`` (records in any
+    #: state, and launches not recorded yet), for the same labels.
+    label_in_use: dict[str, int] = field(default_factory=dict)
     nodes: list[NodeRow] = field(default_factory=list)
     unreadable_nodes: int = 0
     request_total: int = 0
@@ -211,6 +220,7 @@ def take_snapshot(launcher: LauncherView, now: float | None = None) -> StatusSna
     components = _items(launcher.component_cache)
     snapshot.registered_pools = len(components)
     _count_nodes(snapshot, config, nodes)
+    _label_caps(snapshot, launcher.label_caps)
     if launcher.node_cache is not None:
         snapshot.unreadable_nodes = len(launcher.node_cache.unreadable())
     snapshot.nodes = [_node_row(n) for n in heapq.nlargest(
@@ -218,7 +228,8 @@ def take_snapshot(launcher: LauncherView, now: float | None = None) -> StatusSna
     workers = list(dict(launcher.pool_workers or {}).values())
     if config is not None:
         snapshot.providers = _providers(launcher, config, workers)
-    _requests(snapshot, _items(launcher.request_cache), components, workers)
+    _requests(snapshot, _items(launcher.request_cache), components, workers,
+              full_labels(snapshot))
     if launcher.image_cache is not None:
         _images(snapshot, launcher.image_cache)
     return snapshot
@@ -322,6 +333,22 @@ def _count_nodes(snapshot: StatusSnapshot, config: Any, nodes: Iterable[Node]) -
     snapshot.label_states = {k: labels[k] for k in sorted(labels, key=str)}
 
 
+def _label_caps(snapshot: StatusSnapshot, label_caps: Any) -> None:
+    if label_caps is None:
+        return
+    for label, cap in sorted(label_caps.capped().items()):
+        snapshot.max_servers[label] = cap
+        snapshot.label_in_use[label] = label_caps.in_use(label)
+
+
+def full_labels(snapshot: StatusSnapshot) -> dict[str, tuple[int, float]]:
+    """Labels at (or over) their own ``max-servers``: label -> (in use,
+    cap)."""
+    return {label: (snapshot.label_in_use.get(label, 0), cap)
+            for label, cap in snapshot.max_servers.items()
+            if snapshot.label_in_use.get(label, 0) >= cap}
+
+
 def _node_row(node: Node) -> NodeRow:
     return NodeRow(id=str(node.id), labels=[str(t) for t in node.type],
                    provider=node.provider, pool=node.pool, state=node.state or "unknown",
@@ -350,9 +377,11 @@ def reason_code(request: NodeRequest, offered: list[set[str]]) -> str:
     return CAPACITY
 
 
-def reason_text(request: NodeRequest, code: str,
-                workers: list[PoolWorkerView]) -> str:
-    """The words for ``code``; for a request being served, by whom."""
+def reason_text(request: NodeRequest, code: str, workers: list[PoolWorkerView],
+                full: dict[str, tuple[int, float]] | None = None) -> str:
+    """The words for ``code``; for a request being served, by whom; for
+    one waiting, the labels of it that are at their own ``max-servers``
+    (``full``, see :func:`full_labels`)."""
     if code == SERVED:
         for worker in workers:
             if worker.serving(str(request.id)):
@@ -365,6 +394,12 @@ def reason_text(request: NodeRequest, code: str,
         return (f"declined by {count} pool{'s' if count != 1 else ''}; "
                 "waiting for the others")
     if code == CAPACITY:
+        at_cap = full or {}
+        capped = [label for label in dict.fromkeys(request.node_types) if label in at_cap]
+        if capped:
+            return "waiting for room under max-servers of label " + ", ".join(
+                f"{label} ({at_cap[label][0]:,} of {at_cap[label][1]:g} in use)"
+                for label in capped)
         return "waiting for capacity (quota)"
     if code == FULFILLED:
         return "fulfilled; Zuul has not taken its nodes yet"
@@ -372,7 +407,8 @@ def reason_text(request: NodeRequest, code: str,
 
 
 def _requests(snapshot: StatusSnapshot, requests: list[NodeRequest],
-              components: list[Any], workers: list[PoolWorkerView]) -> None:
+              components: list[Any], workers: list[PoolWorkerView],
+              full: dict[str, tuple[int, float]]) -> None:
     offered = [set(c.supported_labels or []) for c in components]
     coded = [(reason_code(r, offered), r) for r in requests]
     snapshot.request_total = len(coded)
@@ -389,7 +425,7 @@ def _requests(snapshot: StatusSnapshot, requests: list[NodeRequest],
             priority=request.priority, relative_priority=request.relative_priority,
             requestor=request.requestor, nodes=list(request.nodes),
             declined_by=len(request.declined_by), reason_code=code,
-            reason=reason_text(request, code, workers)))
+            reason=reason_text(request, code, workers, full)))
     snapshot.requests = rows
 
 

@@ -57,6 +57,8 @@ R = TypeVar("R", bound=Record)
 Listener = Callable[[str, Any, Any], None]
 
 _STOP = object()
+# Reads in flight at once while a cache reads its full snapshot.
+SNAPSHOT_BATCH = 500
 _RESYNC = object()
 
 
@@ -340,29 +342,38 @@ class NodeCache(TreeCache[Node]):
         return len(self._relative(path)) == 1
 
     def _read_snapshot(self) -> Any:
+        """Every node, parsed (reads pipelined a batch at a time, so tens
+        of thousands of records never sit in memory twice: as raw replies
+        and as records).  Runs on the issue thread, so the reads of events
+        queued meanwhile are only sent after these."""
         kazoo = self.zk.kazoo
         ids = [i for i in kazoo.get_children(self.root) if not is_lock_child(i)]
-        return [(i, kazoo.get_async(f"{self.root}/{i}"),
-                 kazoo.get_children_async(f"{self.root}/{i}/lock")) for i in ids]
-
-    def _apply_snapshot(self, snapshot: Any) -> None:
         fresh: dict[str, Node] = {}
         unreadable: dict[str, UnreadableNode] = {}
-        for node_id, data_result, lock_result in snapshot:
-            try:
-                data, stat = data_result.get()
-            except NoNodeError:
-                continue
-            node = self._read(node_id, data, stat)
-            if isinstance(node, UnreadableNode):
-                unreadable[node_id] = node
-            if not isinstance(node, Node):
-                continue
-            try:
-                node.lock_contenders = sum(1 for c in lock_result.get() if is_lock_child(c))
-            except NoNodeError:
-                node.lock_contenders = 0
-            fresh[node_id] = node
+        for start in range(0, len(ids), SNAPSHOT_BATCH):
+            batch = [(i, kazoo.get_async(f"{self.root}/{i}"),
+                      kazoo.get_children_async(f"{self.root}/{i}/lock"))
+                     for i in ids[start:start + SNAPSHOT_BATCH]]
+            for node_id, data_result, lock_result in batch:
+                try:
+                    data, stat = data_result.get()
+                except NoNodeError:
+                    continue
+                node = self._read(node_id, data, stat)
+                if isinstance(node, UnreadableNode):
+                    unreadable[node_id] = node
+                if not isinstance(node, Node):
+                    continue
+                try:
+                    node.lock_contenders = sum(
+                        1 for c in lock_result.get() if is_lock_child(c))
+                except NoNodeError:
+                    node.lock_contenders = 0
+                fresh[node_id] = node
+        return fresh, unreadable
+
+    def _apply_snapshot(self, snapshot: Any) -> None:
+        fresh, unreadable = snapshot
         with self._lock:
             self._unreadable = unreadable
         self._replace_all(fresh)

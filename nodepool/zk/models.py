@@ -11,6 +11,7 @@ The record's id is the znode name and is never stored in the JSON.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from typing import Any, ClassVar
 
@@ -88,6 +89,10 @@ class Record:
 
     KEYS: ClassVar[tuple[str, ...]] = ()
     DROP: ClassVar[frozenset[str]] = frozenset()
+
+    # Subclasses kept by the thousand (nodes) list their attributes in
+    # ``__slots__``: a record then takes a few hundred bytes, not a dict's.
+    __slots__ = ("__dict__", "id", "version", "mzxid", "extra")
 
     def __init__(self, id: str | None = None) -> None:
         self.id = id
@@ -187,6 +192,16 @@ class Node(Record):
     OPTIONAL = frozenset({"launch_progress"})
     DROP = frozenset({"id"})
 
+    __slots__ = (
+        "_state", "state_time", "cloud", "provider", "pool", "type", "allocated_to", "az",
+        "region", "public_ipv4", "private_ipv4", "public_ipv6", "host_id", "interface_ip",
+        "connection_port", "image_id", "launcher", "created_time", "external_id",
+        "hostname", "comment", "user_data", "hold_job", "host_keys", "username",
+        "connection_type", "shell_type", "hold_expiration", "resources", "slot",
+        "attributes", "python_path", "tenant_name", "driver_data", "requestor",
+        "node_properties", "launch_progress", "lock_contenders", "lock",
+    )
+
     def __init__(self, id: str | None = None) -> None:
         super().__init__(id)
         self._state: str | None = None
@@ -261,22 +276,16 @@ class Node(Record):
         state = d.get("state")
         if state is not None and state not in NODE_STATES:
             raise ModelError(f"invalid node state {state!r}")
-        self._state = state
+        self._state = _intern(state)
         self.state_time = _as_float(d.get("state_time")) or 0.0
-        for key in (
-            "cloud", "provider", "pool", "allocated_to", "az", "region",
-            "public_ipv4", "private_ipv4", "public_ipv6", "host_id",
-            "interface_ip", "image_id", "launcher", "external_id", "hostname",
-            "comment", "user_data", "hold_job", "connection_type",
-            "shell_type", "resources", "slot", "attributes", "python_path",
-            "tenant_name", "driver_data", "requestor", "node_properties",
-            "launch_progress",
-        ):
+        for key in _NODE_SHARED:
+            setattr(self, key, _intern(d.get(key)))
+        for key in _NODE_OWN:
             setattr(self, key, d.get(key))
-        self.type = as_list(d.get("type"))
+        self.type = [_intern(t) for t in as_list(d.get("type"))]
         self.created_time = _as_float(d.get("created_time"))
         self.host_keys = as_list(d.get("host_keys"))
-        self.username = d.get("username") or "zuul"
+        self.username = _intern(d.get("username")) or "zuul"
         port = d.get("connection_port")
         if port is None:
             port = d.get("ssh_port")
@@ -311,6 +320,24 @@ def is_empty_znode(data: bytes | str | None) -> bool:
     """Whether a znode carries no record at all (a lock taken on a node
     being deleted can leave one behind)."""
     return data is None or data == b"" or data == ""
+
+
+# Node fields whose values repeat across thousands of records (a
+# provider's name, a pool's, a label's...): kept once in memory.
+_NODE_SHARED = (
+    "cloud", "provider", "pool", "az", "region", "image_id", "launcher",
+    "connection_type", "shell_type", "python_path", "tenant_name", "requestor",
+)
+_NODE_OWN = (
+    "allocated_to", "public_ipv4", "private_ipv4", "public_ipv6", "host_id",
+    "interface_ip", "external_id", "hostname", "comment", "user_data", "hold_job",
+    "resources", "slot", "attributes", "driver_data", "node_properties",
+    "launch_progress",
+)
+
+
+def _intern(value: Any) -> Any:
+    return sys.intern(value) if type(value) is str else value
 
 
 def _hold_expiration(value: Any) -> int | None:
@@ -451,7 +478,7 @@ class ImageBuild(Record):
             self.formats = [f for f in formats.split(",") if f]
         else:
             self.formats = as_list(formats)
-        self.username = d.get("username") or "zuul"
+        self.username = _intern(d.get("username")) or "zuul"
         self.python_path = d.get("python_path") or "/usr/bin/python2"
         self.shell_type = d.get("shell_type")
 
@@ -564,7 +591,7 @@ class ImageUpload(Record):
         self.external_id = d.get("external_id")
         self.external_name = d.get("external_name")
         self.format = d.get("format")
-        self.username = d.get("username") or "zuul"
+        self.username = _intern(d.get("username")) or "zuul"
         self.python_path = d.get("python_path") or "/usr/bin/python2"
         self.shell_type = d.get("shell_type")
         self.validation = d.get("validation")

@@ -53,7 +53,10 @@ def _numeric(resources: Any) -> tuple[tuple[str, float], ...] | None:
 def _contribution(node: Node) -> _Contribution:
     ready_unallocated = node.state == models.READY and node.allocated_to is None
     return _Contribution(
-        provider=node.provider, pool=node.pool, labels=tuple(node.type),
+        provider=node.provider, pool=node.pool,
+        # A foreign writer's label that is not text counts by its text (a
+        # list or a mapping could not be counted at all).
+        labels=tuple(label if isinstance(label, str) else str(label) for label in node.type),
         resources=_numeric(node.resources), tenant=node.tenant_name,
         allocated_to=node.allocated_to,
         free=ready_unallocated and not node.locked,
@@ -73,6 +76,13 @@ class NodeIndex:
         # (provider, pool, label) -> ids of nodes that could be handed out
         self._free: dict[tuple[str | None, str | None, str], set[str]] = defaultdict(set)
         self._ready_unallocated: Counter[str] = Counter()
+        # label -> node records carrying it, in any state (a label's
+        # max-servers); a node with several labels counts for each.
+        self._labels: Counter[str] = Counter()
+        # label -> bumped whenever a record carrying it goes away (or
+        # drops it): room under that label's max-servers, for pools of any
+        # provider.
+        self._label_freed: Counter[str] = Counter()
         self._tenants: dict[str, dict[str, float]] = defaultdict(dict)
         self._by_request: dict[str, set[str]] = defaultdict(set)
         # provider -> bumped whenever what its pools can do changes (its
@@ -102,6 +112,10 @@ class NodeIndex:
             if contribution is not None:
                 self._nodes[key] = contribution
                 self._apply(key, contribution, +1)
+            if previous is not None:
+                kept = set(contribution.labels) if contribution is not None else set()
+                for label in set(previous.labels) - kept:
+                    self._label_freed[label] += 1
             if (previous is None or contribution is None
                     or (previous.free, previous.resources)
                     != (contribution.free, contribution.resources)):
@@ -121,6 +135,10 @@ class NodeIndex:
         if c.ready_unallocated:
             for label in c.labels:
                 self._ready_unallocated[label] += sign
+        for label in set(c.labels):
+            self._labels[label] += sign
+            if not self._labels[label]:
+                del self._labels[label]
         if c.tenant is not None and c.resources:
             _add(self._tenants[c.tenant], c.resources, sign)
         if c.allocated_to is not None:
@@ -179,6 +197,18 @@ class NodeIndex:
         """Ready nodes of ``label`` not allocated to any request (min-ready)."""
         with self._lock:
             return self._ready_unallocated[label]
+
+    def label_count(self, label: str) -> int:
+        """Node records carrying ``label``, in any state, of every
+        provider (what a label's ``max-servers`` counts)."""
+        with self._lock:
+            return self._labels[label]
+
+    def label_generation(self, label: str) -> int:
+        """Times a record carrying ``label`` went away (or dropped the
+        label): each may have made room under its ``max-servers``."""
+        with self._lock:
+            return self._label_freed[label]
 
     def tenant_usage(self, tenant: str) -> dict[str, float]:
         with self._lock:

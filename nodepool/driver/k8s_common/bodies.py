@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import string
 from typing import Any
 
 from kubernetes.client import V1Namespace, V1Pod
@@ -25,6 +23,7 @@ from pydantic import ValidationError
 
 from nodepool.driver.adapter import META_NODE_ID, META_POOL, META_PROVIDER
 from nodepool.driver.k8s_common.config import K8sLabel
+from nodepool.driver.request_format import format_with_request
 from nodepool.exceptions import RuntimeConfigurationException
 
 # The label every object of a node carries besides the framework's tags.
@@ -38,38 +37,6 @@ RBAC_GROUP = "rbac.authorization.k8s.io"
 
 # Labels ---------------------------------------------------------------------------------
 
-class RequestView:
-    """What a ``dynamic-labels`` format string may use of the request:
-    ``{request.id}``, ``.labels``, ``.requestor``, ``.requestor_data``,
-    ``.relative_priority``, ``.event_id``, ``.created_time`` and
-    ``.tenant_name`` (upstream's safe attributes)."""
-
-    def __init__(self, request: Any) -> None:
-        self.id = getattr(request, "id", None)
-        self.labels = list(getattr(request, "node_types", None) or [])
-        self.requestor = getattr(request, "requestor", None)
-        self.requestor_data = getattr(request, "requestor_data", None)
-        self.relative_priority = getattr(request, "relative_priority", None)
-        self.event_id = getattr(request, "event_id", None)
-        self.created_time = getattr(request, "created_time", None)
-        self.tenant_name = getattr(request, "tenant_name", None)
-
-
-# A field reaching for a private attribute ("{request.__class__}") could
-# walk from the request into the whole process.
-_PRIVATE_FIELD = re.compile(r"(^|\.)_")
-
-
-class _SafeFormatter(string.Formatter):
-    def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
-        if _PRIVATE_FIELD.search(field_name):
-            raise ValueError(f"field {field_name!r} names a private attribute")
-        return super().get_field(field_name, args, kwargs)
-
-
-_formatter = _SafeFormatter()
-
-
 def object_labels(label: K8sLabel, tags: dict[str, str], request: Any,
                   log: logging.Logger | logging.LoggerAdapter) -> dict[str, Any]:
     """The Kubernetes labels of a node's objects: the label's ``labels``,
@@ -78,14 +45,13 @@ def object_labels(label: K8sLabel, tags: dict[str, str], request: Any,
     tags (``tags`` from the framework plus the label name), which
     nothing configurable overrides: the leak cleanup relies on them."""
     labels: dict[str, Any] = dict(label.k8s_labels)
-    view = RequestView(request)
     if request is None and label.dynamic_labels:
         # A launch resumed without its request at hand.
         log.warning("No node request at hand; dynamic labels %s left out",
                     ", ".join(label.dynamic_labels))
     for key, fmt in label.dynamic_labels.items() if request is not None else ():
         try:
-            labels[key] = _formatter.format(str(fmt), request=view)
+            labels[key] = format_with_request(fmt, request)
         except Exception:
             log.exception("Could not format dynamic label %s (%r); leaving it out", key, fmt)
     labels.update({

@@ -11,40 +11,9 @@ from __future__ import annotations
 
 import base64
 import logging
-import re
-import string
 from typing import Any
 
-# A format field reaching for a private attribute ("{request.__class__}")
-# could walk from the request into the whole process; refuse those.
-_PRIVATE_FIELD = re.compile(r"(^|\.)_")
-
-
-class RequestView:
-    """The parts of a node request a ``dynamic-instance-properties`` format
-    string may use: ``{request.id}``, ``.labels``, ``.requestor``,
-    ``.requestor_data``, ``.relative_priority``, ``.event_id``,
-    ``.created_time`` and ``.tenant_name``."""
-
-    def __init__(self, request: Any) -> None:
-        self.id = getattr(request, "id", None)
-        self.labels = list(getattr(request, "node_types", None) or [])
-        self.requestor = getattr(request, "requestor", None)
-        self.requestor_data = getattr(request, "requestor_data", None)
-        self.relative_priority = getattr(request, "relative_priority", None)
-        self.event_id = getattr(request, "event_id", None)
-        self.created_time = getattr(request, "created_time", None)
-        self.tenant_name = getattr(request, "tenant_name", None)
-
-
-class _SafeFormatter(string.Formatter):
-    def get_field(self, field_name: str, args: Any, kwargs: Any) -> Any:
-        if _PRIVATE_FIELD.search(field_name):
-            raise ValueError(f"field {field_name!r} names a private attribute")
-        return super().get_field(field_name, args, kwargs)
-
-
-_formatter = _SafeFormatter()
+from nodepool.driver.request_format import format_with_request
 
 
 def server_metadata(*, provider_name: str, image_name: str, label: Any,
@@ -59,10 +28,9 @@ def server_metadata(*, provider_name: str, image_name: str, label: Any,
     meta = {"groups": ",".join([provider_name, image_name, label.name])}
     for key, value in (label.instance_properties or {}).items():
         meta[str(key)] = str(value)
-    view = RequestView(request)
     for key, fmt in (label.dynamic_instance_properties or {}).items():
         try:
-            meta[str(key)] = _formatter.format(str(fmt), request=view)
+            meta[str(key)] = format_with_request(fmt, request)
         except Exception:
             log.exception("Could not format dynamic instance property %s (%r); "
                           "leaving it out", key, fmt)

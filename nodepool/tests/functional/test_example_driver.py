@@ -91,5 +91,6 @@ def test_leaked_server_deleted_foreign_left_alone(zk_info, zuul, launcher_factor
     cleanup = next(w for w in launcher._workers if w.name == "CleanupWorker")
     wait_for(lambda: leaked not in {s["id"] for s in cloud.servers()},
              what="leaked server deleted")
-    assert cleanup.passes >= 2
+    # Deleted during the second pass at the earliest: one pass had ended.
+    assert cleanup.passes >= 1
     assert foreign in {s["id"] for s in cloud.servers()}

@@ -91,3 +91,4 @@ def test_random_changes_agree_with_a_recount():
         assert index.ready_unallocated(label) == sum(
             1 for n in nodes.values() if label in n.type and n.state == models.READY
             and n.allocated_to is None)
+        assert index.label_count(label) == sum(1 for n in nodes.values() if label in n.type)

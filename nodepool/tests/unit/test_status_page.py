@@ -75,7 +75,8 @@ def launcher(nodes: Sequence[Node] = (), requests: Sequence[NodeRequest] = (),
         hostname="launcher-1", config=config, ready=True,
         zk_client=SimpleNamespace(connected=True), node_cache=Cache(list(nodes)),
         request_cache=Cache(list(requests)), image_cache=Cache([]),
-        component_cache=Cache(list(components)), providers={}, pool_workers={})
+        component_cache=Cache(list(components)), providers={}, pool_workers={},
+        label_caps=None)
 
 
 def test_why_a_request_waits():
