@@ -12,7 +12,8 @@ here and one of its pools offers a label using the diskimage):
    launcher checks an upload; the lock goes with a launcher that dies,
    and another launcher checks it again) and marks the check ``checking``;
 2. waits for room in the pool (the check node counts against the pool's
-   and the cloud's quota like any node), then launches one node from the
+   and the cloud's quota, and its label's ``max-servers``, like any
+   node), then launches one node from the
    upload itself, through the provider's normal launch machinery, stored
    ``testing`` instead of ``ready`` and kept locked, so no request is
    ever handed it (and, should this launcher die, the delete worker of
@@ -59,7 +60,8 @@ log = logging.getLogger("nodepool.ImageValidator")
 # Safety net behind the image cache's events (a validation lock released
 # by a launcher that died is not an event the cache reports).
 PASS_INTERVAL = 60.0
-# How often a check waiting for room in its pool looks again.
+# A check waiting for room in its pool looks again whenever a node record
+# goes, and at least this often (limits may change too).
 CAPACITY_RETRY = 5.0
 # After a check node the cloud refused for lack of quota, the next try of
 # that image and provider waits at least this long (tried at the next
@@ -122,6 +124,10 @@ class ImageValidator(LauncherWorker):
         # (image, provider) -> monotonic time before which no check of
         # the pair starts (its last one could not get a node).
         self._not_before: dict[tuple[str, str], float] = {}
+        # Bumped whenever a node record goes (room may have been freed),
+        # for checks waiting for room in their pool.
+        self._room = threading.Condition()
+        self._room_generation = 0
         # Monotonic time at which the latest completed pass began (proof,
         # for operators and tests, that the worker has looked since).
         self.last_pass_started = float("-inf")
@@ -132,8 +138,22 @@ class ImageValidator(LauncherWorker):
         if isinstance(new, ImageUpload) or isinstance(old, ImageUpload):
             self._wake.set()
 
+    def node_changed(self, key: str, old: Any, new: Any) -> None:
+        if new is None:
+            with self._room:
+                self._room_generation += 1
+                self._room.notify_all()
+
     def reconnected(self) -> None:
         self._wake.set()
+
+    def wait_for_room_change(self, timeout: float) -> None:
+        """Wait until a node record goes (or ``timeout`` seconds, or the
+        worker stops): a check waiting for room then looks again."""
+        with self._room:
+            generation = self._room_generation
+            self._room.wait_for(lambda: self._room_generation != generation
+                                or self._stopped.is_set(), timeout)
 
     def wake(self) -> None:
         self._wake.set()
@@ -141,6 +161,8 @@ class ImageValidator(LauncherWorker):
     def stop(self) -> None:
         self._stopped.set()
         self._wake.set()
+        with self._room:
+            self._room.notify_all()
 
     # Main loop -----------------------------------------------------------
 
@@ -360,7 +382,7 @@ class UploadCheck(threading.Thread):
                          "max-servers of label %s)", self.what, pool.name,
                          self.provider_name, label)
                 waited = True
-            self.stopping.wait(CAPACITY_RETRY)
+            self.validator.wait_for_room_change(CAPACITY_RETRY)
 
     def _new_node(self, upload: ImageUpload, quota: Any) -> Node:
         provider, pool, label = self.target.provider, self.target.pool, self.target.label

@@ -283,3 +283,32 @@ def test_ssh_check_verdicts(tmp_path, host):
     assert not wrong.passed and wrong.reason.startswith("wrong host key")
     # Host-key checking off (no keys scanned): any key is taken.
     assert run_check(command="true", timeout=20, **{**common, "host_keys": []}).passed
+
+
+@pytest.mark.parametrize("full", ["pool", "label"])
+def test_the_check_node_waits_for_room_like_any_node(zk_info, tmp_path, host, builder_factory,
+                                                     launcher_factory, images, zk, caplog,
+                                                     full):
+    # A held node takes the only slot: of the pool (max-servers 1), or
+    # of the label (max-servers 1, counted across providers).
+    config = checked_config(zk_info, tmp_path, host, "true")
+    holder = Node()
+    holder.state = models.HOLD
+    if full == "pool":
+        config["providers"][0]["pools"][0]["max-servers"] = 1
+        holder.provider, holder.pool, holder.type = PROVIDER, "main", ["other"]
+    else:
+        config["labels"][0]["max-servers"] = 1
+        holder.provider, holder.pool, holder.type = "elsewhere", "main", [LABEL]
+    zk.store_node(holder)
+    caplog.set_level("INFO", logger="nodepool.ImageValidator")
+    launcher_factory(yaml.safe_dump(config), name="launcher.yaml")
+    builder_factory(config)
+    wait_for(lambda: any("waits for room" in r.getMessage() for r in caplog.records),
+             what="the check waiting for room")
+    assert with_check(images, models.VALIDATION_CHECKING)
+    assert FakeCloud.for_provider(PROVIDER).create_calls == 0
+
+    zk.kazoo.delete(f"/nodepool/nodes/{holder.id}", recursive=True)
+    passed = wait_for(lambda: with_check(images, models.VALIDATION_PASSED), what="passed")
+    check_node_gone(zk, passed)
