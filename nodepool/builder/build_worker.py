@@ -197,7 +197,8 @@ class BuildWorker(BuilderWorker):
         builder = self.builder
         zk = builder.zk
         config = builder.config
-        name, build_id = diskimage.name, record.id
+        name = diskimage.name
+        build_id = str(record.id)
         generation = builder.zk_client.session_generation
         cancel = threading.Event()
         builder.running_builds.add(cancel)
@@ -272,7 +273,7 @@ class BuildWorker(BuilderWorker):
         with stats.pipeline() as pipe:
             if ok:
                 for fmt, image_file in files.find_build_files(
-                        self.builder.config.images_dir, name, record.id).items():
+                        self.builder.config.images_dir, name, str(record.id)).items():
                     if fmt in formats:
                         pipe.gauge(metrics.DIB_IMAGE_SIZE.key(image=name, format=fmt),
                                    files.allocated_size(image_file.path))

@@ -152,6 +152,8 @@ class NodePoolBuilder:
         """One live provider per configured provider that takes uploads;
         providers whose configuration changed are replaced.  Workers read
         ``providers`` without a lock, so a new dict replaces the old one."""
+        zk = self.zk
+        assert zk is not None, "providers start only once ZooKeeper is connected"
         wanted = {name: pc for name, pc in self.config.providers.items()
                   if pc.manage_images}
         providers = dict(self.providers)
@@ -171,7 +173,7 @@ class NodePoolBuilder:
                 continue
             try:
                 provider = registry.get_driver(pc.driver_name).getProvider(pc)
-                provider.start(self.zk)
+                provider.start(zk)
             except Exception:
                 log.exception("Provider %s could not start; uploads to it wait until it "
                               "does (tried again every %d s)", name,
@@ -276,6 +278,7 @@ class NodePoolBuilder:
             self._connect()
             if not self._running:
                 return
+            assert self.zk is not None
             self.component = BuilderComponent(self.hostname)
             self.component.register(self.zk)
             self.component.update(state=RUNNING)

@@ -116,7 +116,7 @@ def remove_build_files(images_dir: str, image: str, build_id: str,
 
 def local_builds(images_dir: str) -> set[tuple[str, str]]:
     """(image, build id) of every build with files in ``images_dir``."""
-    out = set()
+    out: set[tuple[str, str]] = set()
     try:
         names = os.listdir(images_dir)
     except OSError:

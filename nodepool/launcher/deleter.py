@@ -131,7 +131,7 @@ class DeletedNodeWorker(LauncherWorker):
                 continue
             if node.id in self._busy:
                 continue
-            retry = self._retry_after.get(node.id)
+            retry = self._retry_after.get(str(node.id))
             if retry is not None and time.monotonic() < retry[0]:
                 continue
             if node.state == models.BUILDING and self._request_state(
@@ -174,23 +174,25 @@ class DeletedNodeWorker(LauncherWorker):
         return now - node.state_time > limit
 
     def _submit(self, fn: Any, node: Node, **kw: Any) -> None:
+        node_id = str(node.id)
         with self._busy_lock:
-            if node.id in self._busy:
+            if node_id in self._busy:
                 return
-            self._busy.add(node.id)
+            self._busy.add(node_id)
         try:
             self._executor.submit(self._run, fn, node, kw)
         except RuntimeError:
             with self._busy_lock:
-                self._busy.discard(node.id)
+                self._busy.discard(node_id)
 
     def _run(self, fn: Any, cached: Node, kw: dict) -> None:
+        node_id = str(cached.id)
         try:
             fn(cached, **kw)
-            self._retry_after.pop(cached.id, None)
+            self._retry_after.pop(node_id, None)
         except Exception:
-            delay = min(MAX_BACKOFF, self._retry_after.get(cached.id, (0, 1.0))[1] * 2)
-            self._retry_after[cached.id] = (time.monotonic() + delay, delay)
+            delay = min(MAX_BACKOFF, self._retry_after.get(node_id, (0, 1.0))[1] * 2)
+            self._retry_after[node_id] = (time.monotonic() + delay, delay)
             log.exception("Could not clean up node %s; retrying in %.0f s", cached.id, delay)
         finally:
             with self._busy_lock:

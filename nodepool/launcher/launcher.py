@@ -131,10 +131,10 @@ class NodePool(threading.Thread):
             worker.stop(grace)
         for worker in list(self.pool_workers.values()):
             worker.join(grace + 10)
-        for worker in self._workers:
-            worker.stop()
-        for worker in self._workers:
-            worker.join(10)
+        for helper in self._workers:
+            helper.stop()
+        for helper in self._workers:
+            helper.join(10)
         for registrar in self.registrars.values():
             registrar.stop()
         for registrar in self.registrars.values():
@@ -328,8 +328,8 @@ class NodePool(threading.Thread):
             for worker in list(self.pool_workers.values()):
                 worker.session_lost()
         elif event == zkclient.CONNECTED:
-            for worker in self._workers:
-                worker.reconnected()
+            for helper in self._workers:
+                helper.reconnected()
             self._wake_pools()
             self._wake.set()
 
@@ -337,7 +337,7 @@ class NodePool(threading.Thread):
 
     def _main_pass(self) -> None:
         self._reload_config_if_changed()
-        if not self.zk_client.connected:
+        if self.zk_client is None or not self.zk_client.connected:
             return
         self._sync_providers()
         if self._sync_pool_workers():

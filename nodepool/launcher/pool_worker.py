@@ -201,13 +201,13 @@ class PoolWorker(threading.Thread):
         this worker is stopping (the caller then resets the request)."""
         if not self._running:
             return False
-        self._adopting.add(request.id)
+        self._adopting.add(str(request.id))
         try:
             handler = NodeRequestHandler(self, request)
             handler.adopt(nodes)
             self._adopted.put(handler)
         finally:
-            self._adopting.discard(request.id)
+            self._adopting.discard(str(request.id))
         self.wake()
         return True
 
