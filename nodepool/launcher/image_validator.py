@@ -73,6 +73,10 @@ LAUNCH_POLL = 1.0
 STOP_GRACE = 10.0
 
 
+class UploadChanged(Exception):
+    """The upload being checked no longer awaits its check."""
+
+
 class CheckTarget:
     """Where this launcher boots the check node of an upload: a pool of
     the upload's provider and a label of it using the diskimage."""
@@ -297,6 +301,11 @@ class UploadCheck(threading.Thread):
             except CheckAbandoned:
                 log.info("Check of %s abandoned: the launcher is stopping; another "
                          "launcher (or this one, restarted) checks it again", self.what)
+                self._mark_pending()
+                return
+            except UploadChanged:
+                log.info("Check of %s stopped: the upload no longer awaits it (deleted, "
+                         "or changed by an operator)", self.what)
                 return
             if result is None:
                 # Not decided (the cloud had no room): tried again later.
@@ -355,7 +364,8 @@ class UploadCheck(threading.Thread):
             return CheckResult(False, f"the check node could not be launched: "
                                       f"{handle.error or 'launch failed'}")
         try:
-            self._mark_checking(str(node.id))
+            if not self._mark_checking(str(node.id)):
+                raise UploadChanged(self.what)
             return self._run_command(node, validation)
         finally:
             self._release(node, models.DELETING)

@@ -312,3 +312,27 @@ def test_the_check_node_waits_for_room_like_any_node(zk_info, tmp_path, host, bu
     zk.kazoo.delete(f"/nodepool/nodes/{holder.id}", recursive=True)
     passed = wait_for(lambda: with_check(images, models.VALIDATION_PASSED), what="passed")
     check_node_gone(zk, passed)
+
+
+def test_a_check_cut_short_by_a_stopping_launcher_is_done_by_another(
+        zk_info, tmp_path, host, builder_factory, launcher_factory, images, zk):
+    go = tmp_path / "go"
+    config = checked_config(zk_info, tmp_path, host,
+                            f"while ! test -e {go}; do sleep 0.1; done")
+    text = yaml.safe_dump(config)
+    first = launcher_factory(text, name="a.yaml", hostname="launcher-a")
+    builder_factory(config)
+    checking = wait_for(lambda: (u := with_check(images, models.VALIDATION_CHECKING))
+                        and u.validation.get("node") and u, what="first check running")
+    first.stop()
+    # Given back: pending again, its node on its way out.
+    wait_for(lambda: with_check(images, models.VALIDATION_PENDING), what="pending again")
+    assert zk.get_node(checking.validation["node"]).state == models.DELETING
+
+    launcher_factory(text, name="b.yaml", hostname="launcher-b")
+    check_node_gone(zk, checking)
+    go.touch()
+    passed = wait_for(lambda: with_check(images, models.VALIDATION_PASSED), what="passed")
+    assert passed.id == checking.id
+    assert passed.validation["launcher"] == "launcher-b"
+    assert passed.validation["node"] != checking.validation["node"]
