@@ -306,7 +306,7 @@ def test_the_check_node_waits_for_room_like_any_node(zk_info, tmp_path, host, bu
     builder_factory(config)
     wait_for(lambda: any("waits for room" in r.getMessage() for r in caplog.records),
              what="the check waiting for room")
-    assert with_check(images, models.VALIDATION_CHECKING)
+    wait_for(lambda: with_check(images, models.VALIDATION_CHECKING), what="checking")
     assert FakeCloud.for_provider(PROVIDER).create_calls == 0
 
     zk.kazoo.delete(f"/nodepool/nodes/{holder.id}", recursive=True)
