@@ -71,8 +71,19 @@ label_schema = {
     "max-servers": v.All(int, v.Range(min=0)),
 }
 
+# Ours: a check of each upload before it serves requests (see
+# ImageValidation).
+validation_schema = {
+    v.Required("command"): v.All(str, v.Length(min=1)),
+    "timeout": v.All(int, v.Range(min=1)),
+    "username": str,
+    "private-key": str,
+    "label": str,
+}
+
 diskimage_schema = {
     v.Required("name"): str,
+    "validation": validation_schema,
     "abstract": bool,
     "parent": str,
     "build-timeout": int,
@@ -156,6 +167,34 @@ class Label(ConfigValue):
     _NO_COMPARE = frozenset({"pools"})
 
 
+DEFAULT_VALIDATION_TIMEOUT = 600
+
+
+@dataclass(eq=False)
+class ImageValidation(ConfigValue):
+    """A diskimage's ``validation``: after each upload, a launcher serving
+    the provider boots one node from it and runs ``command`` over SSH;
+    the upload serves requests only once the command exits 0 within
+    ``timeout`` seconds (connecting included)."""
+
+    command: str
+    timeout: int = DEFAULT_VALIDATION_TIMEOUT
+    # None: the diskimage's ``username``.
+    username: str | None = None
+    # None: the launcher user's own SSH keys and agent.
+    private_key: str | None = None
+    # The label the check node is booted as, where a pool of the
+    # provider offers it with this diskimage; None (or elsewhere): the
+    # first such label of the provider's pools.
+    label: str | None = None
+
+    @classmethod
+    def from_yaml(cls, d: Mapping[str, Any]) -> ImageValidation:
+        return cls(command=d["command"], timeout=d.get("timeout", DEFAULT_VALIDATION_TIMEOUT),
+                   username=d.get("username"), private_key=d.get("private-key"),
+                   label=d.get("label"))
+
+
 @dataclass(eq=False)
 class DiskImage(ConfigValue):
     """A diskimage after parent inheritance has been applied."""
@@ -177,6 +216,8 @@ class DiskImage(ConfigValue):
     rebuild_age: int = 86400
     release: str | None = None
     username: str = "zuul"
+    # Ours: checked before service when set (off by default).
+    validation: ImageValidation | None = None
     # Formats the providers using this image need (filled by providers).
     image_types: set[str] = field(default_factory=set)
 
@@ -457,7 +498,7 @@ def _resolve_diskimages(path: str, raw: list[dict]) -> tuple[dict[str, DiskImage
                 metadata=dict(parent.metadata), pause=parent.pause,
                 python_path=parent.python_path, shell_type=parent.shell_type,
                 rebuild_age=parent.rebuild_age, release=parent.release,
-                username=parent.username)
+                username=parent.username, validation=parent.validation)
         else:
             image = DiskImage(name=name)
         image.abstract = bool(d.get("abstract", False))
@@ -473,6 +514,8 @@ def _resolve_diskimages(path: str, raw: list[dict]) -> tuple[dict[str, DiskImage
                 setattr(image, attr, d[key])
         if "release" in d:
             image.release = str(d["release"])
+        if "validation" in d:
+            image.validation = ImageValidation.from_yaml(d["validation"])
         if image.dib_cmd and "%p" in image.dib_cmd:
             import nodepool
             image.dib_cmd = image.dib_cmd.replace(
@@ -483,6 +526,20 @@ def _resolve_diskimages(path: str, raw: list[dict]) -> tuple[dict[str, DiskImage
     for name in by_name:
         resolve(name, ())
     return resolved, errors
+
+
+def _check_validation_labels(doc: _Document, raw: list[dict],
+                             labels: Mapping[str, Label]) -> list[str]:
+    """A diskimage's ``validation`` ``label`` must be a configured label."""
+    errors = []
+    for i, item in enumerate(raw):
+        name = (item.get("validation") or {}).get("label")
+        if name is not None and name not in labels:
+            errors.append(doc.message(
+                ["diskimages", i, "validation", "label"],
+                f"label {name!r} is not defined under the top-level labels; name a label "
+                "whose pools use this diskimage, or leave it out"))
+    return errors
 
 
 def _apply_secure(config_path: str, data: dict, secure_path: str | None, strict: bool,
@@ -643,6 +700,7 @@ def _build(path: str, secure_path: str | None, strict: bool) -> tuple[Config | N
                 f"{label.max_servers}: at most {label.max_servers} ready nodes are kept"))
 
     config.diskimages, fatal = _resolve_diskimages(path, data.get("diskimages") or [])
+    fatal += _check_validation_labels(doc, data.get("diskimages") or [], config.labels)
     if fatal:
         if not strict:
             raise ConfigError("\n".join(fatal))

@@ -199,6 +199,15 @@ LAUNCHER_ZK_PLAYBACK_QUEUE = Metric(
     "nodepool_launcher_zk_playback_queue", GAUGE,
     "Reads made but not yet applied to the cached view, per cache.", _CACHE)
 
+# Checks of uploads before service (nodepool.launcher.image_validator) --------
+
+IMAGE_VALIDATION = Metric("nodepool.image_validation.{image}.{provider}.{result}",
+                          "nodepool_image_validation_duration_seconds", TIMER,
+                          "How long the checks of uploads before service took, from "
+                          "booting the check node to the verdict, by result (passed, "
+                          "failed; _count: checks).", frozenset({"result"}),
+                          buckets=LAUNCH_BUCKETS)
+
 # Builder -------------------------------------------------------------------------
 
 _FORMAT = frozenset({"format"})

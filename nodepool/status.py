@@ -21,7 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nodepool.zk.listing import RawImage, RawRecord
-from nodepool.zk.models import as_list
+from nodepool.zk.models import (
+    VALIDATION_CHECKING,
+    VALIDATION_DONE,
+    VALIDATION_FAILED,
+    VALIDATION_PENDING,
+    VALIDATION_SKIPPED,
+    as_list,
+)
 
 UNPARSABLE = "unparsable"
 
@@ -61,6 +68,11 @@ IMAGE_COLUMNS = [
     ("state", "State"),
     ("age", "Age"),
 ]
+
+# Ours, added after upstream's columns only when some listed upload has a
+# check before service (``validation``): upstream's configurations list
+# exactly upstream's columns.
+VALIDATION_COLUMN = ("validation", "Validation")
 
 DIB_IMAGE_COLUMNS = [
     ("id", "ID"),
@@ -313,8 +325,11 @@ def _formats(value: Any) -> list[str]:
 def image_list(images: Sequence[RawImage], provider: str | None = None) -> Table:
     """Every upload (optionally of one provider), by image, build,
     provider and upload id.  ``age`` is the epoch second of the last
-    state change, as upstream's JSON gives it."""
+    state change, as upstream's JSON gives it.  When any upload carries a
+    check before service, a ``validation`` column follows (see
+    :func:`validation_text`)."""
     rows = []
+    checked = False
     for image in images:
         for upload in image.uploads:
             if provider is not None and upload.provider != provider:
@@ -335,9 +350,34 @@ def image_list(images: Sequence[RawImage], provider: str | None = None) -> Table
                            external_id=d.get("external_id"),
                            state=d.get("state"),
                            age=_int_seconds(d.get("state_time")))
+                if d.get("validation") is not None:
+                    checked = True
+                    row["validation"] = validation_text(d.get("validation"))
             rows.append(row)
     rows.sort(key=lambda r: (r["image"], r["id"], r["provider"], r["upload_id"]))
-    return Table(IMAGE_COLUMNS, rows)
+    if not checked:
+        return Table(IMAGE_COLUMNS, rows)
+    for row in rows:
+        row.setdefault("validation", None)
+    return Table(IMAGE_COLUMNS + [VALIDATION_COLUMN], rows)
+
+
+def validation_text(validation: Any) -> str:
+    """An upload's check in a few words: ``pending``, ``checking on
+    <launcher> (node <id>)``, ``passed``, ``skipped: <why>``, ``failed:
+    <why>``."""
+    if not isinstance(validation, dict):
+        return VALIDATION_PENDING
+    state = validation.get("state")
+    if state == VALIDATION_CHECKING:
+        where = f" on {validation['launcher']}" if validation.get("launcher") else ""
+        node = f" (node {validation['node']})" if validation.get("node") else ""
+        return f"{state}{where}{node}"
+    if state in (VALIDATION_FAILED, VALIDATION_SKIPPED) and validation.get("reason"):
+        return f"{state}: {validation['reason']}"
+    if state in VALIDATION_DONE:
+        return str(state)
+    return VALIDATION_PENDING
 
 
 def dib_image_list(images: Sequence[RawImage],

@@ -3,7 +3,14 @@ ZooKeeper and on local disk.
 
 Per image: the two newest ready builds are kept (none when the image was
 removed from the configuration); per provider, the two newest ready
-uploads.  Everything else goes: older builds and uploads, failed ones,
+uploads.  For a diskimage whose uploads are checked before service
+(``validation``), "ready" means in service: an upload awaiting its check
+is kept only while it is newer than every upload in service (it may take
+over), the build whose upload serves a provider is kept however many
+newer builds there are (so the provider always has an image while the
+newer ones wait or fail), and an upload that failed its check is kept,
+for operators to see, until its build is no longer the newest.
+Everything else goes: older builds and uploads, failed ones,
 uploads to providers that no longer list the image, builds and uploads an
 operator marked ``deleting`` (``nodepool dib-image-delete`` and
 ``image-delete``), and ``building``/``uploading`` records whose builder is
@@ -28,6 +35,7 @@ from nodepool import metrics
 from nodepool import stats as statsmod
 from nodepool.builder import files
 from nodepool.builder.build_worker import lock_names_build
+from nodepool.builder.upload_worker import failed_check
 from nodepool.builder.worker import BuilderWorker
 from nodepool.exceptions import NotFound
 from nodepool.zk import ZKLockException, models
@@ -78,10 +86,13 @@ class CleanupWorker(BuilderWorker):
         # An image gone from the configuration is one the operator removed;
         # one still configured but unused keeps its builds (another builder
         # may serve it).
-        keep = set() if diskimage is None else set(
-            [b.id for b in builds if b.state == models.READY][:KEEP_BUILDS])
+        ready = [b.id for b in builds if b.state == models.READY]
+        keep = set() if diskimage is None else set(ready[:KEEP_BUILDS])
         uploads = {b.id: self._uploads(image, b.id) for b in builds}
+        if diskimage is not None and diskimage.validation is not None:
+            keep |= self._serving_builds(builds, uploads)
         recent = self._recent_uploads(builds, uploads)
+        newest = ready[0] if ready else None
         for build in builds:
             doomed = build.state in (models.DELETING, models.FAILED) or (
                 build.state == models.READY and build.id not in keep)
@@ -91,7 +102,8 @@ class CleanupWorker(BuilderWorker):
                 doomed = True
             for provider_uploads in uploads[build.id].values():
                 for upload in provider_uploads:
-                    if self._upload_unwanted(image, build, upload, doomed, recent):
+                    if self._upload_unwanted(image, build, upload, doomed, recent,
+                                             newest):
                         self.delete_upload(upload)
             if doomed:
                 self._retire_build(image, build)
@@ -102,11 +114,10 @@ class CleanupWorker(BuilderWorker):
                 for p in zk.build_providers(image, build_id)}
 
     @staticmethod
-    def _recent_uploads(builds: list[ImageBuild],
-                        uploads: dict[str, dict[str, list[ImageUpload]]]
-                        ) -> dict[str, set[str]]:
-        """Per provider, the (build, upload) ids of the newest ready
-        uploads of ready builds."""
+    def _ready_uploads_by_provider(builds: list[ImageBuild],
+                                   uploads: dict[str, dict[str, list[ImageUpload]]]
+                                   ) -> dict[str, list[ImageUpload]]:
+        """Per provider, the ready uploads of ready builds, newest first."""
         by_provider: dict[str, list[ImageUpload]] = {}
         for build in builds:
             if build.state != models.READY:
@@ -114,12 +125,42 @@ class CleanupWorker(BuilderWorker):
             for provider_name, provider_uploads in uploads[build.id].items():
                 by_provider.setdefault(provider_name, []).extend(
                     u for u in provider_uploads if u.state == models.READY)
-        return {p: {f"{u.build_id}/{u.id}" for u in sorted(
-                    us, key=lambda u: u.state_time, reverse=True)[:KEEP_UPLOADS]}
+        return {p: sorted(us, key=lambda u: u.state_time, reverse=True)
                 for p, us in by_provider.items()}
 
+    @classmethod
+    def _recent_uploads(cls, builds: list[ImageBuild],
+                        uploads: dict[str, dict[str, list[ImageUpload]]]
+                        ) -> dict[str, set[str]]:
+        """Per provider, the (build, upload) ids of the ready uploads of
+        ready builds to keep: the newest in service, and those awaiting
+        their check that are newer than all of these (one of them takes
+        over once it passes).  Without checks, every ready upload is in
+        service and this is simply the newest ready uploads."""
+        out: dict[str, set[str]] = {}
+        for provider_name, ready in cls._ready_uploads_by_provider(builds, uploads).items():
+            serving = [u for u in ready if u.in_service][:KEEP_UPLOADS]
+            since = serving[0].state_time if serving else float("-inf")
+            waiting = [u for u in ready if u.awaiting_validation and u.state_time > since]
+            out[provider_name] = {f"{u.build_id}/{u.id}" for u in serving + waiting}
+        return out
+
+    @classmethod
+    def _serving_builds(cls, builds: list[ImageBuild],
+                        uploads: dict[str, dict[str, list[ImageUpload]]]) -> set[str]:
+        """The builds whose upload is the newest in service in some
+        provider: kept while newer uploads there await or fail their
+        check, however many newer builds there are."""
+        out = set()
+        for ready in cls._ready_uploads_by_provider(builds, uploads).values():
+            serving = next((u for u in ready if u.in_service), None)
+            if serving is not None:
+                out.add(str(serving.build_id))
+        return out
+
     def _upload_unwanted(self, image: str, build: ImageBuild, upload: ImageUpload,
-                         doomed: bool, recent: dict[str, set[str]]) -> bool:
+                         doomed: bool, recent: dict[str, set[str]],
+                         newest_build: str | None) -> bool:
         entry = self.builder.providers.get(upload.provider_name)
         if entry is None:
             if doomed and upload.state != models.DELETING:
@@ -132,6 +173,11 @@ class CleanupWorker(BuilderWorker):
                         "deletes it", image, build.id, upload.provider_name)
             return False
         pc, _ = entry
+        if (failed_check(upload) and not doomed and build.id == newest_build
+                and image in pc.diskimage_names()):
+            # Shown as failed (image-list, the status page) and keeping
+            # the upload worker from uploading the same build again.
+            return False
         if upload.state in (models.DELETING, models.FAILED):
             return True
         if upload.state == models.UPLOADING:

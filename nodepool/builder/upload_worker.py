@@ -65,6 +65,14 @@ def upload_metadata(diskimage: DiskImage | None, provider_image: ProviderDiskIma
     return meta
 
 
+def failed_check(upload: ImageUpload) -> bool:
+    """Whether the upload failed its check before service.  Its build is
+    not uploaded to that provider again (the check would fail the same
+    way): a new build is, or this one once an operator removes the failed
+    upload (``nodepool image-delete``)."""
+    return upload.state == models.FAILED and upload.validation_state == models.VALIDATION_FAILED
+
+
 class UploadWorker(BuilderWorker):
     kind = "UploadWorker"
 
@@ -112,7 +120,7 @@ class UploadWorker(BuilderWorker):
         if image_file is None:
             # Built elsewhere (or pruned): the builder with the files uploads it.
             return
-        if any(u.build_id == build.id and u.state == models.READY
+        if any(u.build_id == build.id and (u.state == models.READY or failed_check(u))
                for u in cache.uploads(image, provider_name)):
             return
         zk = self.builder.zk
@@ -127,7 +135,8 @@ class UploadWorker(BuilderWorker):
             # failed (or succeeded).
             if self._failed_lately(image, build.id, provider_name):
                 return
-            if zk.get_uploads(image, build.id, provider_name, [models.READY]):
+            if any(u.state == models.READY or failed_check(u)
+                   for u in zk.get_uploads(image, build.id, provider_name)):
                 return
             newest = zk.get_builds(image, [models.READY])
             if not newest or newest[0].id != build.id:
@@ -180,6 +189,11 @@ class UploadWorker(BuilderWorker):
                 self._delete_cloud_image(provider, pc.name, external_id)
             external_id = None
         record.state = models.READY if external_id is not None else models.FAILED
+        diskimage = builder.config.diskimages.get(image)
+        if record.state == models.READY and diskimage is not None and diskimage.validation:
+            # In the same write as ``ready``: no launcher of ours ever
+            # sees the upload ready without the check it must pass first.
+            record.validation = {"state": models.VALIDATION_PENDING, "time": time.time()}
         key = (image, build.id, pc.name)
         if record.state == models.FAILED:
             # Before the record says so: another upload worker that sees
@@ -198,8 +212,10 @@ class UploadWorker(BuilderWorker):
             record.state = models.FAILED
             builder.upload_failures[key] = time.time()
         if record.state == models.READY:
-            self.log.info("Build %s-%s is ready in %s as %s (%s)", image, build.id,
-                          pc.name, external_name, external_id)
+            self.log.info("Build %s-%s is ready in %s as %s (%s)%s", image, build.id,
+                          pc.name, external_name, external_id,
+                          "; a launcher checks it before it serves requests"
+                          if record.validation else "")
             builder.upload_failures.pop(key, None)
             stats = statsmod.get_stats()
             stat_key = metrics.IMAGE_UPLOAD.key(image=image, provider=pc.name)

@@ -368,11 +368,14 @@ class Provider:
 
     def launch(self, node: Any, label: ConfigLabel, pool: ConfigPool, request: Any,
                image_external_id: str | None, on_done: Any = None,
-               reservation: Any = None) -> Any:
+               reservation: Any = None, ready_state: str = "ready") -> Any:
         """Start launching ``node`` (a new record without an id: the launch
         creates, locks and stores it) in the background and return its
         :class:`~nodepool.driver.launch.LaunchHandle` at once.
-        ``on_done(handle)`` is called when it ends."""
+        ``on_done(handle)`` is called when it ends.  A launched node is
+        stored in ``ready_state`` (still locked by the launch): ``ready``
+        for requests, ``testing`` for an image check's node, which no
+        request may be handed (``request`` is then None)."""
         raise NotImplementedError(f"provider {self.provider.name} does not launch nodes")
 
     def resume_launch(self, node: Any, label: ConfigLabel, pool: ConfigPool, request: Any,

@@ -185,12 +185,13 @@ class AdapterProvider(Provider):
         (None, None) when the image is not available."""
         if label.diskimage is not None:
             upload = None
+            # An upload awaiting its check (or failing it) is never
+            # booted for a request: the one before it serves meanwhile.
             if self.image_cache is not None:
-                upload = self.image_cache.latest_upload(label.diskimage.name,
-                                                        self.provider.name)
+                upload = self.image_cache.serving_upload(label.diskimage.name,
+                                                         self.provider.name)
             elif self.zk is not None:
-                upload = self.zk.most_recent_upload(label.diskimage.name,
-                                                    self.provider.name)
+                upload = self.zk.serving_upload(label.diskimage.name, self.provider.name)
             if upload is None or not upload.external_id:
                 return None, None
             return upload.external_id, upload.path
@@ -285,11 +286,12 @@ class AdapterProvider(Provider):
 
     def launch(self, node: Node, label: Any, pool: Any, request: Any,
                image_external_id: str | None, on_done: Any = None,
-               reservation: Reservation | None = None) -> LaunchHandle:
+               reservation: Reservation | None = None,
+               ready_state: str = READY) -> LaunchHandle:
         handle = LaunchHandle(node)
         launch = Launch(provider=self, node=node, label=label, pool=pool, request=request,
                         image_external_id=image_external_id, handle=handle,
-                        on_done=on_done, reservation=reservation)
+                        on_done=on_done, reservation=reservation, ready_state=ready_state)
         self._start(handle, launch)
         return handle
 

@@ -133,7 +133,7 @@ class Launch(Task):
     def __init__(self, *, provider: AdapterProvider, node: Node, label: Any, pool: Any,
                  request: Any, image_external_id: str | None, handle: LaunchHandle,
                  on_done: Callable[[LaunchHandle], None] | None = None,
-                 reservation: Any = None) -> None:
+                 reservation: Any = None, ready_state: str = models.READY) -> None:
         self.provider = provider
         self.adapter = provider.adapter
         self.zk = provider.zk
@@ -146,6 +146,9 @@ class Launch(Task):
         handle.launch = self
         self.on_done = on_done
         self.reservation = reservation
+        # The state a launched node is stored in: ``ready`` for requests;
+        # ``testing`` for a node nobody may be handed (an image check's).
+        self.ready_state = ready_state
         settings = provider.provider
         self.retries = max(1, settings.launch_retries)
         self.launch_timeout = float(settings.launch_timeout)
@@ -446,10 +449,10 @@ class Launch(Task):
         return self._ready()
 
     def _ready(self) -> float | None:
-        self.node.state = models.READY
+        self.node.state = self.ready_state
         self.node.launch_progress = None
         self._store()
-        self.log.info("Node is ready (%s) after %d attempt(s)",
+        self.log.info("Node is %s (%s) after %d attempt(s)", self.ready_state,
                       self.node.interface_ip, self.attempt)
         self._end(READY, None, stat=statsmod.READY)
         return None

@@ -3,7 +3,8 @@
 ``NodePool`` is the main thread of ``nodepool-launcher``.  It loads the
 configuration (and reloads it when the file changes), keeps one live
 provider per configured provider and one ``PoolWorker`` per pool, keeps
-``min-ready`` nodes, and runs the delete, cleanup and stats workers.  A
+``min-ready`` nodes, and runs the delete, cleanup, stats and image check
+workers.  A
 provider that fails to start is reported and retried; the others run.
 """
 
@@ -23,6 +24,7 @@ from nodepool.driver import registry
 from nodepool.driver.registrar import Registrar
 from nodepool.launcher.cleanup import CleanupWorker
 from nodepool.launcher.deleter import DeletedNodeWorker
+from nodepool.launcher.image_validator import ImageValidator
 from nodepool.launcher.label_caps import LabelCaps
 from nodepool.launcher.local_stats import LocalStatsWorker
 from nodepool.launcher.min_ready import MinReady
@@ -102,6 +104,7 @@ class NodePool(threading.Thread):
         self.last_pass_started = float("-inf")
         self._workers: list[LauncherWorker] = []
         self.min_ready: MinReady | None = None
+        self.image_validator: ImageValidator | None = None
 
     # Public state ----------------------------------------------------------
 
@@ -205,12 +208,14 @@ class NodePool(threading.Thread):
         self.component.register(self.zk)
         self.component.update(state=RUNNING)
         self.min_ready = MinReady(self)
+        self.image_validator = ImageValidator(self)
         self._workers = [
             DeletedNodeWorker(self, self.delete_interval),
             CleanupWorker(self, self.cleanup_interval, self.orphan_grace),
             StatsWorker(self),
             LocalStatsWorker(self),
             self.lost_requests,
+            self.image_validator,
         ]
         for worker in self._workers:
             worker.start()
@@ -260,6 +265,8 @@ class NodePool(threading.Thread):
     def _on_image_change(self, key: Any, old: Any, new: Any) -> None:
         # An upload becoming ready (or going) changes what pools can serve.
         self._wake_pools()
+        for worker in self._workers:
+            worker.image_changed(key, old, new)
 
     def _on_component_change(self, key: str, old: Any, new: Any) -> None:
         self.components_generation += 1
@@ -343,6 +350,7 @@ class NodePool(threading.Thread):
         config = self.config_file.reload_if_changed()
         if config is not None:
             self.config = config
+            self._wake_image_validator()
 
     def _sync_providers(self) -> None:
         """Start new providers, replace changed ones, stop removed ones.
@@ -377,6 +385,8 @@ class NodePool(threading.Thread):
             self.providers[name] = provider
             self._provider_configs[name] = provider_config
             self._serve_registration(name, provider)
+            # Uploads of this provider may await a check only it can run.
+            self._wake_image_validator()
         for old in list(self._retiring):
             if old.launches_in_flight() == 0:
                 self._retiring.remove(old)
@@ -384,6 +394,10 @@ class NodePool(threading.Thread):
                     old.stop()
                 except Exception:
                     log.exception("Error stopping replaced provider")
+
+    def _wake_image_validator(self) -> None:
+        if self.image_validator is not None:
+            self.image_validator.wake()
 
     def _serve_registration(self, name: str, provider: Any) -> None:
         """Hand a (new) provider to its registrar, starting or stopping

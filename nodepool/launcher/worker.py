@@ -24,6 +24,10 @@ class LauncherWorker(threading.Thread):
     def request_changed(self, key: str, old: Any, new: Any) -> None:
         """A request changed (``old``/``new`` None when created/removed)."""
 
+    def image_changed(self, key: Any, old: Any, new: Any) -> None:
+        """An image build or upload record changed (``old``/``new`` None
+        when created/removed)."""
+
     def reconnected(self) -> None:
         """The ZooKeeper connection is back (possibly with a new session)."""
 

@@ -81,7 +81,8 @@ border:1px solid currentColor}
 .warn,.st-building,.st-init,.st-pending,.st-requested,.st-uploading,.st-starting{
 color:var(--warn)}
 .bad,.st-failed,.st-aborted,.st-stopped,.st-unknown{color:var(--bad)}
-.st-in-use,.st-used,.st-hold{color:var(--info)}
+.st-in-use,.st-used,.st-hold,.st-testing,.va-checking{color:var(--info)}
+.va-passed{color:var(--ok)}.va-pending{color:var(--warn)}.va-failed{color:var(--bad)}
 ul.quota{list-style:none;margin:0;padding:0}
 ul.quota li{display:flex;align-items:center;gap:.4rem}
 meter{width:5rem}
@@ -376,9 +377,11 @@ def _images(snap: StatusSnapshot) -> str:
         for b in snap.builds]
     uploads = [
         f'<tr class="upload" data-image="{esc(u.image)}" data-provider="{esc(u.provider)}" '
-        f'data-upload-id="{esc(u.upload_id)}"><td>{esc(u.image)}</td>'
+        f'data-upload-id="{esc(u.upload_id)}" '
+        f'data-validation="{esc(u.validation_state)}"><td>{esc(u.image)}</td>'
         f"<td>{esc(u.provider)}</td><td><code>{esc(u.build_id)}</code></td>"
         f"<td>{esc(u.upload_id)}</td><td>{_state(u.state)}</td>"
+        f'<td class="wrap validation">{_validation(u.validation, u.validation_state)}</td>'
         f"{_age_cell(u.state_time, now)}<td>{esc(u.external_name)}</td>"
         f"<td><code>{esc(u.external_id)}</code></td></tr>"
         for u in snap.uploads]
@@ -394,9 +397,19 @@ def _images(snap: StatusSnapshot) -> str:
         + _table(["Image", "Build", "State", "Age", "Formats", "Builder"], builds,
                  "build-table")
         + "<h3>Uploads</h3>"
-        + _table(["Image", "Provider", "Build", "Upload", "State", "Age", "Cloud name",
-                  "Cloud ID"], uploads, "upload-table")
+        + _table(["Image", "Provider", "Build", "Upload", "State", "Check before service",
+                  "Age", "Cloud name", "Cloud ID"], uploads, "upload-table")
+        + '<p class="note">Uploads of diskimages with <code>validation</code> serve '
+        "requests once a launcher has booted a node from them and their check "
+        "passed; until then (or when it fails) the previous upload serves.</p>"
         + "</section>")
+
+
+def _validation(text: str | None, state: str | None) -> str:
+    if text is None:
+        return ""
+    return f'<span class="va-{esc(state)}">{esc(text)}</span>'
+
 
 
 def _provider_errors(provider: ProviderStatus, now: float) -> str:

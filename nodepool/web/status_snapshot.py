@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from nodepool.driver.launch_errors import LaunchFailure
 from nodepool.driver.quota import QuotaInformation
+from nodepool.status import validation_text
 from nodepool.zk import models
 from nodepool.zk.models import ImageBuild, ImageUpload, Node, NodeRequest
 
@@ -169,6 +170,10 @@ class UploadRow:
     state_time: float
     external_name: str | None
     external_id: str | None
+    #: The check before service, in words (None: the upload has none).
+    validation: str | None = None
+    #: Its state alone (``pending``, ``checking``, ``passed``...), or None.
+    validation_state: str | None = None
 
 
 @dataclass
@@ -442,7 +447,10 @@ def _images(snapshot: StatusSnapshot, image_cache: Any) -> None:
                 state=record.state or "unknown", state_time=record.state_time or 0.0,
                 external_name=record.external_name,
                 external_id=(str(record.external_id)
-                             if record.external_id is not None else None)))
+                             if record.external_id is not None else None),
+                validation=(validation_text(record.validation)
+                            if record.validation is not None else None),
+                validation_state=record.validation_state))
     builds.sort(key=lambda b: (b.image, -b.state_time))
     uploads.sort(key=lambda u: (u.image, u.provider, -u.state_time))
     snapshot.builds = builds

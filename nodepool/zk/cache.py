@@ -677,6 +677,16 @@ class ImageCache(TreeCache[Record]):
                 best = upload
         return best
 
+    def serving_upload(self, image: str, provider: str) -> ImageUpload | None:
+        """The newest upload of ``image`` in ``provider`` that nodes may
+        boot from: ready, and not awaiting or failing a check (see
+        :attr:`ImageUpload.in_service`)."""
+        best = None
+        for upload in self.uploads(image, provider):
+            if upload.in_service and (best is None or upload.state_time > best.state_time):
+                best = upload
+        return best
+
 
 class PoolComponentCache(TreeCache[Any]):
     """Registered pool components by znode name (routing decisions read

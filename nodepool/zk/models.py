@@ -45,8 +45,19 @@ BUILD_STATES = (BUILDING, READY, DELETING, FAILED)
 UPLOAD_STATES = (UPLOADING, READY, DELETING, FAILED)
 
 # An unlocked node in one of these states belongs to nobody and may be
-# deleted: its owner (a launcher building it, an executor using it) died.
-CLEANUP_STATES = (USED, IN_USE, BUILDING, FAILED, DELETING, DELETED, ABORTED)
+# deleted: its owner (a launcher building it, an executor using it, a
+# launcher checking an image upload on it) died.
+CLEANUP_STATES = (USED, IN_USE, BUILDING, TESTING, FAILED, DELETING, DELETED, ABORTED)
+
+# States of an upload's image validation (the ``validation`` key of an
+# upload record, ours; see ImageUpload).  Only PASSED and SKIPPED let a
+# ready upload serve requests.
+VALIDATION_PENDING = "pending"
+VALIDATION_CHECKING = "checking"
+VALIDATION_PASSED = "passed"
+VALIDATION_FAILED = "failed"
+VALIDATION_SKIPPED = "skipped"
+VALIDATION_DONE = (VALIDATION_PASSED, VALIDATION_FAILED, VALIDATION_SKIPPED)
 
 
 class ModelError(ValueError):
@@ -488,10 +499,22 @@ class ImageBuild(Record):
 
 
 class ImageUpload(Record):
-    """One upload of a build to one provider (``.../images/<upload id>``)."""
+    """One upload of a build to one provider (``.../images/<upload id>``).
+
+    ``validation`` (ours; absent from upstream's records) is set by the
+    builder to ``{"state": "pending"}`` when the diskimage asks for a
+    check before service, and advanced by the launcher that checks it
+    (``checking``, then ``passed``, ``failed`` or ``skipped``, with who,
+    when and why).  The upload's ``state`` stays within upstream's values:
+    it is ``ready`` while the check is pending and becomes ``failed`` when
+    the check fails, so upstream tools keep parsing the record (see
+    doc/source/compatibility.rst).  Our launchers boot only uploads that
+    are :attr:`in_service`.
+    """
 
     KEYS = ("state", "state_time", "external_id", "external_name", "format",
-            "username", "python_path", "shell_type")
+            "username", "python_path", "shell_type", "validation")
+    OPTIONAL = frozenset({"validation"})
 
     def __init__(self, build_id: str | None = None, provider_name: str | None = None,
                  image_name: str | None = None, id: str | None = None) -> None:
@@ -507,6 +530,35 @@ class ImageUpload(Record):
         self.username: str = "zuul"
         self.python_path: str = "/usr/bin/python2"
         self.shell_type: str | None = None
+        # A mapping as we write it; Any, since another writer may have
+        # stored something else (see validation_state).
+        self.validation: Any = None
+
+    @property
+    def validation_state(self) -> str | None:
+        """None when no check was asked for; otherwise the check's state.
+        Anything unusable there (not a mapping, an unknown state) reads
+        as ``pending``: such an upload is checked (and its record
+        rewritten) rather than trusted."""
+        if self.validation is None:
+            return None
+        state = self.validation.get("state") if isinstance(self.validation, dict) else None
+        if state in (VALIDATION_CHECKING, *VALIDATION_DONE):
+            return state
+        return VALIDATION_PENDING
+
+    @property
+    def awaiting_validation(self) -> bool:
+        """Ready, but its check has not decided yet."""
+        return self.state == READY and self.validation_state in (
+            VALIDATION_PENDING, VALIDATION_CHECKING)
+
+    @property
+    def in_service(self) -> bool:
+        """Whether launchers may boot nodes from it: ready, and either
+        never meant to be checked or checked (or the check skipped)."""
+        return self.state == READY and self.validation_state in (
+            None, VALIDATION_PASSED, VALIDATION_SKIPPED)
 
     @property
     def path(self) -> str:
@@ -542,3 +594,4 @@ class ImageUpload(Record):
         self.username = _intern(d.get("username")) or "zuul"
         self.python_path = d.get("python_path") or "/usr/bin/python2"
         self.shell_type = d.get("shell_type")
+        self.validation = d.get("validation")

@@ -86,6 +86,13 @@ def upload_path(image: str, build_id: str, provider: str,
     return f"{base}/{upload_id}" if upload_id else base
 
 
+def upload_validation_lock_path(image: str, build_id: str, provider: str,
+                                upload_id: str) -> str:
+    """The lock a launcher holds while it checks an upload (ours; under
+    the upload's znode, beside upstream's ``lock``)."""
+    return f"{upload_path(image, build_id, provider, upload_id)}/validation-lock"
+
+
 def registration_lock_path(provider: str) -> str:
     return f"{REGISTRATION_ROOT}/{provider}"
 
@@ -716,6 +723,19 @@ class ZooKeeper:
             self.kazoo.set(upload_path(image, build_id, provider, upload.id), data)
         return upload.id
 
+    def replace_upload(self, upload: ImageUpload) -> bool:
+        """Overwrite an upload record read earlier, only if nobody changed
+        it since (``upload.version``); False when it changed or is gone."""
+        if upload.version is None or upload.id is None:
+            raise ValueError("replace_upload needs a record read from ZooKeeper")
+        path = upload_path(str(upload.image_name), str(upload.build_id),
+                           str(upload.provider_name), upload.id)
+        version = self.set_if_version(path, upload.serialize(), upload.version)
+        if version is None:
+            return False
+        upload.version = version
+        return True
+
     def delete_upload(self, image: str, build_id: str, provider: str,
                       upload_id: str) -> None:
         self._delete_recursive(upload_path(image, build_id, provider, upload_id))
@@ -727,6 +747,16 @@ class ZooKeeper:
         for build_id in self.build_ids(image):
             for upload in self.get_uploads(image, build_id, provider, [state]):
                 if best is None or upload.state_time > best.state_time:
+                    best = upload
+        return best
+
+    def serving_upload(self, image: str, provider: str) -> ImageUpload | None:
+        """The newest upload of ``image`` to ``provider`` that nodes may
+        boot from (ready, and not awaiting or failing a check)."""
+        best = None
+        for build_id in self.build_ids(image):
+            for upload in self.get_uploads(image, build_id, provider, [models.READY]):
+                if upload.in_service and (best is None or upload.state_time > best.state_time):
                     best = upload
         return best
 
@@ -770,6 +800,14 @@ class ZooKeeper:
         """Lock one upload record; fails (never re-creates it) if it is gone."""
         return self._lock(f"{upload_path(image, build_id, provider, upload_id)}/lock",
                           blocking, timeout, None, record_lock=True)
+
+    def lock_upload_validation(self, image: str, build_id: str, provider: str,
+                               upload_id: str, identifier: str | None = None) -> Lock:
+        """Take (without waiting) the lock one launcher holds while it
+        checks an upload; fails (never re-creates the upload) if the
+        upload is gone.  Ephemeral: it goes with the holder's session."""
+        return self._lock(upload_validation_lock_path(image, build_id, provider, upload_id),
+                          False, None, identifier, record_lock=True)
 
     def lock_holder(self, lock_dir: str) -> str | None:
         """The identifier (contender data) of whoever holds the lock at

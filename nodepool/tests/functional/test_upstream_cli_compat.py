@@ -81,3 +81,39 @@ def test_upstream_cli_lists_our_nodes_and_requests(upstream_nodepool, zk_info, z
     info = run("info", "fake-provider")
     for node_id in request["nodes"]:
         assert node_id in info
+
+
+def test_upstream_cli_lists_uploads_with_checks(upstream_nodepool, zk_info, zk, tmp_path):
+    # Uploads awaiting, passing and failing a check before service keep
+    # upstream's states, so upstream's image-list reads them all.
+    from nodepool.zk import models
+    from nodepool.zk.models import ImageBuild, ImageUpload
+
+    build = ImageBuild("fake-image")
+    build.state = models.READY
+    build_id = zk.store_build("fake-image", build)
+    stored = {}
+    for name, state, validation in [
+            ("pending", models.READY, {"state": models.VALIDATION_PENDING}),
+            ("passed", models.READY, {"state": models.VALIDATION_PASSED, "node": "1"}),
+            ("failed", models.FAILED, {"state": models.VALIDATION_FAILED,
+                                       "reason": "command exited 1"})]:
+        upload = ImageUpload()
+        upload.state = state
+        upload.external_id = f"image-{name}"
+        upload.external_name = f"fake-image-{name}"
+        upload.validation = validation
+        stored[name] = zk.store_upload("fake-image", build_id, "fake-provider", upload)
+    (tmp_path / "nodepool.yaml").write_text(fake_config(zk_info))
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(CLOUDS_YAML)
+    env = dict(os.environ, OS_CLIENT_CONFIG_FILE=str(clouds))
+    env.pop("STATSD_HOST", None)
+    result = subprocess.run([str(upstream_nodepool), "-c", str(tmp_path / "nodepool.yaml"),
+                             "image-list"], capture_output=True, text=True, env=env,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line.split("|")[2].strip(): [c.strip() for c in line.split("|")[1:-1]]
+            for line in result.stdout.splitlines() if build_id in line}
+    assert {rows[stored[n]][6] for n in ("pending", "passed")} == {models.READY}
+    assert rows[stored["failed"]][6] == models.FAILED
