@@ -122,7 +122,7 @@ class CleanupWorker(BuilderWorker):
         for build in builds:
             if build.state != models.READY:
                 continue
-            for provider_name, provider_uploads in uploads[build.id].items():
+            for provider_name, provider_uploads in uploads[str(build.id)].items():
                 by_provider.setdefault(provider_name, []).extend(
                     u for u in provider_uploads if u.state == models.READY)
         return {p: sorted(us, key=lambda u: u.state_time, reverse=True)
@@ -164,7 +164,7 @@ class CleanupWorker(BuilderWorker):
         entry = self.builder.providers.get(upload.provider_name)
         if entry is None:
             if doomed and upload.state != models.DELETING:
-                key = (image, build.id, upload.provider_name)
+                key = (image, str(build.id), str(upload.provider_name))
                 if key not in self._warned:
                     self._warned.add(key)
                     self.log.warning(
@@ -184,7 +184,7 @@ class CleanupWorker(BuilderWorker):
             return not self._upload_in_progress(upload)
         if doomed or image not in pc.diskimage_names():
             return True
-        return f"{upload.build_id}/{upload.id}" not in recent.get(upload.provider_name, set())
+        return f"{upload.build_id}/{upload.id}" not in recent.get(str(upload.provider_name), set())
 
     def _upload_in_progress(self, upload: ImageUpload) -> bool:
         """Whether an uploader holds the uploads lock of this build and
@@ -248,7 +248,7 @@ class CleanupWorker(BuilderWorker):
         """Mark a doomed build ``deleting`` once its uploads all are (its
         local files may go then), and remove it once none is left."""
         zk = self.builder.zk
-        remaining = [u for us in self._uploads(image, build.id).values() for u in us]
+        remaining = [u for us in self._uploads(image, str(build.id)).values() for u in us]
         if build.state != models.DELETING and all(
                 u.state == models.DELETING for u in remaining):
             try:
@@ -270,7 +270,7 @@ class CleanupWorker(BuilderWorker):
             finally:
                 zk.unlock(lock)
         if build.state == models.DELETING or not remaining:
-            files.remove_build_files(self.builder.config.images_dir, image, build.id)
+            files.remove_build_files(self.builder.config.images_dir, image, str(build.id))
         if not remaining and zk.delete_build(image, build.id):
             self.log.info("Removed build %s-%s", image, build.id)
 
@@ -284,7 +284,7 @@ class CleanupWorker(BuilderWorker):
             return True
         try:
             holder = zk.lock_holder(f"{build_path(image)}/lock")
-            names = lock_names_build(holder, build.id)
+            names = lock_names_build(holder, str(build.id))
             if names is None or names:
                 # Being created right now, or an upstream builder holds the
                 # image lock and we cannot tell which build it is making.

@@ -156,24 +156,25 @@ class UploadWorker(BuilderWorker):
         """Upload one build to one provider (its uploads lock is held)."""
         builder = self.builder
         zk = builder.zk
-        image = build.image_name
-        record = ImageUpload(build.id, pc.name, image)
+        image = str(build.image_name)
+        build_id = str(build.id)
+        record = ImageUpload(build_id, pc.name, image)
         record.state = models.UPLOADING
         record.format = fmt
         record.username = build.username
         record.python_path = build.python_path
         record.shell_type = build.shell_type
-        upload_id = zk.store_upload(image, build.id, pc.name, record)
+        upload_id = zk.store_upload(image, build_id, pc.name, record)
         generation = builder.zk_client.session_generation
         start = time.time()
         external_name = cloud_image_name(pc, image, upload_id, int(start))
         pdi = provider_diskimage(pc, image)
         metadata = upload_metadata(builder.config.diskimages.get(image), pdi, pc.name,
-                                   image, build.id, upload_id)
-        self.log.info("Uploading build %s-%s (%s) to %s as %s", image, build.id,
+                                   image, build_id, upload_id)
+        self.log.info("Uploading build %s-%s (%s) to %s as %s", image, build_id,
                       image_file.path, pc.name, external_name)
         external_id = self._upload_with_retries(
-            provider, pc, image, build.id, external_name=external_name,
+            provider, pc, image, build_id, external_name=external_name,
             filename=image_file.path, fmt=fmt, metadata=metadata,
             md5=image_file.md5, sha256=image_file.sha256, provider_image=pdi)
         hook = pc.post_upload_hook

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-FLAVORS = [{"name": "small", "cores": 2, "ram": 2048},
-           {"name": "large", "cores": 8, "ram": 8192}]
+FLAVORS: list[dict[str, Any]] = [{"name": "small", "cores": 2, "ram": 2048},
+                                 {"name": "large", "cores": 8, "ram": 8192}]
 
 
 @dataclass
@@ -136,7 +136,9 @@ class ExampleCloud:
     def delete(self, path: str) -> tuple[int, Any]:
         prefix = "/v1/servers/"
         with self.lock:
-            if path.startswith(prefix) and self.state.servers.pop(path[len(prefix):], None):
+            gone = self.state.servers.pop(path[len(prefix):], None) \
+                if path.startswith(prefix) else None
+            if gone is not None:
                 return 204, None
         return 404, {"error": "not found"}
 

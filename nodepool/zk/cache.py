@@ -54,7 +54,9 @@ from nodepool.zk.zookeeper import (
 log = logging.getLogger("nodepool.zk.cache")
 
 R = TypeVar("R", bound=Record)
-Listener = Callable[[str, Any, Any], None]
+# (key, old, new): the key is a node or request id, or a tuple of path
+# parts for the image tree.
+Listener = Callable[[Any, Any, Any], None]
 
 _STOP = object()
 # Reads in flight at once while a cache reads its full snapshot.

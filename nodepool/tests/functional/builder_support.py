@@ -64,7 +64,7 @@ def write_config(path: Path, config: dict[str, Any]) -> None:
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
 
 
-FAST = dict(build_interval=1.0, upload_interval=1.0, cleanup_interval=0.5,
+FAST: dict[str, Any] = dict(build_interval=1.0, upload_interval=1.0, cleanup_interval=0.5,
             config_check_interval=0.05, retry_delay=0.5, upload_attempt_delay=0.05,
             min_free_space=0)
 

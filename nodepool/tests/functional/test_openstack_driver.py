@@ -161,6 +161,7 @@ def launch(provider: OpenStackProvider, zk: Any, label_name: str,
     node.pool = pool.name
     node.az = provider.choose_az(pool)
     node.image_id = image_id
+    assert label.image is not None
     node.connection_type = label.image.connection_type
     node.connection_port = label.image.connection_port
     zk.store_node(node)
@@ -611,7 +612,7 @@ DIB_LABEL = """          - name: dib
 """
 
 
-def upload_metadata(build_id: str, upload_id: str) -> dict[str, str]:
+def upload_metadata(build_id: str, upload_id: str) -> dict[str, Any]:
     return {META_PROVIDER: PROVIDER, META_BUILD_ID: build_id, META_UPLOAD_ID: upload_id,
             "nodepool_image_name": "dib-image", "purpose": "testing",
             # Keys that are also names of openstacksdk's arguments, and a

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import keystoneauth1.exceptions
 import openstack
@@ -26,6 +27,14 @@ from openstack import exceptions
 from nodepool.tests.openstack_sim import SimulatedCloud
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
+
+T = TypeVar("T")
+
+
+def _found(resource: T | None) -> T:
+    """What a lookup found; the test fails if it found nothing."""
+    assert resource is not None
+    return resource
 
 
 @pytest.fixture
@@ -59,14 +68,14 @@ def _boot(
 ) -> openstack.compute.v2.server.Server:
     return conn.compute.create_server(
         name=name,
-        flavor_id=conn.compute.find_flavor(flavor).id,
-        image_id=conn.image.find_image("Fake Precise").id,
-        networks=[{"uuid": conn.network.find_network(network).id}],
+        flavor_id=_found(conn.compute.find_flavor(flavor)).id,
+        image_id=_found(conn.image.find_image("Fake Precise")).id,
+        networks=[{"uuid": _found(conn.network.find_network(network)).id}],
         **attrs,
     )
 
 
-def _wait(conn: openstack.connection.Connection, server: object, status: str = "ACTIVE"):
+def _wait(conn: openstack.connection.Connection, server: Any, status: str = "ACTIVE"):
     return conn.compute.wait_for_server(server, status=status, interval=0.02, wait=5)
 
 
@@ -89,7 +98,7 @@ def test_clouds_yaml_connects_and_lists_default_profile(
 
 
 def test_compute_microversion_is_negotiated(conn: openstack.connection.Connection) -> None:
-    data = conn.compute.get_endpoint_data()
+    data = _found(conn.compute.get_endpoint_data())
     assert str(data.max_microversion) in ("(2, 79)", "2.79")
     server = _wait(conn, _boot(conn))
     # Embedded flavor (2.47+) because openstacksdk asks for the highest version.
@@ -152,7 +161,7 @@ def test_server_boots_active_with_metadata_and_loopback_address(
     assert server.metadata == {"nodepool_node_id": "0000000001", "nodepool_provider_name": "sim"}
     assert server.availability_zone == "az2"
     assert server.key_name == "zuul"
-    assert server.image.id == conn.image.find_image("Fake Precise").id
+    assert server.image.id == _found(conn.image.find_image("Fake Precise")).id
     (entry,) = server.addresses["private"]
     assert entry["OS-EXT-IPS:type"] == "fixed"
     assert entry["OS-EXT-IPS-MAC:mac_addr"].startswith("fa:16:3e:")
@@ -259,8 +268,8 @@ def test_invalid_create_requests_are_400(conn: openstack.connection.Connection) 
     with pytest.raises(exceptions.BadRequestException, match="networks"):
         conn.compute.create_server(
             name="x",
-            flavor_id=conn.compute.find_flavor("Fake Flavor").id,
-            image_id=conn.image.find_image("Fake Precise").id,
+            flavor_id=_found(conn.compute.find_flavor("Fake Flavor")).id,
+            image_id=_found(conn.image.find_image("Fake Precise")).id,
         )
 
 
@@ -349,11 +358,11 @@ def test_console_output(sim: SimulatedCloud, conn: openstack.connection.Connecti
 def test_boot_from_volume_creates_and_cleans_up_volume(
     sim: SimulatedCloud, conn: openstack.connection.Connection
 ) -> None:
-    image = conn.image.find_image("Fake Precise")
+    image = _found(conn.image.find_image("Fake Precise"))
     created = conn.compute.create_server(
         name="np-bfv",
-        flavor_id=conn.compute.find_flavor("Fake Flavor").id,
-        networks=[{"uuid": conn.network.find_network("private").id}],
+        flavor_id=_found(conn.compute.find_flavor("Fake Flavor")).id,
+        networks=[{"uuid": _found(conn.network.find_network("private")).id}],
         block_device_mapping=[
             {
                 "boot_index": 0,
@@ -402,7 +411,7 @@ def test_floating_ip_create_attach_detach_delete(
     sim: SimulatedCloud, conn: openstack.connection.Connection
 ) -> None:
     server = _wait(conn, _boot(conn))
-    public = conn.network.find_network("public")
+    public = _found(conn.network.find_network("public"))
     fip = conn.network.create_ip(floating_network_id=public.id)
     assert ipaddress.ip_address(fip.floating_ip_address) in ipaddress.ip_network("127.0.30.0/24")
     assert fip.status == "DOWN"
@@ -428,15 +437,15 @@ def test_cloud_layer_boot_with_auto_floating_ip(
         "np-auto",
         image=conn.get_image("Fake Precise"),
         flavor=conn.get_flavor("Fake Flavor"),
-        nics=[{"net-id": conn.get_network("private").id}],
+        nics=[{"net-id": _found(conn.get_network("private")).id}],
         meta={"nodepool_node_id": "0000000002"},
         wait=False,
     )
-    server = conn.get_server_by_id(created.id)
+    server = _found(conn.get_server_by_id(created.id))
     assert server.status == "ACTIVE"
     assert conn._needs_floating_ip(server=server, nat_destination=None)
     fip = conn.create_floating_ip(server=server, wait=True)
-    server = conn.get_server(created.id)
+    server = _found(conn.get_server(created.id))
     assert server.public_v4 == fip["floating_ip_address"]
     assert server.interface_ip == server.public_v4
     assert server.private_v4.startswith("127.0.20.")
@@ -477,7 +486,7 @@ def test_image_upload_ends_active_with_properties_listed(
     (record,) = [i for i in sim.images() if i.name == "fake-image-0000000001"]
     assert record.disk_format == "qcow2"
     assert ("PUT", f"/image/v2/images/{image.id}/file") in sim.requests_log
-    conn.image.delete_image(image)
+    conn.image.delete_image(image.id)
     assert conn.image.find_image("fake-image-0000000001") is None
 
 
@@ -486,7 +495,7 @@ def test_cloud_layer_create_image_as_upstream_nodepool_calls_it(
 ) -> None:
     data = tmp_path / "img.raw"
     data.write_bytes(b"x" * 1000)
-    image = conn.create_image(
+    image = _found(conn.create_image(
         name="np-image",
         filename=str(data),
         is_public=False,
@@ -494,9 +503,9 @@ def test_cloud_layer_create_image_as_upstream_nodepool_calls_it(
         timeout=5,
         disk_format="raw",
         nodepool_build_id="0000000003",
-    )
+    ))
     assert image.status == "active"
-    found = conn.get_image("np-image", filters={"status": "active"})
+    found = _found(conn.get_image("np-image", filters={"status": "active"}))
     assert (found.id, found.visibility) == (image.id, "private")
 
 
@@ -515,7 +524,7 @@ def test_uploaded_image_stays_saving_for_the_upload_delay(
 def test_image_properties_can_be_patched(conn: openstack.connection.Connection) -> None:
     image = conn.image.create_image(name="empty", disk_format="raw", container_format="bare")
     assert image.status == "queued"
-    conn.image.update_image(image, nodepool_upload_id="7")
+    conn.image.update_image(image.id, nodepool_upload_id="7")
     assert conn.image.get_image(image.id).properties["nodepool_upload_id"] == "7"
 
 
@@ -563,9 +572,9 @@ def test_concurrent_creates_never_exceed_quota(
     sim: SimulatedCloud, conn: openstack.connection.Connection
 ) -> None:
     sim.set_quota(instances=4)
-    flavor = conn.compute.find_flavor("Small Flavor").id
-    image = conn.image.find_image("Fake Precise").id
-    network = conn.network.find_network("private").id
+    flavor = _found(conn.compute.find_flavor("Small Flavor")).id
+    image = _found(conn.image.find_image("Fake Precise")).id
+    network = _found(conn.network.find_network("private")).id
     outcomes: list[str] = []
 
     def create(n: int) -> None:

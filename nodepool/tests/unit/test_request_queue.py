@@ -21,7 +21,7 @@ def request(request_id: str, labels=("a",), state=models.REQUESTED, relative=0,
 
 
 def ids(queue: RequestQueue) -> list[str]:
-    return [r.id for r in queue.snapshot()]
+    return [str(r.id) for r in queue.snapshot()]
 
 
 def test_serving_order_servable_first_then_priority():
