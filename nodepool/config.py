@@ -29,7 +29,7 @@ import voluptuous as v
 import yaml
 
 from nodepool.driver import ConfigValue, Driver, ProviderConfig, registry
-from nodepool.exceptions import ConfigError, DriverNotFound
+from nodepool.exceptions import ConfigError, DriverNotFound, ProviderNotImplemented
 
 log = logging.getLogger("nodepool.config")
 
@@ -629,6 +629,26 @@ def _load_provider(doc: _Document, i: int, item: Any, config: Config, strict: bo
                    "it with the traceback logged by nodepool.config)"))
     if provider is not None and not problems:
         problems = _undefined_labels(doc, place, provider, config)
+        if problems and strict and driver.config_only:
+            # Upstream's validator looks for these only in OpenStack
+            # providers; for a provider this build does not serve anyway,
+            # keep its verdict and warn of what its loader refuses.
+            report.warnings.extend(
+                f"{problem} (the launcher would leave this provider out for it)"
+                for problem in problems)
+            problems = []
+    if provider is not None and not problems and driver.config_only:
+        # Understood, checked, but this build cannot serve it: left out
+        # like a provider that cannot be loaded, so the others serve on.
+        if strict:
+            report.warnings.append(doc.message(
+                place, f"provider {provider.name!r} uses driver {driver.name!r}, whose "
+                       "configuration this build understands but which cannot launch "
+                       "nodes yet: this provider will not serve in this build (the "
+                       "launcher and the builder leave it out)"))
+        else:
+            problems = [doc.message(place, str(ProviderNotImplemented(provider.name,
+                                                                      driver.name)))]
     if problems:
         if provider is not None:
             _withdraw(config, provider)
