@@ -387,7 +387,14 @@ class _Document:
                 msg = "unknown setting (check the spelling; see the configuration reference)"
             elif msg == "required key not provided":
                 msg = "required setting is missing"
-            out.append(self.message(prefix + list(err.path), msg))
+            # A rule over several keys ("one of a, b or c") ends the path
+            # with the rule itself: the place is the mapping holding them.
+            path = list(err.path)
+            while path and not _is_place(path[-1]):
+                path.pop()
+            message = self.message(prefix + path, msg)
+            if message not in out:
+                out.append(message)
         return out
 
     def check(self, schema: v.Schema, value: Any, prefix: list[Any], strict: bool,
@@ -406,6 +413,13 @@ class _Document:
                     prefix + place, "unknown setting, ignored (check the spelling; "
                     "nodepool config-validate reports it as an error)"))
         return self.invalid(others, prefix)
+
+
+def _is_place(part: Any) -> bool:
+    """Whether a voluptuous error path part names a key or an index."""
+    if isinstance(part, v.Marker):
+        part = part.schema
+    return isinstance(part, (str, int))
 
 
 def _split_unknown(schema: v.Schema, value: Any) -> tuple[list[list[Any]], list[v.Invalid]]:

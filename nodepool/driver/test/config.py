@@ -27,11 +27,8 @@ class TestDriverPool(ConfigPool):
 def testdriver_schema() -> dict:
     """The provider keys beyond name, driver, max-concurrency and priority
     (upstream requires neither ``pools`` nor a pool's ``name`` here)."""
-    pool = {
-        **ConfigPool.schema(),
-        "name": str,
-        "labels": [str],
-    }
+    pool = {key: value for key, value in ConfigPool.schema().items() if key != "name"}
+    pool.update({"name": str, "labels": [str]})
     return {"pools": [pool]}
 
 
