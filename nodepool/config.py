@@ -29,7 +29,7 @@ import voluptuous as v
 import yaml
 
 from nodepool.driver import ConfigValue, Driver, ProviderConfig, registry
-from nodepool.exceptions import ConfigError, DriverNotFound
+from nodepool.exceptions import ConfigError, DriverNotFound, ProviderNotImplemented
 
 log = logging.getLogger("nodepool.config")
 
@@ -387,7 +387,14 @@ class _Document:
                 msg = "unknown setting (check the spelling; see the configuration reference)"
             elif msg == "required key not provided":
                 msg = "required setting is missing"
-            out.append(self.message(prefix + list(err.path), msg))
+            # A rule over several keys ("one of a, b or c") ends the path
+            # with the rule itself: the place is the mapping holding them.
+            path = list(err.path)
+            while path and not _is_place(path[-1]):
+                path.pop()
+            message = self.message(prefix + path, msg)
+            if message not in out:
+                out.append(message)
         return out
 
     def check(self, schema: v.Schema, value: Any, prefix: list[Any], strict: bool,
@@ -406,6 +413,13 @@ class _Document:
                     prefix + place, "unknown setting, ignored (check the spelling; "
                     "nodepool config-validate reports it as an error)"))
         return self.invalid(others, prefix)
+
+
+def _is_place(part: Any) -> bool:
+    """Whether a voluptuous error path part names a key or an index."""
+    if isinstance(part, v.Marker):
+        part = part.schema
+    return isinstance(part, (str, int))
 
 
 def _split_unknown(schema: v.Schema, value: Any) -> tuple[list[list[Any]], list[v.Invalid]]:
@@ -629,6 +643,26 @@ def _load_provider(doc: _Document, i: int, item: Any, config: Config, strict: bo
                    "it with the traceback logged by nodepool.config)"))
     if provider is not None and not problems:
         problems = _undefined_labels(doc, place, provider, config)
+        if problems and strict and driver.config_only:
+            # Upstream's validator looks for these only in OpenStack
+            # providers; for a provider this build does not serve anyway,
+            # keep its verdict and warn of what its loader refuses.
+            report.warnings.extend(
+                f"{problem} (the launcher would leave this provider out for it)"
+                for problem in problems)
+            problems = []
+    if provider is not None and not problems and driver.config_only:
+        # Understood, checked, but this build cannot serve it: left out
+        # like a provider that cannot be loaded, so the others serve on.
+        if strict:
+            report.warnings.append(doc.message(
+                place, f"provider {provider.name!r} uses driver {driver.name!r}, whose "
+                       "configuration this build understands but which cannot launch "
+                       "nodes yet: this provider will not serve in this build (the "
+                       "launcher and the builder leave it out)"))
+        else:
+            problems = [doc.message(place, str(ProviderNotImplemented(provider.name,
+                                                                      driver.name)))]
     if problems:
         if provider is not None:
             _withdraw(config, provider)

@@ -13,6 +13,22 @@ class DriverNotFound(ConfigError):
     """A provider names a driver that is not installed."""
 
 
+class ProviderNotImplemented(ConfigError):
+    """A provider uses a driver whose configuration this build understands
+    but which cannot launch nodes or take uploads yet (``Driver.config_only``).
+    The daemons leave such a provider out and serve the others;
+    ``config-validate`` accepts it with a warning."""
+
+    def __init__(self, provider_name: str, driver_name: str) -> None:
+        self.provider_name = provider_name
+        self.driver_name = driver_name
+        super().__init__(
+            f"provider {provider_name!r} uses driver {driver_name!r}: its configuration is "
+            "understood, but launching nodes with it is not implemented in this build yet; "
+            "this provider is left out (no nodes are launched and no images uploaded for it; "
+            "see 'Drivers understood but not served yet' in the documentation)")
+
+
 class LaunchError(NodepoolError):
     """A node could not be launched.
 

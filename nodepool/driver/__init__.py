@@ -511,6 +511,15 @@ class Driver:
 
     name: ClassVar[str] = ""
 
+    #: True for a driver whose configuration this build understands (every
+    #: key of upstream's schema, its defaults and checks) but which cannot
+    #: serve yet: ``config-validate`` accepts its providers with a warning,
+    #: the daemons leave them out (as a provider that cannot be loaded, so
+    #: the others keep serving), and :meth:`getProvider` raises
+    #: :class:`~nodepool.exceptions.ProviderNotImplemented`.  See
+    #: :class:`nodepool.driver.config_only.ConfigOnlyDriver`.
+    config_only: ClassVar[bool] = False
+
     def reset(self) -> None:
         """Forget process-wide state (e.g. a cached clouds.yaml) before a
         configuration (re)load."""

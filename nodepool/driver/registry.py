@@ -20,13 +20,18 @@ log = logging.getLogger("nodepool.driver.registry")
 
 _BUILTIN = {
     "aws": "nodepool.driver.aws:AwsDriver",
+    "azure": "nodepool.driver.azure:AzureDriver",
     "example": "nodepool.driver.example:ExampleDriver",
     "fake": "nodepool.driver.fake:FakeDriver",
+    "gce": "nodepool.driver.gce:GceDriver",
+    "ibmvpc": "nodepool.driver.ibmvpc:IbmVpcDriver",
     "kubernetes": "nodepool.driver.kubernetes:KubernetesDriver",
+    "metastatic": "nodepool.driver.metastatic:MetastaticDriver",
     "openshift": "nodepool.driver.openshift:OpenShiftDriver",
     "openshiftpods": "nodepool.driver.openshiftpods:OpenShiftPodsDriver",
     "openstack": "nodepool.driver.openstack:OpenStackDriver",
     "static": "nodepool.driver.static:StaticDriver",
+    "test": "nodepool.driver.test:TestDriver",
 }
 
 _drivers: dict[str, Driver] = {}
