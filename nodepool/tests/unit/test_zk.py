@@ -96,6 +96,42 @@ def test_tls_trusts_configured_ca_then_system_store(zk_info, tmp_path, monkeypat
     assert f"the CA in zookeeper-tls ({other}) does not sign" in caplog.text
 
 
+def test_multiread_returns_what_single_reads_return(zk):
+    """Many reads in a few requests, under the chroot: each result is what
+    kazoo's own get or get_children gives, failures as exceptions."""
+    from kazoo.exceptions import NoNodeError
+
+    from nodepool.zk import multiread
+
+    kazoo = zk.kazoo
+    kazoo.create("/mr/a", b'{"x": 1}', makepath=True)
+    kazoo.create("/mr/empty", b"")
+    kazoo.create("/mr/\u00e9t\u00e9", "\u00e9".encode())
+    for i in range(3):
+        kazoo.create(f"/mr/a/child-{i}")
+    ops = [(multiread.GET_DATA, "/mr/a"), (multiread.GET_CHILDREN, "/mr/a"),
+           (multiread.GET_DATA, "/mr/missing"), (multiread.GET_CHILDREN, "/mr/missing"),
+           (multiread.GET_DATA, "/mr/empty"), (multiread.GET_CHILDREN, "/mr/empty"),
+           (multiread.GET_DATA, "/mr/\u00e9t\u00e9"), (multiread.GET_CHILDREN, "/")]
+    # More operations than one request carries.
+    ops = ops * (multiread.BATCH // len(ops) + 2)
+    results = multiread.read_many(kazoo, ops)
+    assert len(results) == len(ops)
+    for (op, path), got in zip(ops, results, strict=True):
+        try:
+            expected = kazoo.get(path) if op == multiread.GET_DATA else kazoo.get_children(path)
+        except NoNodeError:
+            assert isinstance(got, NoNodeError)
+            continue
+        if op == multiread.GET_DATA:
+            assert got == expected
+        else:
+            assert sorted(got) == sorted(expected)
+    assert sorted(results[7]) == ["mr"]
+    assert [got[0] for got in multiread.read_many(kazoo, ops[:1], stats=False)] == [
+        b'{"x": 1}']
+
+
 def test_node_ids_are_sequential_and_readable(zk):
     first, second = make_node(), make_node()
     zk.store_node(first)
