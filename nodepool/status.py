@@ -135,11 +135,11 @@ def age(timestamp: float, now: float | None = None) -> str:
 
     A timestamp in the future (clock skew between hosts) shows as zero.
     """
-    delta = max((time.time() if now is None else now) - timestamp, 0)
-    minutes, seconds = divmod(int(delta), 60)
-    hours, minutes = divmod(minutes, 60)
-    days, hours = divmod(hours, 24)
-    return f"{days:02d}:{hours:02d}:{minutes:02d}:{seconds:02d}"
+    seconds = int((time.time() if now is None else now) - timestamp)
+    if seconds < 0:
+        seconds = 0
+    return "%02d:%02d:%02d:%02d" % (seconds // 86400, seconds // 3600 % 24,
+                                    seconds // 60 % 60, seconds % 60)
 
 
 _scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
@@ -555,7 +555,7 @@ def _plain(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value)
+        return ",".join(map(str, value))
     return str(value)
 
 
@@ -582,8 +582,8 @@ def render_text(table: Table, fields: Sequence[str] | None = None,
         if key == "age" or key.endswith("_age"):
             cells.append([_age_cell(row.get(key), now) for row in rows])
         else:
-            values = [row.get(key) for row in rows]
-            cells.append([v if v.__class__ is str else _plain(v) for v in values])
+            cells.append([v if (v := row.get(key)).__class__ is str else _plain(v)
+                          for row in rows])
     return format_columns([header for _, header in columns], cells)
 
 
@@ -609,9 +609,10 @@ def format_columns(headers: Sequence[str], columns: Sequence[Sequence[str]]) -> 
     widths = [max(len(h), max(map(len, col), default=0))
               for h, col in zip(headers, columns, strict=True)]
     rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    template = "| " + " | ".join(f"{{:<{w}}}" for w in widths) + " |"
-    out = [rule, template.format(*headers), rule]
-    out.extend(template.format(*row) for row in zip(*columns, strict=True))
+    # Printable ASCII only: padding by %-Ns is what prettytable does.
+    template = "| " + " | ".join(f"%-{w}s" for w in widths) + " |"
+    out = [rule, template % tuple(headers), rule]
+    out.extend(template % row for row in zip(*columns, strict=True))
     out.append(rule)
     return "\n".join(out)
 
