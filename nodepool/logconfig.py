@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import copy
 import logging
-import logging.config
-import logging.handlers
 import os
+import sys
 from typing import Any
 
-import yaml
+# logging.config (with logging.handlers) and yaml are imported where they
+# are used: ``nodepool list`` and the other short commands without ``-l``
+# need neither, and logging.config alone costs them milliseconds.
 
 DEFAULT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 DICT_EXTENSIONS = (".yaml", ".yml", ".json")
@@ -94,6 +95,20 @@ def default_config(debug: bool = False, logfile: str | None = None,
     return config
 
 
+def log_warnings_to_stderr() -> None:
+    """What a command line tool logs without ``-l`` or ``--debug``:
+    warnings and errors on stderr in the default format, except kazoo's
+    report of every failed connection attempt (the command's own error
+    says it better).  Set up directly, without a dictConfig, on a logging
+    module nothing has configured yet."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(MultiLineFormatter(DEFAULT_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    logging.getLogger("kazoo").setLevel(logging.CRITICAL)
+
+
 class LoggingConfig:
     """A logging configuration, read (and checked as far as possible)
     when created, applied with ``apply()``; applying it again (e.g. in
@@ -108,6 +123,8 @@ class LoggingConfig:
     def apply(self) -> None:
         """Configure logging; LoggingConfigError when the configuration
         names something that does not exist or cannot be opened."""
+        import logging.config
+
         try:
             if self._ini_path is not None:
                 logging.config.fileConfig(self._ini_path, disable_existing_loggers=False)
@@ -139,6 +156,8 @@ def load_config(path: str) -> LoggingConfig:
             raise LoggingConfigError(
                 f"cannot read the logging configuration {path}: {e.strerror}") from e
         return LoggingConfig(ini_path=path, source=path)
+    import yaml
+
     try:
         with open(path) as f:
             conf = yaml.safe_load(f)

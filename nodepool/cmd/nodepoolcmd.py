@@ -36,6 +36,7 @@ from nodepool.cmd.context import (
     znode_name,
 )
 from nodepool.exceptions import ConfigError
+from nodepool.logconfig import log_warnings_to_stderr
 from nodepool.zk import listing, models
 from nodepool.zk.exceptions import ZKException, ZKLockException
 
@@ -442,12 +443,10 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 1
-    setup_logging(args.logconfig, debug=args.debug)
-    if not args.debug and not args.logconfig:
-        logging.getLogger().setLevel(logging.WARNING)
-        # kazoo reports every failed connection attempt; our own message
-        # says it better.
-        logging.getLogger("kazoo").setLevel(logging.CRITICAL)
+    if args.debug or args.logconfig:
+        setup_logging(args.logconfig, debug=args.debug)
+    else:
+        log_warnings_to_stderr()
     # A short-lived process building tens of thousands of small objects:
     # the cyclic garbage collector would only slow it down.
     gc.disable()

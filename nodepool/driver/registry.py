@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from importlib.metadata import entry_points
 
 from nodepool.driver import Driver
 from nodepool.exceptions import DriverNotFound
@@ -43,9 +42,17 @@ def _load(spec: str) -> type[Driver]:
     return getattr(importlib.import_module(module_name), attr)
 
 
+def _entry_points() -> list:
+    # importlib.metadata costs a short command (``nodepool list``) more
+    # than all of its own modules: imported only when a driver is looked
+    # up.
+    from importlib.metadata import entry_points
+    return list(entry_points(group="nodepool.drivers"))
+
+
 def available() -> list[str]:
     names = set(_BUILTIN)
-    names.update(ep.name for ep in entry_points(group="nodepool.drivers"))
+    names.update(ep.name for ep in _entry_points())
     return sorted(names)
 
 
@@ -59,7 +66,7 @@ def get_driver(name: str) -> Driver:
         if name in _BUILTIN:
             cls = _load(_BUILTIN[name])
         else:
-            for ep in entry_points(group="nodepool.drivers"):
+            for ep in _entry_points():
                 if ep.name == name:
                     cls = ep.load()
                     break

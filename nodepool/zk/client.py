@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import logging
 import select
+import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kazoo.client import KazooState
 from kazoo.handlers.threading import KazooTimeoutError, SequentialThreadingHandler
+from kazoo.handlers.utils import create_tcp_connection
 from kazoo.retry import KazooRetry
 
 from nodepool.zk.exceptions import ZKConnectionError, ZKTLSRequired
@@ -88,6 +91,66 @@ class PollingHandler(SequentialThreadingHandler):
                 if obj in wlist and events & (select.POLLOUT | select.POLLHUP | select.POLLERR):
                     writable.append(obj)
         return readable, writable, []
+
+    def create_connection(self, address: tuple[str, int], hostname: str | None = None,
+                          timeout: float | None = None, use_ssl: bool = False,
+                          ca: str | None = None, certfile: str | None = None,
+                          keyfile: str | None = None, keyfile_password: str | None = None,
+                          verify_certs: bool = True, check_hostname: bool = False,
+                          **kwargs: Any) -> socket.socket:
+        """kazoo's connection, but a TLS one trusts the configured CA
+        first.
+
+        kazoo also loads the system's CA store for every connection, which
+        costs more CPU than the rest of the connection set-up (and most of
+        a short ``nodepool list``).  ZooKeeper's certificates are signed
+        by the CA of ``zookeeper-tls``; only when the server's certificate
+        does not verify against it are the system's CAs added, as kazoo
+        (and so upstream) would have trusted them.
+        """
+        if not use_ssl or not ca or kwargs:
+            return create_tcp_connection(
+                socket, address, hostname=hostname, timeout=timeout, use_ssl=use_ssl,
+                ca=ca, certfile=certfile, keyfile=keyfile,
+                keyfile_password=keyfile_password, verify_certs=verify_certs,
+                check_hostname=check_hostname, **kwargs)
+        settings = (ca, certfile, keyfile, keyfile_password, verify_certs, check_hostname)
+        try:
+            return _tls_connection(address, hostname, timeout, settings, system_cas=False)
+        except ssl.SSLCertVerificationError:
+            sock = _tls_connection(address, hostname, timeout, settings, system_cas=True)
+            log.warning("ZooKeeper at %s:%s presented a certificate that the CA in "
+                        "zookeeper-tls (%s) does not sign; it is trusted through the "
+                        "system's CA store.  Set zookeeper-tls ca to the CA that signs "
+                        "the servers' certificates", address[0], address[1], ca)
+            return sock
+
+
+def _tls_connection(address: tuple[str, int], hostname: str | None,
+                    timeout: float | None, settings: tuple[Any, ...],
+                    system_cas: bool) -> ssl.SSLSocket:
+    """One TLS connection as kazoo makes it (TLS 1.2 or later, the client
+    certificate, no hostname check unless asked), trusting ``ca`` and,
+    with ``system_cas``, the system's CA store."""
+    ca, certfile, keyfile, password, verify_certs, check_hostname = settings
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if system_cas:
+        context.load_default_certs(ssl.Purpose.SERVER_AUTH)
+    context.check_hostname = check_hostname
+    context.verify_mode = ssl.CERT_REQUIRED if verify_certs else ssl.CERT_NONE
+    context.load_verify_locations(ca)
+    if certfile and keyfile:
+        context.load_cert_chain(certfile=certfile, keyfile=keyfile, password=password)
+    family = socket.getaddrinfo(address[0], address[1], 0, socket.SOCK_STREAM)[0][0]
+    sock = context.wrap_socket(socket.socket(family), server_hostname=hostname)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(address)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class ZooKeeperClient:

@@ -71,10 +71,14 @@ class RawImage:
 
 
 def _children(zk: ZooKeeper, path: str) -> list[str]:
-    try:
-        return zk.kazoo.get_children(path)
-    except NoNodeError:
+    # Read like the records (see multiread): kazoo's own getChildren
+    # decodes ten thousand node ids at a fraction of the speed.
+    got = read_many(zk.kazoo, [(GET_CHILDREN, path)])[0]
+    if isinstance(got, NoNodeError):
         return []
+    if isinstance(got, Exception):
+        raise got
+    return got
 
 
 def _ok(result: Any) -> bool:
@@ -106,9 +110,11 @@ def iter_nodes(zk: ZooKeeper, with_locks: bool = True,
         contenders = 0
         if with_locks:
             lock_children = next(results)
-            if _ok(lock_children):
+            # Usually an empty list (unlocked), else the contenders' names,
+            # or NoNodeError for a node never locked.
+            if lock_children.__class__ is list and lock_children:
                 contenders = sum(1 for c in lock_children if is_lock_child(c))
-        if _ok(got):
+        if got.__class__ is tuple:
             yield RawRecord(node_id, got[0], contenders)
 
 

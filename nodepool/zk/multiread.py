@@ -17,6 +17,7 @@ pipelined one by one instead.
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -31,9 +32,7 @@ from kazoo.protocol.serialization import (
     ZnodeStat,
     int_struct,
     multiheader_struct,
-    read_string,
     stat_struct,
-    write_string,
 )
 
 log = logging.getLogger("nodepool.zk.multiread")
@@ -46,13 +45,25 @@ GET_CHILDREN = 8
 # limit (jute.maxbuffer) that other clients enforce.
 BATCH = 400
 
-_ERROR = -1
 _STAT_SIZE = stat_struct.size
+_END = multiheader_struct.pack(-1, True, -1)
+
+
+_op_structs: dict[int, struct.Struct] = {}
+
+
+def _op_struct(path_length: int) -> struct.Struct:
+    """One operation of a multiRead request as one struct: the multi
+    header, the path and the (unset) watch flag."""
+    op_struct = _op_structs.get(path_length)
+    if op_struct is None:
+        op_struct = _op_structs[path_length] = struct.Struct(f"!iBii{path_length}sB")
+    return op_struct
 
 
 class MultiRead:
     """The ``multiRead`` request: a list of ``(GET_DATA | GET_CHILDREN,
-    path)`` operations, paths already carrying the client's chroot.
+    path)`` operations, paths relative to ``chroot`` (the client's).
 
     The reply is a list in operation order: ``(data, ZnodeStat)`` for a
     getData, a list of child names for a getChildren, or an exception
@@ -62,21 +73,30 @@ class MultiRead:
 
     type = 22
 
-    def __init__(self, ops: Sequence[tuple[int, str]], stats: bool = True) -> None:
+    def __init__(self, ops: Sequence[tuple[int, str]], stats: bool = True,
+                 chroot: str = "") -> None:
         self.ops = ops
         self.stats = stats
+        self.chroot = chroot
 
-    def serialize(self) -> bytearray:
-        b = bytearray()
+    def serialize(self) -> bytes:
+        # A listing sends tens of thousands of operations: one pack call
+        # each (paths of a listing mostly share a length).
+        chroot = self.chroot
+        parts: list[bytes] = []
+        append = parts.append
         for op, path in self.ops:
-            b += multiheader_struct.pack(op, False, -1)
-            b += write_string(path)
-            b.append(0)  # no watch
-        b += multiheader_struct.pack(-1, True, -1)
-        return b
+            if chroot:
+                path = chroot if path == "/" else chroot + path
+            encoded = path.encode()
+            length = len(encoded)
+            append(_op_struct(length).pack(op, False, -1, length, encoded, 0))
+        append(_END)
+        return b"".join(parts)
 
     def deserialize(self, buf: bytes, offset: int) -> list[Any]:
         out: list[Any] = []
+        append = out.append
         unpack_int = int_struct.unpack_from
         unpack_header = multiheader_struct.unpack_from
         header_size = multiheader_struct.size
@@ -92,25 +112,27 @@ class MultiRead:
                 if length < 0:
                     data = None
                 else:
-                    data = bytes(buf[offset:offset + length])
+                    data = buf[offset:offset + length]
                     offset += length
                 if stats:
-                    out.append((data, ZnodeStat._make(stat_struct.unpack_from(buf, offset))))
+                    append((data, ZnodeStat._make(stat_struct.unpack_from(buf, offset))))
                 else:
-                    out.append((data, None))
+                    append((data, None))
                 offset += _STAT_SIZE
             elif op == GET_CHILDREN:
                 count = unpack_int(buf, offset)[0]
                 offset += 4
                 children = []
-                for _ in range(max(count, 0)):
-                    child, offset = read_string(buf, offset)
-                    children.append(child)
-                out.append(children)
+                for _ in range(count):
+                    length = unpack_int(buf, offset)[0]
+                    offset += 4
+                    children.append(buf[offset:offset + length].decode())
+                    offset += length
+                append(children)
             else:
                 code = unpack_int(buf, offset)[0]
                 offset += 4
-                out.append(EXCEPTIONS[code or err]())
+                append(EXCEPTIONS[code or err]())
 
     def __repr__(self) -> str:
         return f"MultiRead({len(self.ops)} operations)"
@@ -163,10 +185,8 @@ def _send(client: Any, ops: Sequence[tuple[int, str]], stats: bool) -> list[Any]
     chroot = client.chroot or ""
     pending = []
     for start in range(0, len(ops), BATCH):
-        batch = [(op, chroot + path if path != "/" or not chroot else chroot)
-                 for op, path in ops[start:start + BATCH]]
         result = client.handler.async_result()
-        client._call(MultiRead(batch, stats), result)
+        client._call(MultiRead(ops[start:start + BATCH], stats, chroot), result)
         pending.append(result)
     return pending
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import stat
 import subprocess
@@ -703,3 +704,22 @@ def test_request_against_a_running_launcher(launcher_factory, zk_info, zk, tmp_p
     wait_for(lambda: node_data(zk, node_id)["allocated_to"] is None, 30)
     assert node_data(zk, node_id)["state"] == "ready"
     assert zk.request_ids() == [] or all(r.startswith("900-") for r in zk.request_ids())
+
+
+def test_cli_logs_warnings_only_unless_debugging(zk_info, tmp_path):
+    """Without -l or --debug a command prints warnings (here: an unknown
+    setting) on stderr in the daemons' format, and nothing at INFO;
+    --debug adds the rest."""
+    config = tmp_path / "nodepool.yaml"
+    config.write_text(zk_info.config_yaml() + CONFIG_TAIL + "no-such-setting: 1\n")
+    cli = CLI(config)
+    proc = cli("list")
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "no-such-setting" in line]
+    assert warnings, proc.stderr
+    assert re.match(r"\d{4}-\d\d-\d\d [\d:,]+ WARNING nodepool\.config: ", warnings[0])
+    assert " INFO " not in proc.stderr
+    proc = cli("--debug", "list")
+    assert proc.returncode == 0, proc.stderr
+    assert "no-such-setting" in proc.stderr
+    assert re.search(r" INFO nodepool\.zk\.client: Connected to ZooKeeper", proc.stderr)

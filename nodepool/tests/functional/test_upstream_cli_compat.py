@@ -34,6 +34,16 @@ clouds:
 """
 
 
+def upstream_env(clouds: pathlib.Path) -> dict[str, str]:
+    """The environment of an upstream command: without PYTHONPATH (the
+    documented test command points it at this tree, whose ``nodepool``
+    package would then shadow upstream's) or a statsd host."""
+    env = dict(os.environ, OS_CLIENT_CONFIG_FILE=str(clouds))
+    env.pop("STATSD_HOST", None)
+    env.pop("PYTHONPATH", None)
+    return env
+
+
 @pytest.fixture(scope="session")
 def upstream_nodepool() -> pathlib.Path:
     exe = VENV / "bin" / "nodepool"
@@ -61,8 +71,7 @@ def test_upstream_cli_lists_our_nodes_and_requests(upstream_nodepool, zk_info, z
     zuul.wait_request(waiting)
     clouds = tmp_path / "clouds.yaml"
     clouds.write_text(CLOUDS_YAML)
-    env = dict(os.environ, OS_CLIENT_CONFIG_FILE=str(clouds))
-    env.pop("STATSD_HOST", None)
+    env = upstream_env(clouds)
 
     def run(*args):
         result = subprocess.run([str(upstream_nodepool), "-c", str(tmp_path / "nodepool.yaml"),
@@ -107,8 +116,7 @@ def test_upstream_cli_lists_uploads_with_checks(upstream_nodepool, zk_info, zk, 
     (tmp_path / "nodepool.yaml").write_text(fake_config(zk_info))
     clouds = tmp_path / "clouds.yaml"
     clouds.write_text(CLOUDS_YAML)
-    env = dict(os.environ, OS_CLIENT_CONFIG_FILE=str(clouds))
-    env.pop("STATSD_HOST", None)
+    env = upstream_env(clouds)
     result = subprocess.run([str(upstream_nodepool), "-c", str(tmp_path / "nodepool.yaml"),
                              "image-list"], capture_output=True, text=True, env=env,
                             timeout=60)

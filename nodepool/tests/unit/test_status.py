@@ -170,6 +170,53 @@ def test_unexpected_field_types_do_not_break_rows():
     status.render_text(table)
 
 
+@pytest.mark.parametrize("state_time", ["NaN", "Infinity", "-Infinity", '"nan"', '"inf"',
+                                        '"1' + '0' * 400 + '"'])
+def test_time_that_is_not_a_finite_number_has_no_age(state_time):
+    data = record("node_held").replace(b'"state_time": ', f'"state_time": {state_time}, '
+                                       '"ignored": '.encode())
+    assert json.loads(data)["state_time"] is not None
+    for detail in (False, True):
+        table = status.node_list([RawRecord("1", data)], detail=detail)
+        assert table.rows[0]["state"] == "hold"
+        assert table.rows[0]["age"] is None
+        assert "| hold  |     |" in status.render_text(table)
+    upload = RawUpload("img", "b1", "p1", "0000000001",
+                       json.dumps({"state": "ready", "state_time": "nan"}).encode())
+    assert status.image_list([RawImage("img", uploads=[upload])]).rows[0]["age"] is None
+
+
+# Records the fast decoder refuses or cannot vouch for: json decides, and the
+# plain and the detailed listing agree on each.
+ODD_RECORDS = [
+    b'{"state": "ready", "state_time": 5, "x": NaN}',
+    b'{"state": "ready", "state_time": 5, "x": "\\ud800"}',
+    b'\xef\xbb\xbf{"state": "ready", "state_time": 5}',
+    '{"state": "ready", "state_time": 5}'.encode("utf-16"),
+    b'{"state": "ready", "state_time": 5, "user_data": {"note": "\xff"}}',
+    b'{"state": "ready", "state_time": 5, "state": "hold"}',
+    b'{"state": "ready", "state_time": 5} trailing',
+    b'{"state": "ready", "type": "one-label", "state_time": 5, "x": 1e400}',
+]
+
+
+@pytest.mark.parametrize("data", ODD_RECORDS)
+def test_plain_and_detailed_listing_read_a_record_alike(data):
+    try:
+        expected = json.loads(data)
+    except ValueError:
+        expected = None
+    plain = status.node_list([RawRecord("1", data)], now=10.0, detail=False).rows[0]
+    detailed = status.node_list([RawRecord("1", data)], now=10.0).rows[0]
+    assert plain == {k: detailed[k] for k in status.NODE_BASIC_FIELDS}
+    if expected is None:
+        assert plain["state"] == status.UNPARSABLE
+    else:
+        assert plain["state"] == expected["state"]
+        assert plain["age"] == "00:00:00:05"
+        assert plain["label"] == status.as_list(expected.get("type"))
+
+
 def test_cached_node_objects_give_the_same_row_as_raw_records():
     data = record("node_in_use")
     node = Node.deserialize(data, "0000000001")

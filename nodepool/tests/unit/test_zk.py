@@ -47,6 +47,91 @@ def test_unreachable_zookeeper_names_hosts(zk_info):
         client.connect(timeout=1)
 
 
+def _unrelated_ca(path):
+    """A CA certificate that signs nothing ZooKeeper presents."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "unrelated-ca")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return str(path)
+
+
+def test_tls_trusts_configured_ca_then_system_store(zk_info, tmp_path, monkeypatch,
+                                                    caplog):
+    """The configured CA is tried alone; a server certificate it does not
+    sign is still accepted through the system's CA store (as kazoo does),
+    with a warning telling the operator to fix zookeeper-tls."""
+    client = ZooKeeperClient(zk_info.hosts, zk_info.cert, zk_info.key, zk_info.ca)
+    with caplog.at_level("WARNING", logger="nodepool.zk.client"):
+        client.connect(timeout=10)
+    try:
+        assert client.kazoo.get_children("/") == []
+    finally:
+        client.disconnect()
+    assert "zookeeper-tls" not in caplog.text
+
+    # OpenSSL's system store follows SSL_CERT_FILE: make it the test CA.
+    monkeypatch.setenv("SSL_CERT_FILE", zk_info.ca)
+    other = _unrelated_ca(tmp_path / "other-ca.pem")
+    client = ZooKeeperClient(zk_info.hosts, zk_info.cert, zk_info.key, other)
+    with caplog.at_level("WARNING", logger="nodepool.zk.client"):
+        client.connect(timeout=10)
+    try:
+        assert client.kazoo.get_children("/") == []
+    finally:
+        client.disconnect()
+    assert f"the CA in zookeeper-tls ({other}) does not sign" in caplog.text
+
+
+def test_multiread_returns_what_single_reads_return(zk):
+    """Many reads in a few requests, under the chroot: each result is what
+    kazoo's own get or get_children gives, failures as exceptions."""
+    from kazoo.exceptions import NoNodeError
+
+    from nodepool.zk import multiread
+
+    kazoo = zk.kazoo
+    kazoo.create("/mr/a", b'{"x": 1}', makepath=True)
+    kazoo.create("/mr/empty", b"")
+    kazoo.create("/mr/\u00e9t\u00e9", "\u00e9".encode())
+    for i in range(3):
+        kazoo.create(f"/mr/a/child-{i}")
+    ops = [(multiread.GET_DATA, "/mr/a"), (multiread.GET_CHILDREN, "/mr/a"),
+           (multiread.GET_DATA, "/mr/missing"), (multiread.GET_CHILDREN, "/mr/missing"),
+           (multiread.GET_DATA, "/mr/empty"), (multiread.GET_CHILDREN, "/mr/empty"),
+           (multiread.GET_DATA, "/mr/\u00e9t\u00e9"), (multiread.GET_CHILDREN, "/")]
+    # More operations than one request carries.
+    ops = ops * (multiread.BATCH // len(ops) + 2)
+    results = multiread.read_many(kazoo, ops)
+    assert len(results) == len(ops)
+    for (op, path), got in zip(ops, results, strict=True):
+        try:
+            expected = kazoo.get(path) if op == multiread.GET_DATA else kazoo.get_children(path)
+        except NoNodeError:
+            assert isinstance(got, NoNodeError)
+            continue
+        if op == multiread.GET_DATA:
+            assert got == expected
+        else:
+            assert sorted(got) == sorted(expected)
+    assert sorted(results[7]) == ["mr"]
+    assert [got[0] for got in multiread.read_many(kazoo, ops[:1], stats=False)] == [
+        b'{"x": 1}']
+
+
 def test_node_ids_are_sequential_and_readable(zk):
     first, second = make_node(), make_node()
     zk.store_node(first)
