@@ -103,13 +103,24 @@ def is_lock_child(name: str) -> bool:
 
 class RecordLock(Lock):
     """kazoo's Lock recipe, except that it never creates the record it
-    locks.
+    locks, and takes one round trip less.
 
     The stock recipe creates missing parents of the lock dir; locking a
     node that is being deleted would then resurrect it as an empty znode.
     Here only the lock dir itself is created, and locking a vanished
     record fails.
+
+    A record's lock dir nearly always exists (it is made with the record,
+    or by the first lock ever taken on it), so the contender is created
+    straight away, and the dir only when that fails for want of it: the
+    stock recipe would check for the dir before every lock.  What others
+    see (the dir, the contender's name and data) is the same.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.assured_path = True
+        self._dir_made = False
 
     def _ensure_path(self):
         try:
@@ -117,6 +128,19 @@ class RecordLock(Lock):
         except NodeExistsError:
             pass
         self.assured_path = True
+
+    def _inner_acquire(self, blocking, timeout, ephemeral=True):
+        try:
+            return super()._inner_acquire(blocking, timeout, ephemeral=ephemeral)
+        except NoNodeError:
+            if self._dir_made:
+                raise
+        # No lock dir: make it (failing if the record is gone), then
+        # contend as usual.
+        self._dir_made = True
+        self.create_tried = False
+        self._ensure_path()
+        return super()._inner_acquire(blocking, timeout, ephemeral=ephemeral)
 
 
 class RequestLock(Lock):

@@ -1,6 +1,8 @@
 """The ZooKeeper layer against a real ZooKeeper (TLS, private chroot)."""
 
+import contextlib
 import json
+from collections import Counter
 
 import pytest
 from kazoo.client import KazooClient
@@ -28,6 +30,24 @@ def make_node(state=models.READY, label="ubuntu", provider="p1"):
     node.provider = provider
     node.pool = "main"
     return node
+
+
+@contextlib.contextmanager
+def requests_sent(kazoo):
+    """Count the requests a kazoo client sends, by type (a spy on its
+    request queue; what is sent is unchanged)."""
+    sent: Counter[str] = Counter()
+    call = kazoo._call
+
+    def counting(request, async_object):
+        sent[type(request).__name__] += 1
+        return call(request, async_object)
+
+    kazoo._call = counting
+    try:
+        yield sent
+    finally:
+        del kazoo._call
 
 
 def test_build_hosts_with_chroot_and_ipv6():
@@ -84,6 +104,41 @@ def test_node_lock_is_kazoo_lock_recipe(zk, zk_info):
     finally:
         other.stop()
         other.close()
+
+
+def test_node_lock_takes_three_round_trips(zk):
+    """Contender, children, record: the lock dir made with the record is
+    not looked for again on every lock."""
+    node = make_node()
+    zk.store_node(node)
+    zk.lock_node(node)
+    zk.unlock_node(node)
+    with requests_sent(zk.kazoo) as sent:
+        zk.lock_node(node, blocking=False)
+    assert sent == Counter(Create=1, GetChildren=1, GetData=1)
+    assert len(zk.node_lock_contenders(node.id)) == 1
+    zk.unlock_node(node)
+
+
+def test_node_lock_makes_a_missing_lock_dir(zk):
+    # A record written by someone who never locked it has no lock dir.
+    zk.kazoo.create("/nodepool/nodes/0000000042",
+                    make_node().serialize(), makepath=True)
+    node = Node("0000000042")
+    zk.lock_node(node, blocking=False)
+    assert node.state == models.READY
+    assert len(zk.node_lock_contenders(node.id)) == 1
+    zk.unlock_node(node)
+
+
+def test_locking_a_deleted_node_fails_without_resurrecting_it(zk):
+    node = make_node()
+    zk.store_node(node)
+    stale = zk.get_node(node.id)
+    zk.kazoo.delete(f"/nodepool/nodes/{node.id}", recursive=True)
+    with pytest.raises(ZKLockException):
+        zk.lock_node(stale, blocking=False)
+    assert zk.kazoo.exists(f"/nodepool/nodes/{node.id}") is None
 
 
 def test_lock_refreshes_data(zk):
