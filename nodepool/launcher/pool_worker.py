@@ -664,17 +664,25 @@ class PoolWorker(threading.Thread):
             if handler.done:  # abandoned before it started
                 handler.release_reservations()
                 return
-            fresh = self._lock_request(handler.request)
-            if fresh is None:
-                handler.release_reservations()
-                handler.done = True
-                return
-            fresh.state = models.PENDING
+            fresh = NodeRequest.fromDict(handler.request.toDict(), handler.request.id)
+            fresh.version = handler.request.version
+
+            def to_pending(request: NodeRequest) -> bool:
+                if request.state != models.REQUESTED or self.id in request.declined_by:
+                    return False
+                request.state = models.PENDING
+                return True
+
             try:
-                self.zk.store_request(fresh)
+                # Lock and mark pending, in one round trip when the cache
+                # is current.
+                taken = self.zk.claim_request(fresh, to_pending)
+            except ZKLockException:
+                taken = False
             except Exception:
                 self.log.exception("Could not mark request %s pending", fresh.id)
-                self.zk.unlock_request(fresh)
+                taken = False
+            if not taken:
                 handler.release_reservations()
                 handler.done = True
                 return

@@ -15,6 +15,7 @@ from typing import Any
 
 from kazoo.exceptions import (
     BadVersionError,
+    KazooException,
     LockTimeout,
     NodeExistsError,
     NoNodeError,
@@ -221,9 +222,11 @@ class ZooKeeper:
 
     def _lock(self, path: str, blocking: bool, timeout: float | None,
               identifier: str | None, ephemeral: bool = True,
-              record_lock: bool = False, lock_class: type[Lock] | None = None) -> Lock:
-        cls = lock_class or (RecordLock if record_lock else Lock)
-        lock = cls(self.kazoo, path, identifier=identifier)
+              record_lock: bool = False, lock_class: type[Lock] | None = None,
+              lock: Lock | None = None) -> Lock:
+        if lock is None:
+            cls = lock_class or (RecordLock if record_lock else Lock)
+            lock = cls(self.kazoo, path, identifier=identifier)
         try:
             got = lock.acquire(blocking=blocking, timeout=timeout, ephemeral=ephemeral)
         except LockTimeout as e:
@@ -548,13 +551,15 @@ class ZooKeeper:
             pass
 
     def lock_request(self, request: NodeRequest, blocking: bool = True,
-                     timeout: float | None = None, identifier: str | None = None) -> None:
+                     timeout: float | None = None, identifier: str | None = None,
+                     lock: Lock | None = None) -> None:
         """Lock a request and refresh its data; raises ZKLockException if
-        it is held elsewhere or vanished."""
+        it is held elsewhere or vanished.  (``lock``: a RequestLock to
+        acquire, made by the caller.)"""
         if request.lock is not None:
             raise ZKLockException(f"request {request.id} is already locked by this process")
         lock = self._lock(request_lock_path(_id(request)), blocking, timeout, identifier,
-                          lock_class=RequestLock)
+                          lock_class=RequestLock, lock=lock)
         try:
             exists = self.refresh_request(request)
         except Exception:
@@ -564,6 +569,69 @@ class ZooKeeper:
             self._release(lock)
             raise ZKLockException(f"request {request.id} was deleted while locking it")
         request.lock = lock
+
+    def claim_request(self, request: NodeRequest,
+                      change: Callable[[NodeRequest], bool]) -> bool:
+        """Lock ``request`` (the caller's own copy, updated in place)
+        without waiting and store it as ``change`` leaves it, keeping the
+        lock.
+
+        ``change(request)`` edits the request in place and says whether to
+        store it; when it says no, nothing is written, the lock is released
+        and False returned.  Raises ZKLockException when the request is
+        locked elsewhere or gone; on any other error the lock is released.
+
+        A request read from a cache (its ``version`` set) that was never
+        locked before takes one round trip: one transaction creates its
+        lock dir (so the contender is provably the first: kazoo's recipe
+        would find no predecessor) and the contender, and writes the
+        change only if the request is still at ``version`` (so the copy
+        that was changed is the current one).  Otherwise, as usual: lock,
+        re-read, change, write.
+        """
+        if request.lock is not None:
+            raise ZKLockException(f"request {request.id} is already locked by this process")
+        path = request_path(_id(request))
+        lock = RequestLock(self.kazoo, request_lock_path(_id(request)))
+        if request.version is not None:
+            cached = NodeRequest.fromDict(request.toDict(), request.id)
+            if change(cached):
+                transaction = self.kazoo.transaction()
+                transaction.create(lock.path)
+                transaction.create(lock.create_path, lock.data, ephemeral=True,
+                                   sequence=True)
+                transaction.set_data(path, cached.serialize(), version=request.version)
+                lock.create_tried = True
+                try:
+                    results = transaction.commit()
+                except KazooException:
+                    # Unknown whether it landed: the recipe below finds our
+                    # contender if it did (by its unique prefix).
+                    results = None
+                if results is not None and not any(
+                        isinstance(r, Exception) for r in results):
+                    lock.node = results[1].rsplit("/", 1)[1]
+                    lock.is_acquired = True
+                    lock.assured_path = True
+                    request.updateFromDict(cached.toDict())
+                    request.version = results[2].version
+                    request.mzxid = results[2].mzxid
+                    request.lock = lock
+                    return True
+                if results is not None:
+                    lock.create_tried = False
+                    if isinstance(results[0], NodeExistsError):
+                        lock.assured_path = True
+        self.lock_request(request, blocking=False, lock=lock)
+        try:
+            if not change(request):
+                self.unlock_request(request)
+                return False
+            self.store_request(request)
+        except Exception:
+            self.unlock_request(request)
+            raise
+        return True
 
     def unlock_request(self, request: NodeRequest) -> None:
         lock, request.lock = request.lock, None

@@ -200,6 +200,96 @@ def test_request_lock_path_and_vanished_request(zk):
         zk.lock_request(r, blocking=False)
 
 
+def _to_pending(request):
+    if request.state != models.REQUESTED or "me" in request.declined_by:
+        return False
+    request.state = models.PENDING
+    return True
+
+
+def _new_request(zk):
+    r = NodeRequest()
+    r.state = models.REQUESTED
+    r.node_types = ["ubuntu"]
+    zk.store_request(r, priority="200")
+    # A copy as a cache has it (with the version it was read at).
+    return zk.get_request(r.id)
+
+
+def _other_session(zk_info):
+    other = KazooClient(hosts=zk_info.hosts, use_ssl=True, certfile=zk_info.cert,
+                        keyfile=zk_info.key, ca=zk_info.ca)
+    other.start(timeout=10)
+    return other
+
+
+def test_claim_new_request_in_one_transaction(zk, zk_info):
+    # The first request ever also makes the root of the request locks.
+    first = _new_request(zk)
+    assert zk.claim_request(first, _to_pending)
+    request = _new_request(zk)
+    with requests_sent(zk.kazoo) as sent:
+        assert zk.claim_request(request, _to_pending)
+    assert sent == Counter(Transaction=1)
+    assert request.state == models.PENDING and request.lock is not None
+    stored = zk.get_request(request.id)
+    assert stored.state == models.PENDING and stored.version == request.version
+    # Exactly kazoo's recipe, as Zuul sees it: held until released.
+    contenders = zk.request_lock_contenders(request.id)
+    assert len(contenders) == 1 and contenders[0][-10:].isdigit()
+    other = _other_session(zk_info)
+    try:
+        lock = Lock(other, f"/nodepool/requests-lock/{request.id}")
+        assert not lock.acquire(blocking=False)
+        zk.unlock_request(request)
+        assert lock.acquire(blocking=False)
+        lock.release()
+    finally:
+        other.stop()
+        other.close()
+
+
+def test_claim_rereads_a_request_changed_since_cached(zk):
+    cached = _new_request(zk)
+    fresh = zk.get_request(cached.id)
+    fresh.declined_by.append("me")
+    zk.store_request(fresh)
+    assert not zk.claim_request(cached, _to_pending)
+    assert cached.lock is None and "me" in cached.declined_by
+    stored = zk.get_request(cached.id)
+    assert stored.state == models.REQUESTED
+    assert zk.request_lock_contenders(cached.id) == []
+
+
+def test_claim_request_locked_before(zk, zk_info):
+    request = _new_request(zk)
+    other = _other_session(zk_info)
+    try:
+        # Zuul revising the priority: lock, write, unlock.
+        lock = Lock(other, f"/nodepool/requests-lock/{request.id}")
+        assert lock.acquire(blocking=False)
+        with pytest.raises(ZKLockException):
+            zk.claim_request(zk.get_request(request.id), _to_pending)
+        assert zk.get_request(request.id).state == models.REQUESTED
+        lock.release()
+    finally:
+        other.stop()
+        other.close()
+    assert zk.claim_request(request, _to_pending)
+    assert zk.get_request(request.id).state == models.PENDING
+    assert len(zk.request_lock_contenders(request.id)) == 1
+    zk.unlock_request(request)
+    assert zk.request_lock_contenders(request.id) == []
+
+
+def test_claim_vanished_request(zk):
+    request = _new_request(zk)
+    zk.kazoo.delete(f"/nodepool/requests/{request.id}")
+    with pytest.raises(ZKLockException):
+        zk.claim_request(request, _to_pending)
+    assert zk.kazoo.exists(f"/nodepool/requests/{request.id}") is None
+
+
 def test_stale_request_locks_purged(zk):
     r = NodeRequest()
     r.state = models.REQUESTED
