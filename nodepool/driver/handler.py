@@ -337,7 +337,14 @@ class NodeRequestHandler:
         request = self.request
         request.nodes = [str(node.id) for node in self.slots if node is not None]
         request.state = models.FULFILLED
-        # Zuul's executor locks the nodes next, so they must be free.
+        # Zuul's executor locks the nodes next, so they must be free: in
+        # one step with the write when possible.
+        if self.zk.store_request_and_unlock(
+                request, [node for node in self.slots if node is not None]):
+            self.log.info("Fulfilled with nodes %s", request.nodes)
+            self._record_wait()
+            self.done = True
+            return
         self._unlock_nodes()
         try:
             self.zk.store_request(request)

@@ -633,6 +633,40 @@ class ZooKeeper:
             raise
         return True
 
+    def store_request_and_unlock(self, request: NodeRequest, nodes: Iterable[Node]) -> bool:
+        """Store ``request`` and release its lock and the locks of
+        ``nodes`` (those it holds), all in one transaction: whoever sees
+        the new request (Zuul seeing it fulfilled) finds the nodes
+        unlocked, as when they are unlocked first.  False when that could
+        not be done (the request is gone, a lock was lost, the connection
+        dropped): then nothing is changed, or it was and doing it again
+        step by step is harmless; the caller does that."""
+        lock = request.lock
+        held = [node for node in nodes if node.lock is not None]
+        locks = [node.lock for node in held] + [lock]
+        if any(lk is None or not lk.is_acquired or lk.node is None for lk in locks):
+            return False
+        transaction = self.kazoo.transaction()
+        for node in held:
+            transaction.delete(f"{node.lock.path}/{node.lock.node}")
+        transaction.set_data(request_path(_id(request)), request.serialize())
+        transaction.delete(f"{lock.path}/{lock.node}")
+        try:
+            results = transaction.commit()
+        except KazooException:
+            return False
+        if any(isinstance(r, Exception) for r in results):
+            return False
+        for lk in locks:
+            lk.is_acquired = False
+            lk.node = None
+        for node in held:
+            node.lock = None
+        request.lock = None
+        request.version = results[len(held)].version
+        request.mzxid = results[len(held)].mzxid
+        return True
+
     def unlock_request(self, request: NodeRequest) -> None:
         lock, request.lock = request.lock, None
         self._release(lock)

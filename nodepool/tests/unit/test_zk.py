@@ -290,6 +290,43 @@ def test_claim_vanished_request(zk):
     assert zk.kazoo.exists(f"/nodepool/requests/{request.id}") is None
 
 
+def test_fulfil_unlocks_in_the_same_transaction(zk):
+    request = _new_request(zk)
+    assert zk.claim_request(request, _to_pending)
+    nodes = [make_node(), make_node()]
+    for node in nodes:
+        zk.store_node(node)
+        zk.lock_node(node)
+    request.state = models.FULFILLED
+    request.nodes = [n.id for n in nodes]
+    with requests_sent(zk.kazoo) as sent:
+        assert zk.store_request_and_unlock(request, nodes)
+    assert sent == Counter(Transaction=1)
+    assert request.lock is None and all(n.lock is None for n in nodes)
+    stored = zk.get_request(request.id)
+    assert stored.state == models.FULFILLED and stored.nodes == request.nodes
+    assert stored.version == request.version
+    assert zk.request_lock_contenders(request.id) == []
+    assert all(zk.node_lock_contenders(n.id) == [] for n in nodes)
+
+
+def test_fulfil_of_a_vanished_request_changes_nothing(zk):
+    request = _new_request(zk)
+    assert zk.claim_request(request, _to_pending)
+    node = make_node()
+    zk.store_node(node)
+    zk.lock_node(node)
+    zk.kazoo.delete(f"/nodepool/requests/{request.id}")
+    request.state = models.FULFILLED
+    request.nodes = [node.id]
+    assert not zk.store_request_and_unlock(request, [node])
+    assert zk.kazoo.exists(f"/nodepool/requests/{request.id}") is None
+    assert node.lock is not None and len(zk.node_lock_contenders(node.id)) == 1
+    assert request.lock is not None and len(zk.request_lock_contenders(request.id)) == 1
+    zk.unlock_node(node)
+    zk.unlock_request(request)
+
+
 def test_stale_request_locks_purged(zk):
     r = NodeRequest()
     r.state = models.REQUESTED
