@@ -294,6 +294,20 @@ class NodeRequestHandler:
             return True
         return False
 
+    def fulfil_if_complete(self) -> None:
+        """Fulfil now if every slot holds a ready node and nothing is
+        launching (all were reused).  Called by the thread that just
+        started the request: a ready node is handed over without a hop
+        back through the pool worker and a finisher thread."""
+        if (self.done or self.launches or self.failed_reason is not None
+                or any(slot is None for slot in self.slots)):
+            return
+        try:
+            self._fulfil()
+        except Exception:
+            self.log.exception("Error fulfilling the request")
+            self.done = True
+
     def _fulfil_in_background(self) -> None:
         try:
             self._fulfil()

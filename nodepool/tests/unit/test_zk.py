@@ -141,6 +141,83 @@ def test_locking_a_deleted_node_fails_without_resurrecting_it(zk):
     assert zk.kazoo.exists(f"/nodepool/nodes/{node.id}") is None
 
 
+def _allocate(node):
+    if node.state != models.READY or node.allocated_to is not None:
+        return False
+    node.allocated_to = "200-0000000001"
+    return True
+
+
+def _ready_node(zk):
+    node = make_node()
+    zk.store_node(node)
+    # Locked and released once, as every node the launcher made.
+    zk.lock_node(node)
+    zk.unlock_node(node)
+    return zk.get_node(node.id)
+
+
+def test_claim_ready_node_in_one_transaction(zk, zk_info):
+    node = _ready_node(zk)
+    with requests_sent(zk.kazoo) as sent:
+        assert zk.claim_node(node, _allocate)
+    assert sent == Counter(Transaction=1)
+    assert node.lock is not None and node.allocated_to == "200-0000000001"
+    stored = zk.get_node(node.id)
+    assert stored.allocated_to == "200-0000000001" and stored.version == node.version
+    contenders = zk.node_lock_contenders(node.id)
+    assert len(contenders) == 1 and contenders[0][-10:].isdigit()
+    # Zuul's executor waits for the lock, and gets it once released.
+    other = _other_session(zk_info)
+    try:
+        lock = Lock(other, f"/nodepool/nodes/{node.id}/lock")
+        assert not lock.acquire(blocking=False)
+        zk.unlock_node(node)
+        assert lock.acquire(timeout=5)
+        lock.release()
+    finally:
+        other.stop()
+        other.close()
+
+
+def test_claim_node_held_elsewhere(zk, zk_info):
+    node = _ready_node(zk)
+    other = _other_session(zk_info)
+    try:
+        lock = Lock(other, f"/nodepool/nodes/{node.id}/lock")
+        assert lock.acquire(blocking=False)
+        with pytest.raises(ZKLockException):
+            zk.claim_node(zk.get_node(node.id), _allocate)
+        assert zk.get_node(node.id).allocated_to is None
+        # Their lock is untouched: still theirs, and the only contender.
+        assert zk.node_lock_contenders(node.id) == [lock.node]
+        assert lock.is_acquired
+        lock.release()
+    finally:
+        other.stop()
+        other.close()
+
+
+def test_claim_node_changed_since_cached(zk):
+    cached = _ready_node(zk)
+    fresh = zk.get_node(cached.id)
+    fresh.state = models.USED
+    zk.store_node(fresh)
+    assert not zk.claim_node(cached, _allocate)
+    assert cached.state == models.USED and cached.lock is None
+    assert zk.get_node(cached.id).allocated_to is None
+    assert zk.node_lock_contenders(cached.id) == []
+
+
+def test_claim_node_without_lock_dir(zk):
+    zk.kazoo.create("/nodepool/nodes/0000000042", make_node().serialize(), makepath=True)
+    node = zk.get_node("0000000042")
+    assert zk.claim_node(node, _allocate)
+    assert zk.get_node(node.id).allocated_to == "200-0000000001"
+    assert len(zk.node_lock_contenders(node.id)) == 1
+    zk.unlock_node(node)
+
+
 def test_lock_refreshes_data(zk):
     node = make_node()
     zk.store_node(node)
