@@ -33,8 +33,8 @@ from kazoo.exceptions import NoNodeError
 from nodepool.driver.deletion import delete_locked_node
 from nodepool.driver.launch import NodeLogger
 from nodepool.launcher.worker import LauncherWorker
-from nodepool.zk import models
-from nodepool.zk.models import Node
+from nodepool.zk import ZKLockException, models
+from nodepool.zk.models import ModelError, Node
 
 log = logging.getLogger("nodepool.DeletedNodeWorker")
 
@@ -205,15 +205,27 @@ class DeletedNodeWorker(LauncherWorker):
         return self.launcher.zk.try_lock_node(cached.id)
 
     def _delete_node(self, cached: Node, expected: str | None = None) -> None:
-        node = self._lock(cached)
-        if node is None:
-            return
+        def mark_deleting(node: Node) -> bool:
+            if expected is not None and node.state != expected:
+                return False
+            if expected is None and node.state not in models.CLEANUP_STATES:
+                return False
+            node.state = models.DELETING
+            return True
+
+        # Locked and marked ``deleting`` in one round trip when the cache
+        # is current.
+        node = Node.fromDict(cached.toDict(), cached.id)
+        node.version = cached.version
         zk = self.launcher.zk
         try:
-            if expected is not None and node.state != expected:
+            if not zk.claim_node(node, mark_deleting):
                 return
-            if expected is None and node.state not in models.CLEANUP_STATES:
-                return
+        except (ZKLockException, ModelError):
+            # Locked elsewhere, gone, or rewritten into something we
+            # cannot read: not ours to act on now.
+            return
+        try:
             try:
                 delete_node(self.launcher, node)
             except NoNodeError:
