@@ -42,6 +42,9 @@ DELETE_THREADS = 16
 MAX_BACKOFF = 60.0
 # An ``init`` record is normally locked within milliseconds of creation.
 INIT_GRACE = 30.0
+# How long a worker waits for the node cache to catch up with the events
+# received so far before acting on what it shows.
+BARRIER_TIMEOUT = 5.0
 
 
 class DeletedNodeWorker(LauncherWorker):
@@ -236,6 +239,16 @@ class DeletedNodeWorker(LauncherWorker):
                 zk.unlock_node(node)
 
     def _unallocate(self, cached: Node) -> None:
+        # The request's deletion may have been applied before the node's
+        # latest changes (the caches play back apart): Zuul locks a node
+        # and marks it in-use before it deletes the request.  Seeing those
+        # first spares a lock attempt on a node that is in use.
+        cache = self.launcher.node_cache
+        cache.barrier(BARRIER_TIMEOUT)
+        latest = cache.get(cached.id)
+        if (latest is None or latest.locked or latest.state != models.READY
+                or not latest.allocated_to):
+            return
         node = self._lock(cached)
         if node is None:
             return
