@@ -71,9 +71,19 @@ class DeletedNodeWorker(LauncherWorker):
                                             thread_name_prefix="NodeDeleter")
 
     def node_changed(self, key: str, old: Node | None, new: Node | None) -> None:
-        if new is not None and (new.state in models.CLEANUP_STATES
-                                or new.state in (models.READY, models.HOLD)):
-            self._mark([key])
+        # Only changes that can make a node ours to act on wake the
+        # worker: a locked node is someone's (its unlock is a change too),
+        # and a ready node allocated to a request that is still there is
+        # being handed out.  (Ages and expiries are for the full passes.)
+        if new is None or new.locked:
+            return
+        if new.state == models.READY:
+            if new.allocated_to and self.launcher.request_cache.get(
+                    new.allocated_to) is not None:
+                return
+        elif new.state not in models.CLEANUP_STATES and new.state != models.HOLD:
+            return
+        self._mark([key])
 
     def request_changed(self, key: str, old: Any, new: Any) -> None:
         if new is None:
