@@ -2,6 +2,7 @@
 
 import contextlib
 import json
+import threading
 from collections import Counter
 
 import pytest
@@ -488,6 +489,57 @@ def test_cache_resyncs_after_connection_drop(zk, zk_info):
     finally:
         cache.stop()
         writer.disconnect()
+
+
+def test_cache_never_goes_back_across_a_resync(zk, zk_info):
+    """Events that come while a resync reads its snapshot are read and
+    applied after it, and the ones after those are read at once: each
+    record's version only ever goes up, and the cache ends at the last."""
+    cache = RequestCache(zk)
+    versions: list[int] = []
+    cache.add_listener(lambda key, old, new: new is not None and versions.append(new.version))
+    cache.start()
+    writer = zk_info.client()
+    writer.connect(10)
+    wzk = ZooKeeper(writer)
+    stop = threading.Event()
+    request = NodeRequest()
+    request.state = models.REQUESTED
+    wzk.store_request(request)
+
+    def write() -> None:
+        while not stop.is_set():
+            request.relative_priority += 1
+            wzk.store_request(request)
+
+    try:
+        assert cache.wait_synced(10)
+        thread = threading.Thread(target=write)
+        thread.start()
+        try:
+            wait_for(lambda: len(versions) > 20)
+            resyncs = len(versions)
+            zk.kazoo._call(_CONNECTION_DROP, zk.kazoo.handler.async_result())
+            # Changes keep coming through the resync and after it.
+            wait_for(lambda: len(versions) > resyncs + 50)
+        finally:
+            stop.set()
+            thread.join()
+        wait_for(lambda: cache.get(request.id).version == request.version)
+        assert versions == sorted(versions)
+        assert cache.barrier(10)
+        assert cache.get(request.id).relative_priority == request.relative_priority
+    finally:
+        cache.stop()
+        writer.disconnect()
+
+
+def test_reads_at_once_only_from_watch_callbacks(zk):
+    from nodepool.zk.watch import ServerWatchedEvent
+    event = ServerWatchedEvent(None, None, "/nodepool/nodes")
+    event.server_path = zk.kazoo.chroot + "/nodepool/nodes"
+    with pytest.raises(RuntimeError, match="watch callbacks"):
+        zk.kazoo.read_now(event)
 
 
 def test_image_cache(zk):
