@@ -56,6 +56,8 @@ class DeletedNodeWorker(LauncherWorker):
         self._running = True
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
+        # Nodes a pass skipped because work on them was under way.
+        self._look_again: set[str] = set()
         self._retry_after: dict[str, tuple[float, float]] = {}
         # Monotonic time at which the latest completed full pass began:
         # every node the cache showed then has been looked at.
@@ -142,8 +144,12 @@ class DeletedNodeWorker(LauncherWorker):
         for node in nodes:
             if node.locked or node.provider not in providers:
                 continue
-            if node.id in self._busy:
-                continue
+            with self._busy_lock:
+                if node.id in self._busy:
+                    # Looked at again once that work is over: this change
+                    # may need something else done.
+                    self._look_again.add(str(node.id))
+                    continue
             retry = self._retry_after.get(str(node.id))
             if retry is not None and time.monotonic() < retry[0]:
                 continue
@@ -210,6 +216,10 @@ class DeletedNodeWorker(LauncherWorker):
         finally:
             with self._busy_lock:
                 self._busy.discard(cached.id)
+                again = node_id in self._look_again
+                self._look_again.discard(node_id)
+            if again:
+                self._mark([node_id])
             self._wake.set()
 
     # Acting ----------------------------------------------------------------
