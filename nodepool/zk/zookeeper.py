@@ -162,6 +162,11 @@ class ZooKeeper:
 
     def __init__(self, client: ZooKeeperClient) -> None:
         self.zk_client = client
+        # When each lock dir of a vanished request was made (epoch s), as
+        # read by delete_stale_request_locks (a lock dir's data, and so
+        # its mtime, never changes): each is looked up once, not on every
+        # cleanup pass for as long as it is kept.
+        self._lock_dir_times: dict[str, float] = {}
 
     @property
     def kazoo(self):
@@ -749,19 +754,29 @@ class ZooKeeper:
         existing = set(self.request_ids())
         removed = []
         now = time.time()
-        for request_id in self._children(REQUEST_LOCK_ROOT):
-            if request_id in existing:
+        lock_dirs = self._children(REQUEST_LOCK_ROOT)
+        times = self._lock_dir_times
+        listed = set(lock_dirs)
+        for request_id in [i for i in times if i not in listed]:
+            del times[request_id]
+        unknown = [i for i in lock_dirs if i not in existing and i not in times]
+        pending = [(i, self.kazoo.exists_async(request_lock_path(i))) for i in unknown]
+        for request_id, result in pending:
+            stat = result.get()
+            if stat is not None:
+                times[request_id] = stat.mtime / 1000
+        for request_id in lock_dirs:
+            made = times.get(request_id)
+            if request_id in existing or made is None or now - made < max_age:
                 continue
-            path = request_lock_path(request_id)
             try:
-                stat = self.kazoo.exists(path)
-                if stat is None or now - stat.mtime / 1000 < max_age:
-                    continue
                 # Non-recursive: fails if someone holds it right now.
-                self.kazoo.delete(path)
+                self.kazoo.delete(request_lock_path(request_id))
                 removed.append(request_id)
             except (NoNodeError, NotEmptyError):
                 continue
+            finally:
+                times.pop(request_id, None)
         return removed
 
     # Images -------------------------------------------------------------

@@ -416,6 +416,28 @@ def test_stale_request_locks_purged(zk):
     assert zk.delete_stale_request_locks(max_age=0) == [r.id]
 
 
+def test_stale_request_lock_ages_are_read_once(zk):
+    """A cleanup pass looks each lock dir of a vanished request up once;
+    later passes spend no request on it until it is old enough."""
+    ids = []
+    for _ in range(3):
+        r = NodeRequest()
+        r.state = models.REQUESTED
+        zk.store_request(r)
+        zk.lock_request(r)
+        zk.unlock_request(r)
+        zk.delete_request(r)
+        ids.append(r.id)
+    with requests_sent(zk.kazoo) as sent:
+        assert zk.delete_stale_request_locks(max_age=3600) == []
+    assert sent["Exists"] == 3
+    with requests_sent(zk.kazoo) as sent:
+        assert zk.delete_stale_request_locks(max_age=3600) == []
+    assert sent["Exists"] == 0
+    assert sorted(zk.delete_stale_request_locks(max_age=0)) == sorted(ids)
+    assert zk.kazoo.get_children("/nodepool/requests-lock") == []
+
+
 def test_image_records(zk):
     build = ImageBuild()
     build.state = models.READY
