@@ -58,6 +58,8 @@ class DeletedNodeWorker(LauncherWorker):
         self._busy_lock = threading.Lock()
         # Nodes a pass skipped because work on them was under way.
         self._look_again: set[str] = set()
+        # Nodes deleted here that the cache still shows.
+        self._gone: set[str] = set()
         self._retry_after: dict[str, tuple[float, float]] = {}
         # Monotonic time at which the latest completed full pass began:
         # every node the cache showed then has been looked at.
@@ -77,7 +79,11 @@ class DeletedNodeWorker(LauncherWorker):
         # worker: a locked node is someone's (its unlock is a change too),
         # and a ready node allocated to a request that is still there is
         # being handed out.  (Ages and expiries are for the full passes.)
-        if new is None or new.locked:
+        if new is None:
+            with self._busy_lock:
+                self._gone.discard(key)
+            return
+        if new.locked:
             return
         if new.state == models.READY:
             if new.allocated_to and self.launcher.request_cache.get(
@@ -85,6 +91,16 @@ class DeletedNodeWorker(LauncherWorker):
                 return
         elif new.state not in models.CLEANUP_STATES and new.state != models.HOLD:
             return
+        if (new.state in models.CLEANUP_STATES and self._running
+                and self.launcher.zk_client.connected):
+            # The common case, a used node Zuul let go: decided here (a
+            # few lookups) and handed to a delete thread at once, without
+            # waking the worker's thread in between.
+            try:
+                self._pass([new])
+                return
+            except Exception:
+                log.exception("Error deciding on node %s; leaving it to the worker", key)
         self._mark([key])
 
     def request_changed(self, key: str, old: Any, new: Any) -> None:
@@ -124,6 +140,8 @@ class DeletedNodeWorker(LauncherWorker):
             if full:
                 self._next_full = started + self.interval
                 nodes = cache.items()
+                with self._busy_lock:
+                    self._gone &= {str(n.id) for n in nodes}
             else:
                 nodes = [n for n in (cache.get(i) for i in dirty) if n is not None]
             try:
@@ -145,6 +163,9 @@ class DeletedNodeWorker(LauncherWorker):
             if node.locked or node.provider not in providers:
                 continue
             with self._busy_lock:
+                if node.id in self._gone:
+                    # Deleted by us; the cache has not shown it yet.
+                    continue
                 if node.id in self._busy:
                     # Looked at again once that work is over: this change
                     # may need something else done.
@@ -251,6 +272,8 @@ class DeletedNodeWorker(LauncherWorker):
         try:
             try:
                 delete_node(self.launcher, node)
+                with self._busy_lock:
+                    self._gone.add(str(node.id))
             except NoNodeError:
                 # Another launcher's deleter finished it first.
                 log.info("Node %s was deleted meanwhile", node.id)
