@@ -408,6 +408,13 @@ class Provider:
         the ZooKeeper facade) when it must not be used again."""
         return True
 
+    @property
+    def checks_reusable(self) -> bool:
+        """Whether this provider's :meth:`check_reusable` does more than
+        say yes.  When it does not, a ready node is locked and allocated
+        in one ZooKeeper round trip (nothing to check in between)."""
+        return type(self).check_reusable is not Provider.check_reusable
+
     def delete_node(self, node: Any) -> None:
         """Release the node's cloud resources and wait until they are gone
         (the node is locked and ``deleting``; the caller removes the record

@@ -141,9 +141,6 @@ class AdapterProvider(Provider):
     def recent_launch_errors(self) -> list[LaunchFailure]:
         return self._launch_errors.latest()
 
-    def check_reusable(self, node: Node) -> bool:
-        return True
-
     # Labels and images ----------------------------------------------------
 
     def hostname_for(self, node: Node) -> str:

@@ -43,6 +43,9 @@ class NodeRequestHandler:
         # starting it, or fulfilling it); only that thread touches the
         # handler meanwhile.
         self.busy = False
+        # Held while the pool worker polls the handler, or a launch's
+        # thread finishes the request (see _launch_done).
+        self._lock = threading.Lock()
         # Set once the request is locked and its launches started (or it
         # was given up).
         self.started = threading.Event()
@@ -99,7 +102,7 @@ class NodeRequestHandler:
             try:
                 self.launches[index] = self.provider.resume_launch(
                     node, label, self.pool, self.request,
-                    on_done=lambda h: self.worker.wake())
+                    on_done=self._launch_done)
             except Exception:
                 self.log.exception("Could not resume the launch of node %s", node.id)
                 node.state = models.FAILED
@@ -234,7 +237,7 @@ class NodeRequestHandler:
         try:
             handle = self.provider.launch(
                 node, label, self.pool, self.request, image_external_id,
-                on_done=lambda h: self.worker.wake(), reservation=reservation)
+                on_done=self._launch_done, reservation=reservation)
         except Exception:
             if claim is not None:
                 self.label_caps.release([claim])
@@ -245,9 +248,47 @@ class NodeRequestHandler:
 
     # Progress ------------------------------------------------------------
 
+    def _launch_done(self, handle: LaunchHandle) -> None:
+        """A launch of this request ended (on the provider's runner
+        thread).  When it was the last and every node is ready, the
+        request is fulfilled right here, without a hop through the pool
+        worker and a finisher thread; the pool worker then only reaps
+        the handler.  Anything else is the pool worker's to handle."""
+        try:
+            if handle.state == READY and self._lock.acquire(blocking=False):
+                try:
+                    self._fulfil_if_all_ready()
+                finally:
+                    self._lock.release()
+        except Exception:
+            self.log.exception("Error fulfilling the request")
+        finally:
+            self.worker.wake()
+
+    def _fulfil_if_all_ready(self) -> None:
+        if self.busy or self.done or self.failed_reason is not None:
+            return
+        if any(not h.complete or h.state != READY for h in self.launches.values()):
+            return
+        for index, handle in list(self.launches.items()):
+            del self.launches[index]
+            self.slots[index] = handle.node
+        if any(slot is None for slot in self.slots) or not self._request_exists():
+            return
+        self._fulfil()
+
     def poll(self) -> bool:
         """Advance; True when the request is finished (fulfilled,
         declined, or gone)."""
+        if not self._lock.acquire(blocking=False):
+            # A launch's thread is finishing the request right now.
+            return False
+        try:
+            return self._poll()
+        finally:
+            self._lock.release()
+
+    def _poll(self) -> bool:
         if self.busy:
             return False
         if self.done:
@@ -294,6 +335,20 @@ class NodeRequestHandler:
             return True
         return False
 
+    def fulfil_if_complete(self) -> None:
+        """Fulfil now if every slot holds a ready node and nothing is
+        launching (all were reused).  Called by the thread that just
+        started the request: a ready node is handed over without a hop
+        back through the pool worker and a finisher thread."""
+        if (self.done or self.launches or self.failed_reason is not None
+                or any(slot is None for slot in self.slots)):
+            return
+        try:
+            self._fulfil()
+        except Exception:
+            self.log.exception("Error fulfilling the request")
+            self.done = True
+
     def _fulfil_in_background(self) -> None:
         try:
             self._fulfil()
@@ -337,7 +392,14 @@ class NodeRequestHandler:
         request = self.request
         request.nodes = [str(node.id) for node in self.slots if node is not None]
         request.state = models.FULFILLED
-        # Zuul's executor locks the nodes next, so they must be free.
+        # Zuul's executor locks the nodes next, so they must be free: in
+        # one step with the write when possible.
+        if self.zk.store_request_and_unlock(
+                request, [node for node in self.slots if node is not None]):
+            self.log.info("Fulfilled with nodes %s", request.nodes)
+            self._record_wait()
+            self.done = True
+            return
         self._unlock_nodes()
         try:
             self.zk.store_request(request)

@@ -26,6 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 log = logging.getLogger("nodepool.driver.runner")
 
 DEFAULT_WORKERS = 8
+# Steps of one task run back to back on one thread when each asks for the
+# next at once and no other task is due (then it queues like any other).
+MAX_RUN_ON = 4
 
 
 class Task:
@@ -137,7 +140,9 @@ class StepRunner:
 
     def _push(self, task: Task, due: float) -> None:
         heapq.heappush(self._queue, (due, next(self._seq), task))
-        self._cond.notify_all()
+        if self._queue[0][2] is task:
+            # Due before whatever the scheduler waits for: wake it.
+            self._cond.notify_all()
 
     def _schedule(self) -> None:
         while True:
@@ -165,25 +170,49 @@ class StepRunner:
                         self._cond.notify_all()
 
     def _run(self, task: Task) -> None:
+        for _ in range(MAX_RUN_ON):
+            delay = self._step(task)
+            with self._cond:
+                woken = task in self._woken
+                self._woken.discard(task)
+                if delay is None:
+                    self._running_now.discard(task)
+                    self._tasks.discard(task)
+                elif not self._running:
+                    self._running_now.discard(task)
+                elif delay <= 0 or woken:
+                    if not self._queue or self._queue[0][0] > time.monotonic():
+                        # Due now and nothing else is: step it again on
+                        # this thread, without a hop through the
+                        # scheduler and another worker.
+                        continue
+                    self._running_now.discard(task)
+                    self._push(task, time.monotonic())
+                else:
+                    self._running_now.discard(task)
+                    self._push(task, time.monotonic() + delay)
+                if not self._running:
+                    # join() waits for the steps in progress.
+                    self._cond.notify_all()
+                return
+        with self._cond:
+            self._running_now.discard(task)
+            if self._running:
+                self._push(task, time.monotonic())
+            else:
+                self._cond.notify_all()
+
+    def _step(self, task: Task) -> float | None:
+        """One step of ``task``: the delay it asks for, None when over."""
         wait = self._limiter.delay()
         if wait:
             time.sleep(wait)
-        delay: float | None = None
         try:
-            delay = task.step()
+            return task.step()
         except BaseException as e:  # a task must not take the runner down
             log.exception("Unexpected error in a step of %s (runner %s)", task, self.name)
-            delay = None
             try:
                 task.crashed(e)
             except Exception:
                 log.exception("Error cleaning up after %s", task)
-        with self._cond:
-            self._running_now.discard(task)
-            woken = task in self._woken
-            self._woken.discard(task)
-            if delay is None:
-                self._tasks.discard(task)
-            elif self._running:
-                self._push(task, time.monotonic() + (0.0 if woken else max(0.0, delay)))
-            self._cond.notify_all()
+            return None

@@ -33,8 +33,8 @@ from kazoo.exceptions import NoNodeError
 from nodepool.driver.deletion import delete_locked_node
 from nodepool.driver.launch import NodeLogger
 from nodepool.launcher.worker import LauncherWorker
-from nodepool.zk import models
-from nodepool.zk.models import Node
+from nodepool.zk import ZKLockException, models
+from nodepool.zk.models import ModelError, Node
 
 log = logging.getLogger("nodepool.DeletedNodeWorker")
 
@@ -42,6 +42,9 @@ DELETE_THREADS = 16
 MAX_BACKOFF = 60.0
 # An ``init`` record is normally locked within milliseconds of creation.
 INIT_GRACE = 30.0
+# How long a worker waits for the node cache to catch up with the events
+# received so far before acting on what it shows.
+BARRIER_TIMEOUT = 5.0
 
 
 class DeletedNodeWorker(LauncherWorker):
@@ -53,6 +56,10 @@ class DeletedNodeWorker(LauncherWorker):
         self._running = True
         self._busy: set[str] = set()
         self._busy_lock = threading.Lock()
+        # Nodes a pass skipped because work on them was under way.
+        self._look_again: set[str] = set()
+        # Nodes deleted here that the cache still shows.
+        self._gone: set[str] = set()
         self._retry_after: dict[str, tuple[float, float]] = {}
         # Monotonic time at which the latest completed full pass began:
         # every node the cache showed then has been looked at.
@@ -68,9 +75,33 @@ class DeletedNodeWorker(LauncherWorker):
                                             thread_name_prefix="NodeDeleter")
 
     def node_changed(self, key: str, old: Node | None, new: Node | None) -> None:
-        if new is not None and (new.state in models.CLEANUP_STATES
-                                or new.state in (models.READY, models.HOLD)):
-            self._mark([key])
+        # Only changes that can make a node ours to act on wake the
+        # worker: a locked node is someone's (its unlock is a change too),
+        # and a ready node allocated to a request that is still there is
+        # being handed out.  (Ages and expiries are for the full passes.)
+        if new is None:
+            with self._busy_lock:
+                self._gone.discard(key)
+            return
+        if new.locked:
+            return
+        if new.state == models.READY:
+            if new.allocated_to and self.launcher.request_cache.get(
+                    new.allocated_to) is not None:
+                return
+        elif new.state not in models.CLEANUP_STATES and new.state != models.HOLD:
+            return
+        if (new.state in models.CLEANUP_STATES and self._running
+                and self.launcher.zk_client.connected):
+            # The common case, a used node Zuul let go: decided here (a
+            # few lookups) and handed to a delete thread at once, without
+            # waking the worker's thread in between.
+            try:
+                self._pass([new])
+                return
+            except Exception:
+                log.exception("Error deciding on node %s; leaving it to the worker", key)
+        self._mark([key])
 
     def request_changed(self, key: str, old: Any, new: Any) -> None:
         if new is None:
@@ -109,6 +140,8 @@ class DeletedNodeWorker(LauncherWorker):
             if full:
                 self._next_full = started + self.interval
                 nodes = cache.items()
+                with self._busy_lock:
+                    self._gone &= {str(n.id) for n in nodes}
             else:
                 nodes = [n for n in (cache.get(i) for i in dirty) if n is not None]
             try:
@@ -129,8 +162,15 @@ class DeletedNodeWorker(LauncherWorker):
         for node in nodes:
             if node.locked or node.provider not in providers:
                 continue
-            if node.id in self._busy:
-                continue
+            with self._busy_lock:
+                if node.id in self._gone:
+                    # Deleted by us; the cache has not shown it yet.
+                    continue
+                if node.id in self._busy:
+                    # Looked at again once that work is over: this change
+                    # may need something else done.
+                    self._look_again.add(str(node.id))
+                    continue
             retry = self._retry_after.get(str(node.id))
             if retry is not None and time.monotonic() < retry[0]:
                 continue
@@ -197,6 +237,10 @@ class DeletedNodeWorker(LauncherWorker):
         finally:
             with self._busy_lock:
                 self._busy.discard(cached.id)
+                again = node_id in self._look_again
+                self._look_again.discard(node_id)
+            if again:
+                self._mark([node_id])
             self._wake.set()
 
     # Acting ----------------------------------------------------------------
@@ -205,17 +249,31 @@ class DeletedNodeWorker(LauncherWorker):
         return self.launcher.zk.try_lock_node(cached.id)
 
     def _delete_node(self, cached: Node, expected: str | None = None) -> None:
-        node = self._lock(cached)
-        if node is None:
-            return
+        def mark_deleting(node: Node) -> bool:
+            if expected is not None and node.state != expected:
+                return False
+            if expected is None and node.state not in models.CLEANUP_STATES:
+                return False
+            node.state = models.DELETING
+            return True
+
+        # Locked and marked ``deleting`` in one round trip when the cache
+        # is current.
+        node = Node.fromDict(cached.toDict(), cached.id)
+        node.version = cached.version
         zk = self.launcher.zk
         try:
-            if expected is not None and node.state != expected:
+            if not zk.claim_node(node, mark_deleting):
                 return
-            if expected is None and node.state not in models.CLEANUP_STATES:
-                return
+        except (ZKLockException, ModelError):
+            # Locked elsewhere, gone, or rewritten into something we
+            # cannot read: not ours to act on now.
+            return
+        try:
             try:
                 delete_node(self.launcher, node)
+                with self._busy_lock:
+                    self._gone.add(str(node.id))
             except NoNodeError:
                 # Another launcher's deleter finished it first.
                 log.info("Node %s was deleted meanwhile", node.id)
@@ -224,6 +282,16 @@ class DeletedNodeWorker(LauncherWorker):
                 zk.unlock_node(node)
 
     def _unallocate(self, cached: Node) -> None:
+        # The request's deletion may have been applied before the node's
+        # latest changes (the caches play back apart): Zuul locks a node
+        # and marks it in-use before it deletes the request.  Seeing those
+        # first spares a lock attempt on a node that is in use.
+        cache = self.launcher.node_cache
+        cache.barrier(BARRIER_TIMEOUT)
+        latest = cache.get(cached.id)
+        if (latest is None or latest.locked or latest.state != models.READY
+                or not latest.allocated_to):
+            return
         node = self._lock(cached)
         if node is None:
             return

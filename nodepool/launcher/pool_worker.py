@@ -335,8 +335,31 @@ class PoolWorker(threading.Thread):
     def claim_ready_node(self, label: str, request: NodeRequest,
                          az: str | None) -> Node | None:
         """Lock and allocate a ready node of this pool for ``request``."""
+        def allocate(node: Node) -> bool:
+            if node.state != models.READY or node.allocated_to is not None:
+                return False
+            node.allocated_to = request.id
+            node.tenant_name = request.tenant_name
+            node.requestor = request.requestor
+            return True
+
         for cached in self._reusable(label, az):
             node = Node.fromDict(cached.toDict(), cached.id)
+            if not self.provider.checks_reusable:
+                # Nothing to check between lock and write: one round trip
+                # when the cache is current.
+                node.version = cached.version
+                try:
+                    taken = self.zk.claim_node(node, allocate)
+                except ZKLockException:
+                    continue
+                except Exception:
+                    self.log.exception("Could not allocate node %s", node.id)
+                    continue
+                self._remember_claim(node)
+                if taken:
+                    return node
+                continue
             try:
                 self.zk.lock_node(node, blocking=False)
             except ZKLockException:
@@ -348,9 +371,7 @@ class PoolWorker(threading.Thread):
                 self._remember_claim(node)
                 self.zk.unlock_node(node)
                 continue
-            node.allocated_to = request.id
-            node.tenant_name = request.tenant_name
-            node.requestor = request.requestor
+            allocate(node)
             try:
                 self.zk.store_node(node)
             except Exception:
@@ -664,17 +685,25 @@ class PoolWorker(threading.Thread):
             if handler.done:  # abandoned before it started
                 handler.release_reservations()
                 return
-            fresh = self._lock_request(handler.request)
-            if fresh is None:
-                handler.release_reservations()
-                handler.done = True
-                return
-            fresh.state = models.PENDING
+            fresh = NodeRequest.fromDict(handler.request.toDict(), handler.request.id)
+            fresh.version = handler.request.version
+
+            def to_pending(request: NodeRequest) -> bool:
+                if request.state != models.REQUESTED or self.id in request.declined_by:
+                    return False
+                request.state = models.PENDING
+                return True
+
             try:
-                self.zk.store_request(fresh)
+                # Lock and mark pending, in one round trip when the cache
+                # is current.
+                taken = self.zk.claim_request(fresh, to_pending)
+            except ZKLockException:
+                taken = False
             except Exception:
                 self.log.exception("Could not mark request %s pending", fresh.id)
-                self.zk.unlock_request(fresh)
+                taken = False
+            if not taken:
                 handler.release_reservations()
                 handler.done = True
                 return
@@ -684,6 +713,8 @@ class PoolWorker(threading.Thread):
             except Exception:
                 handler.log.exception("Error starting request handler")
                 handler.failed_reason = "internal error starting the request"
+            else:
+                handler.fulfil_if_complete()
         finally:
             handler.busy = False
             handler.started.set()

@@ -50,9 +50,17 @@ class LostRequests(LauncherWorker):
     # Events ------------------------------------------------------------
 
     def lock_changed(self, request_id: str, old: int | None, new: int | None) -> None:
-        """Request-lock cache listener: a lock lost its last contender."""
-        if not new:
-            self.check(request_id)
+        """Request-lock cache listener: a lock lost its last contender.
+
+        Only a request that is pending and not served here can be lost
+        (``take_over`` checks again): a request fulfilled here releases
+        its lock too, and that must not wake this worker every time."""
+        if new:
+            return
+        cached = self.launcher.request_cache.get(request_id)
+        if cached is None or cached.state != models.PENDING or self._handled_here(request_id):
+            return
+        self.check(request_id)
 
     def check(self, request_id: str) -> None:
         """Look at ``request_id`` soon (coalesced)."""

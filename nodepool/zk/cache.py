@@ -4,17 +4,20 @@ A daemon that polled ZooKeeper for 10,000 nodes every second would spend
 its time re-reading unchanged data.  Instead each cache sets one
 persistent recursive watch on its root and applies events as they come:
 
-* the watch callback (kazoo's connection thread) only queues the event;
-* the *issuer* thread turns each event into a pipelined asynchronous read
-  (or a removal) and queues that, in event order;
+* the watch callback (kazoo's connection thread) turns each event into a
+  read sent at once on the socket (or a removal) and queues that, in
+  event order: no other thread wakes to do it;
 * the *playback* thread waits for each read in order and applies it, then
-  tells listeners.
+  tells listeners;
+* the *issuer* thread resyncs: after every (re)connect it re-adds the
+  watch first and then reads a full snapshot.  Events that come
+  meanwhile are held back, then read (by this thread) and queued behind
+  the snapshot; only once those reads are answered do events go the
+  direct way again, so no read of an event is sent ahead of an older one.
 
 Because ZooKeeper answers one session's requests in order, applying the
-answers in queue order gives the latest state.  After every (re)connect the
-issuer re-adds the watch first and then reads a full snapshot, queued behind
-the events that came before it, so nothing that changed during an outage is
-missed.  Cached records are shared snapshots: callers must not change them;
+answers in queue order gives the latest state, and nothing that changed
+during an outage is missed.  Cached records are shared snapshots: callers must not change them;
 to act on a record, read or lock a fresh copy.
 """
 
@@ -62,6 +65,8 @@ _STOP = object()
 # Reads in flight at once while a cache reads its full snapshot.
 SNAPSHOT_BATCH = 500
 _RESYNC = object()
+# How long a resync waits for the reads of events held back meanwhile.
+READ_TIMEOUT = 30.0
 
 
 class TreeCache(Generic[R]):
@@ -81,6 +86,13 @@ class TreeCache(Generic[R]):
         self._synced = threading.Event()
         self._running = False
         self._threads: list[threading.Thread] = []
+        # Held while an event (or barrier) takes its place in the playback
+        # queue, so places follow the order events came in.
+        self._issue_lock = threading.Lock()
+        # While a resync runs (and until the first), events and barriers
+        # wait here.
+        self._resyncing = True
+        self._held: list[Any] = []
 
     # Lifecycle -------------------------------------------------------------
 
@@ -118,7 +130,11 @@ class TreeCache(Generic[R]):
         shows that change.
         """
         done = threading.Event()
-        self._events.put(("barrier", done))
+        with self._issue_lock:
+            if self._resyncing:
+                self._held.append(("barrier", done))
+            else:
+                self._playback.put(("barrier", None, done))
         return done.wait(timeout)
 
     def wait_synced(self, timeout: float | None = None) -> bool:
@@ -158,9 +174,9 @@ class TreeCache(Generic[R]):
     # Backlog (for the ``nodepool.launcher.<host>.zk.*`` gauges) ----------
 
     def event_queue_size(self) -> int:
-        """Watch events received but not yet turned into reads.  A growing
-        number means the issuer thread cannot keep up with ZooKeeper."""
-        return self._events.qsize()
+        """Watch events received but not yet turned into reads: those
+        held back while a resync reads its snapshot."""
+        return len(self._held)
 
     def playback_queue_size(self) -> int:
         """Reads issued but not yet applied.  A growing number means the
@@ -175,8 +191,17 @@ class TreeCache(Generic[R]):
             self._events.put(_RESYNC)
 
     def _on_event(self, event) -> None:
-        # kazoo connection thread: queue only.
-        self._events.put(event)
+        # kazoo's connection thread: send the read, queue it, never wait.
+        try:
+            with self._issue_lock:
+                if self._resyncing:
+                    self._held.append(event)
+                else:
+                    self._issue_event(event, self.zk.kazoo.read_now)
+        except Exception:
+            if self._running and self.zk.zk_client.connected:
+                log.exception("%s: error handling %r; resyncing", self.name, event)
+                self._events.put(_RESYNC)
 
     def _issue_loop(self) -> None:
         while True:
@@ -184,38 +209,61 @@ class TreeCache(Generic[R]):
             if item is _STOP:
                 self._playback.put((_STOP, None, None))
                 return
-            if isinstance(item, tuple) and item[0] == "barrier":
-                self._playback.put(("barrier", None, item[1]))
-                continue
             try:
-                if item is _RESYNC:
-                    self._issue_resync()
-                else:
-                    self._issue_event(item)
+                self._issue_resync()
             except Exception:
                 if self._running and self.zk.zk_client.connected:
-                    log.exception("%s: error handling %r; resyncing", self.name, item)
+                    log.exception("%s: error resyncing; trying again", self.name)
                     self._events.put(_RESYNC)
 
     def _issue_resync(self) -> None:
         if not self.zk.zk_client.connected:
             return
+        with self._issue_lock:
+            self._resyncing = True
         kazoo = self.zk.kazoo
         kazoo.ensure_path(self.root)
-        # Watch first: anything after this point arrives as an event queued
-        # behind the snapshot we are about to read.
+        # Watch first: anything after this point arrives as an event held
+        # back, then queued behind the snapshot we are about to read.  (A
+        # resync that fails keeps holding them, for the next one.)
         kazoo.add_recursive_watch(self.root, self._on_event)
         self._playback.put(("snapshot", self._read_snapshot(), None))
+        while True:
+            with self._issue_lock:
+                held, self._held = self._held, []
+                if not held:
+                    # Every read queued by this thread is answered: the
+                    # reads the connection thread sends from now on are
+                    # sent after them.
+                    self._resyncing = False
+                    return
+            reads = []
+            for item in held:
+                if isinstance(item, tuple) and item[0] == "barrier":
+                    self._playback.put(("barrier", None, item[1]))
+                else:
+                    reads.append(self._issue_event(
+                        item, lambda event: kazoo.get_async(event.path)))
+            for read in reads:
+                if read is not None:
+                    try:
+                        read.get(READ_TIMEOUT)
+                    except NoNodeError:
+                        pass
 
-    def _issue_event(self, event) -> None:
+    def _issue_event(self, event, read: Callable[[Any], Any]) -> Any:
+        """Queue ``event``'s place in the playback queue; the read sent
+        for it (``read(event)``), if any."""
         path = event.path
         if event.type == EventType.DELETED:
             self._playback.put(("deleted", path, None))
         elif event.type in (EventType.CREATED, EventType.CHANGED):
             if self._wants_data(path):
-                self._playback.put(("data", path, self.zk.kazoo.get_async(path)))
-            else:
-                self._playback.put(("created", path, None))
+                result = read(event)
+                self._playback.put(("data", path, result))
+                return result
+            self._playback.put(("created", path, None))
+        return None
 
     def _playback_loop(self) -> None:
         while True:

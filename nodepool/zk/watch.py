@@ -21,7 +21,7 @@ from typing import Any
 
 from kazoo.client import KazooClient
 from kazoo.protocol.connection import ConnectionHandler
-from kazoo.protocol.serialization import Watch, int_struct, write_string
+from kazoo.protocol.serialization import GetData, Watch, int_struct, write_string
 from kazoo.protocol.states import EventType, WatchedEvent
 
 log = logging.getLogger("nodepool.zk.watch")
@@ -60,7 +60,24 @@ class AddWatch:
 
 
 class _Connection(ConnectionHandler):
-    """Routes watch events to persistent recursive watchers as well."""
+    """Routes watch events to persistent recursive watchers as well, and
+    lets their callbacks send reads at once (:meth:`read_now`)."""
+
+    def read_now(self, path: str) -> Any:
+        """Send a read of ``path`` (as the server names it, chroot
+        included) and return its pending result.  Only on the connection
+        thread, from a watch callback: the request goes out on the socket
+        at once, as the connection thread sends queued ones, instead of
+        being queued for this thread by another (which must wake it)."""
+        client = self.client
+        result = client.handler.async_result()
+        request = GetData(path, None)
+        # (As kazoo numbers the requests it sends.)
+        self._xid = (self._xid % 2147483647) + 1  # type: ignore[has-type]
+        xid = self._xid
+        self._submit(request, client._session_timeout / 1000.0, xid)
+        client._pending.append((request, result, xid))
+        return result
 
     def _read_watch_event(self, buffer, offset):
         client = self.client
@@ -73,13 +90,21 @@ class _Connection(ConnectionHandler):
                     if watch.path == root or watch.path.startswith(root + "/"):
                         matching.extend(callbacks)
             if matching and not client._stopped.is_set():
-                ev = WatchedEvent(
+                ev = ServerWatchedEvent(
                     _EVENT_TYPES.get(watch.type, EventType.NONE),
                     client._state, client.unchroot(watch.path))
+                ev.server_path = watch.path
                 for callback in matching:
                     _dispatch(client, callback, ev)
         # One-shot watchers on the same path still fire the usual way.
         super()._read_watch_event(buffer, offset)
+
+
+class ServerWatchedEvent(WatchedEvent):
+    """A persistent watch's event; ``server_path`` is the path as the
+    server names it (chroot included), for :meth:`_Connection.read_now`."""
+
+    server_path: str = ""
 
 
 def _dispatch(client: KazooClient, callback: Callable, event: WatchedEvent) -> None:
@@ -121,6 +146,14 @@ class WatchingKazooClient(KazooClient):
         result = self.handler.async_result()
         self._call(AddWatch(full, PERSISTENT_RECURSIVE), result)
         result.get(timeout=timeout)
+
+    def read_now(self, event: WatchedEvent) -> Any:
+        """From a persistent watch's callback (on the connection thread):
+        read the path of ``event`` at once; the pending result."""
+        connection = self._connection
+        if threading.current_thread() is not getattr(connection, "_connection_routine", None):
+            raise RuntimeError("read_now is only for watch callbacks")
+        return connection.read_now(event.server_path)  # type: ignore[attr-defined]
 
     def remove_recursive_watch(self, path: str, callback: Callable) -> None:
         """Stop routing events to ``callback`` (the server-side watch ends

@@ -1,6 +1,9 @@
 """The ZooKeeper layer against a real ZooKeeper (TLS, private chroot)."""
 
+import contextlib
 import json
+import threading
+from collections import Counter
 
 import pytest
 from kazoo.client import KazooClient
@@ -28,6 +31,24 @@ def make_node(state=models.READY, label="ubuntu", provider="p1"):
     node.provider = provider
     node.pool = "main"
     return node
+
+
+@contextlib.contextmanager
+def requests_sent(kazoo):
+    """Count the requests a kazoo client sends, by type (a spy on its
+    request queue; what is sent is unchanged)."""
+    sent: Counter[str] = Counter()
+    call = kazoo._call
+
+    def counting(request, async_object):
+        sent[type(request).__name__] += 1
+        return call(request, async_object)
+
+    kazoo._call = counting
+    try:
+        yield sent
+    finally:
+        del kazoo._call
 
 
 def test_build_hosts_with_chroot_and_ipv6():
@@ -171,6 +192,118 @@ def test_node_lock_is_kazoo_lock_recipe(zk, zk_info):
         other.close()
 
 
+def test_node_lock_takes_three_round_trips(zk):
+    """Contender, children, record: the lock dir made with the record is
+    not looked for again on every lock."""
+    node = make_node()
+    zk.store_node(node)
+    zk.lock_node(node)
+    zk.unlock_node(node)
+    with requests_sent(zk.kazoo) as sent:
+        zk.lock_node(node, blocking=False)
+    assert sent == Counter(Create=1, GetChildren=1, GetData=1)
+    assert len(zk.node_lock_contenders(node.id)) == 1
+    zk.unlock_node(node)
+
+
+def test_node_lock_makes_a_missing_lock_dir(zk):
+    # A record written by someone who never locked it has no lock dir.
+    zk.kazoo.create("/nodepool/nodes/0000000042",
+                    make_node().serialize(), makepath=True)
+    node = Node("0000000042")
+    zk.lock_node(node, blocking=False)
+    assert node.state == models.READY
+    assert len(zk.node_lock_contenders(node.id)) == 1
+    zk.unlock_node(node)
+
+
+def test_locking_a_deleted_node_fails_without_resurrecting_it(zk):
+    node = make_node()
+    zk.store_node(node)
+    stale = zk.get_node(node.id)
+    zk.kazoo.delete(f"/nodepool/nodes/{node.id}", recursive=True)
+    with pytest.raises(ZKLockException):
+        zk.lock_node(stale, blocking=False)
+    assert zk.kazoo.exists(f"/nodepool/nodes/{node.id}") is None
+
+
+def _allocate(node):
+    if node.state != models.READY or node.allocated_to is not None:
+        return False
+    node.allocated_to = "200-0000000001"
+    return True
+
+
+def _ready_node(zk):
+    node = make_node()
+    zk.store_node(node)
+    # Locked and released once, as every node the launcher made.
+    zk.lock_node(node)
+    zk.unlock_node(node)
+    return zk.get_node(node.id)
+
+
+def test_claim_ready_node_in_one_transaction(zk, zk_info):
+    node = _ready_node(zk)
+    with requests_sent(zk.kazoo) as sent:
+        assert zk.claim_node(node, _allocate)
+    assert sent == Counter(Transaction=1)
+    assert node.lock is not None and node.allocated_to == "200-0000000001"
+    stored = zk.get_node(node.id)
+    assert stored.allocated_to == "200-0000000001" and stored.version == node.version
+    contenders = zk.node_lock_contenders(node.id)
+    assert len(contenders) == 1 and contenders[0][-10:].isdigit()
+    # Zuul's executor waits for the lock, and gets it once released.
+    other = _other_session(zk_info)
+    try:
+        lock = Lock(other, f"/nodepool/nodes/{node.id}/lock")
+        assert not lock.acquire(blocking=False)
+        zk.unlock_node(node)
+        assert lock.acquire(timeout=5)
+        lock.release()
+    finally:
+        other.stop()
+        other.close()
+
+
+def test_claim_node_held_elsewhere(zk, zk_info):
+    node = _ready_node(zk)
+    other = _other_session(zk_info)
+    try:
+        lock = Lock(other, f"/nodepool/nodes/{node.id}/lock")
+        assert lock.acquire(blocking=False)
+        with pytest.raises(ZKLockException):
+            zk.claim_node(zk.get_node(node.id), _allocate)
+        assert zk.get_node(node.id).allocated_to is None
+        # Their lock is untouched: still theirs, and the only contender.
+        assert zk.node_lock_contenders(node.id) == [lock.node]
+        assert lock.is_acquired
+        lock.release()
+    finally:
+        other.stop()
+        other.close()
+
+
+def test_claim_node_changed_since_cached(zk):
+    cached = _ready_node(zk)
+    fresh = zk.get_node(cached.id)
+    fresh.state = models.USED
+    zk.store_node(fresh)
+    assert not zk.claim_node(cached, _allocate)
+    assert cached.state == models.USED and cached.lock is None
+    assert zk.get_node(cached.id).allocated_to is None
+    assert zk.node_lock_contenders(cached.id) == []
+
+
+def test_claim_node_without_lock_dir(zk):
+    zk.kazoo.create("/nodepool/nodes/0000000042", make_node().serialize(), makepath=True)
+    node = zk.get_node("0000000042")
+    assert zk.claim_node(node, _allocate)
+    assert zk.get_node(node.id).allocated_to == "200-0000000001"
+    assert len(zk.node_lock_contenders(node.id)) == 1
+    zk.unlock_node(node)
+
+
 def test_lock_refreshes_data(zk):
     node = make_node()
     zk.store_node(node)
@@ -230,6 +363,133 @@ def test_request_lock_path_and_vanished_request(zk):
         zk.lock_request(r, blocking=False)
 
 
+def _to_pending(request):
+    if request.state != models.REQUESTED or "me" in request.declined_by:
+        return False
+    request.state = models.PENDING
+    return True
+
+
+def _new_request(zk):
+    r = NodeRequest()
+    r.state = models.REQUESTED
+    r.node_types = ["ubuntu"]
+    zk.store_request(r, priority="200")
+    # A copy as a cache has it (with the version it was read at).
+    return zk.get_request(r.id)
+
+
+def _other_session(zk_info):
+    other = KazooClient(hosts=zk_info.hosts, use_ssl=True, certfile=zk_info.cert,
+                        keyfile=zk_info.key, ca=zk_info.ca)
+    other.start(timeout=10)
+    return other
+
+
+def test_claim_new_request_in_one_transaction(zk, zk_info):
+    # The first request ever also makes the root of the request locks.
+    first = _new_request(zk)
+    assert zk.claim_request(first, _to_pending)
+    request = _new_request(zk)
+    with requests_sent(zk.kazoo) as sent:
+        assert zk.claim_request(request, _to_pending)
+    assert sent == Counter(Transaction=1)
+    assert request.state == models.PENDING and request.lock is not None
+    stored = zk.get_request(request.id)
+    assert stored.state == models.PENDING and stored.version == request.version
+    # Exactly kazoo's recipe, as Zuul sees it: held until released.
+    contenders = zk.request_lock_contenders(request.id)
+    assert len(contenders) == 1 and contenders[0][-10:].isdigit()
+    other = _other_session(zk_info)
+    try:
+        lock = Lock(other, f"/nodepool/requests-lock/{request.id}")
+        assert not lock.acquire(blocking=False)
+        zk.unlock_request(request)
+        assert lock.acquire(blocking=False)
+        lock.release()
+    finally:
+        other.stop()
+        other.close()
+
+
+def test_claim_rereads_a_request_changed_since_cached(zk):
+    cached = _new_request(zk)
+    fresh = zk.get_request(cached.id)
+    fresh.declined_by.append("me")
+    zk.store_request(fresh)
+    assert not zk.claim_request(cached, _to_pending)
+    assert cached.lock is None and "me" in cached.declined_by
+    stored = zk.get_request(cached.id)
+    assert stored.state == models.REQUESTED
+    assert zk.request_lock_contenders(cached.id) == []
+
+
+def test_claim_request_locked_before(zk, zk_info):
+    request = _new_request(zk)
+    other = _other_session(zk_info)
+    try:
+        # Zuul revising the priority: lock, write, unlock.
+        lock = Lock(other, f"/nodepool/requests-lock/{request.id}")
+        assert lock.acquire(blocking=False)
+        with pytest.raises(ZKLockException):
+            zk.claim_request(zk.get_request(request.id), _to_pending)
+        assert zk.get_request(request.id).state == models.REQUESTED
+        lock.release()
+    finally:
+        other.stop()
+        other.close()
+    assert zk.claim_request(request, _to_pending)
+    assert zk.get_request(request.id).state == models.PENDING
+    assert len(zk.request_lock_contenders(request.id)) == 1
+    zk.unlock_request(request)
+    assert zk.request_lock_contenders(request.id) == []
+
+
+def test_claim_vanished_request(zk):
+    request = _new_request(zk)
+    zk.kazoo.delete(f"/nodepool/requests/{request.id}")
+    with pytest.raises(ZKLockException):
+        zk.claim_request(request, _to_pending)
+    assert zk.kazoo.exists(f"/nodepool/requests/{request.id}") is None
+
+
+def test_fulfil_unlocks_in_the_same_transaction(zk):
+    request = _new_request(zk)
+    assert zk.claim_request(request, _to_pending)
+    nodes = [make_node(), make_node()]
+    for node in nodes:
+        zk.store_node(node)
+        zk.lock_node(node)
+    request.state = models.FULFILLED
+    request.nodes = [n.id for n in nodes]
+    with requests_sent(zk.kazoo) as sent:
+        assert zk.store_request_and_unlock(request, nodes)
+    assert sent == Counter(Transaction=1)
+    assert request.lock is None and all(n.lock is None for n in nodes)
+    stored = zk.get_request(request.id)
+    assert stored.state == models.FULFILLED and stored.nodes == request.nodes
+    assert stored.version == request.version
+    assert zk.request_lock_contenders(request.id) == []
+    assert all(zk.node_lock_contenders(n.id) == [] for n in nodes)
+
+
+def test_fulfil_of_a_vanished_request_changes_nothing(zk):
+    request = _new_request(zk)
+    assert zk.claim_request(request, _to_pending)
+    node = make_node()
+    zk.store_node(node)
+    zk.lock_node(node)
+    zk.kazoo.delete(f"/nodepool/requests/{request.id}")
+    request.state = models.FULFILLED
+    request.nodes = [node.id]
+    assert not zk.store_request_and_unlock(request, [node])
+    assert zk.kazoo.exists(f"/nodepool/requests/{request.id}") is None
+    assert node.lock is not None and len(zk.node_lock_contenders(node.id)) == 1
+    assert request.lock is not None and len(zk.request_lock_contenders(request.id)) == 1
+    zk.unlock_node(node)
+    zk.unlock_request(request)
+
+
 def test_stale_request_locks_purged(zk):
     r = NodeRequest()
     r.state = models.REQUESTED
@@ -239,6 +499,28 @@ def test_stale_request_locks_purged(zk):
     zk.delete_request(r)
     assert zk.delete_stale_request_locks(max_age=3600) == []
     assert zk.delete_stale_request_locks(max_age=0) == [r.id]
+
+
+def test_stale_request_lock_ages_are_read_once(zk):
+    """A cleanup pass looks each lock dir of a vanished request up once;
+    later passes spend no request on it until it is old enough."""
+    ids = []
+    for _ in range(3):
+        r = NodeRequest()
+        r.state = models.REQUESTED
+        zk.store_request(r)
+        zk.lock_request(r)
+        zk.unlock_request(r)
+        zk.delete_request(r)
+        ids.append(r.id)
+    with requests_sent(zk.kazoo) as sent:
+        assert zk.delete_stale_request_locks(max_age=3600) == []
+    assert sent["Exists"] == 3
+    with requests_sent(zk.kazoo) as sent:
+        assert zk.delete_stale_request_locks(max_age=3600) == []
+    assert sent["Exists"] == 0
+    assert sorted(zk.delete_stale_request_locks(max_age=0)) == sorted(ids)
+    assert zk.kazoo.get_children("/nodepool/requests-lock") == []
 
 
 def test_image_records(zk):
@@ -314,6 +596,57 @@ def test_cache_resyncs_after_connection_drop(zk, zk_info):
     finally:
         cache.stop()
         writer.disconnect()
+
+
+def test_cache_never_goes_back_across_a_resync(zk, zk_info):
+    """Events that come while a resync reads its snapshot are read and
+    applied after it, and the ones after those are read at once: each
+    record's version only ever goes up, and the cache ends at the last."""
+    cache = RequestCache(zk)
+    versions: list[int] = []
+    cache.add_listener(lambda key, old, new: new is not None and versions.append(new.version))
+    cache.start()
+    writer = zk_info.client()
+    writer.connect(10)
+    wzk = ZooKeeper(writer)
+    stop = threading.Event()
+    request = NodeRequest()
+    request.state = models.REQUESTED
+    wzk.store_request(request)
+
+    def write() -> None:
+        while not stop.is_set():
+            request.relative_priority += 1
+            wzk.store_request(request)
+
+    try:
+        assert cache.wait_synced(10)
+        thread = threading.Thread(target=write)
+        thread.start()
+        try:
+            wait_for(lambda: len(versions) > 20)
+            resyncs = len(versions)
+            zk.kazoo._call(_CONNECTION_DROP, zk.kazoo.handler.async_result())
+            # Changes keep coming through the resync and after it.
+            wait_for(lambda: len(versions) > resyncs + 50)
+        finally:
+            stop.set()
+            thread.join()
+        wait_for(lambda: cache.get(request.id).version == request.version)
+        assert versions == sorted(versions)
+        assert cache.barrier(10)
+        assert cache.get(request.id).relative_priority == request.relative_priority
+    finally:
+        cache.stop()
+        writer.disconnect()
+
+
+def test_reads_at_once_only_from_watch_callbacks(zk):
+    from nodepool.zk.watch import ServerWatchedEvent
+    event = ServerWatchedEvent(None, None, "/nodepool/nodes")
+    event.server_path = zk.kazoo.chroot + "/nodepool/nodes"
+    with pytest.raises(RuntimeError, match="watch callbacks"):
+        zk.kazoo.read_now(event)
 
 
 def test_image_cache(zk):
