@@ -674,13 +674,21 @@ def test_request_times_out_and_withdraws(cli, zk, pool):
 
 
 def test_request_interrupted_cleans_up(cli, zk, pool):
-    proc = subprocess.Popen(cli.argv("request", "fake-label"), cwd=REPO, env=cli.env,
+    # faulthandler: should the command hang, SIGABRT makes it print every
+    # thread's stack, and the failure shows where it was stuck.
+    proc = subprocess.Popen(cli.argv("request", "fake-label"), cwd=REPO,
+                            env=dict(cli.env, PYTHONFAULTHANDLER="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: zk.kazoo.exists("/nodepool/requests") and
                  zk.kazoo.get_children("/nodepool/requests"), 30)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            _, err = proc.communicate(timeout=30)
+            pytest.fail(f"nodepool request did not exit after SIGINT:\n{err}")
     finally:
         if proc.poll() is None:
             proc.kill()
