@@ -400,6 +400,31 @@ class ZooKeeper:
             raise ZKLockException(f"node {node.id} was deleted while locking it")
         node.lock = lock
 
+    def _commit_claim(self, transaction: Any, lock: Any, record: Any, claimed: Any,
+                      contender_at: int) -> list[Any] | None:
+        """Commit a one-round-trip claim: ``transaction`` creates our lock
+        contender in operation ``contender_at`` and ends by writing
+        ``claimed`` (the changed copy of ``record``).  When every operation
+        succeeded, ``record`` takes the claimed data, its new version and
+        ``lock`` (held).  Returns the results; None when it is unknown
+        whether the transaction landed (the lock recipe, which the caller
+        falls back to, then finds our contender by its unique prefix)."""
+        lock.create_tried = True
+        try:
+            results = transaction.commit()
+        except KazooException:
+            return None
+        if any(isinstance(r, Exception) for r in results):
+            lock.create_tried = False
+            return results
+        lock.node = results[contender_at].rsplit("/", 1)[1]
+        lock.is_acquired = True
+        record.updateFromDict(claimed.toDict())
+        record.version = results[-1].version
+        record.mzxid = results[-1].mzxid
+        record.lock = lock
+        return results
+
     def claim_node(self, node: Node, change: Callable[[Node], bool]) -> bool:
         """Lock ``node`` (the caller's own copy, updated in place) without
         waiting and store it as ``change`` leaves it, keeping the lock.
@@ -431,24 +456,9 @@ class ZooKeeper:
                                    sequence=True)
                 transaction.set_data(node_path(_id(node)), cached.serialize(),
                                      version=node.version)
-                lock.create_tried = True
-                try:
-                    results = transaction.commit()
-                except KazooException:
-                    # Unknown whether it landed: the recipe below finds our
-                    # contender if it did (by its unique prefix).
-                    results = None
-                if results is not None and not any(
-                        isinstance(r, Exception) for r in results):
-                    lock.node = results[2].rsplit("/", 1)[1]
-                    lock.is_acquired = True
-                    node.updateFromDict(cached.toDict())
-                    node.version = results[3].version
-                    node.mzxid = results[3].mzxid
-                    node.lock = lock
+                self._commit_claim(transaction, lock, node, cached, contender_at=2)
+                if node.lock is lock:
                     return True
-                if results is not None:
-                    lock.create_tried = False
         self._lock(lock.path, False, None, None, lock=lock)
         try:
             exists = self.refresh_node(node)
@@ -675,27 +685,13 @@ class ZooKeeper:
                 transaction.create(lock.create_path, lock.data, ephemeral=True,
                                    sequence=True)
                 transaction.set_data(path, cached.serialize(), version=request.version)
-                lock.create_tried = True
-                try:
-                    results = transaction.commit()
-                except KazooException:
-                    # Unknown whether it landed: the recipe below finds our
-                    # contender if it did (by its unique prefix).
-                    results = None
-                if results is not None and not any(
-                        isinstance(r, Exception) for r in results):
-                    lock.node = results[1].rsplit("/", 1)[1]
-                    lock.is_acquired = True
+                results = self._commit_claim(transaction, lock, request, cached,
+                                             contender_at=1)
+                if request.lock is lock:
                     lock.assured_path = True
-                    request.updateFromDict(cached.toDict())
-                    request.version = results[2].version
-                    request.mzxid = results[2].mzxid
-                    request.lock = lock
                     return True
-                if results is not None:
-                    lock.create_tried = False
-                    if isinstance(results[0], NodeExistsError):
-                        lock.assured_path = True
+                if results is not None and isinstance(results[0], NodeExistsError):
+                    lock.assured_path = True
         self.lock_request(request, blocking=False, lock=lock)
         try:
             if not change(request):
