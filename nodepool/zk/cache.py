@@ -17,7 +17,17 @@ persistent recursive watch on its root and applies events as they come:
 
 Because ZooKeeper answers one session's requests in order, applying the
 answers in queue order gives the latest state, and nothing that changed
-during an outage is missed.  Cached records are shared snapshots: callers must not change them;
+during an outage is missed.
+
+Records this process writes itself are not read back.  ZooKeeper sends a
+session the event of a change before the reply to the write that made it,
+and the events of later changes after that reply.  So while one of our
+writes to a path is in flight (:meth:`TreeCache.own_write_started`), the
+events for that path take a place in the playback queue without a read;
+the reply (read on kazoo's connection thread, at its place in the stream)
+fills those places with the data we wrote and the version it got: the
+state of the record at that point.  A write that failed fills them with a
+read sent right then instead.  Cached records are shared snapshots: callers must not change them;
 to act on a record, read or lock a fresh copy.
 """
 
@@ -69,6 +79,21 @@ _RESYNC = object()
 READ_TIMEOUT = 30.0
 
 
+class _OwnWrite:
+    """A place in the playback queue for an event caused (or overtaken)
+    by a write of ours in flight; filled when its reply is read."""
+
+    __slots__ = ("filled", "data", "stat", "read")
+
+    def __init__(self) -> None:
+        self.filled = threading.Event()
+        # What we wrote and the stat it got, or a read of the path (a
+        # failed write), or neither (a later place holds the state).
+        self.data: bytes | None = None
+        self.stat: Any = None
+        self.read: Any = None
+
+
 class TreeCache(Generic[R]):
     """Base class: event plumbing, listeners, resync.  Subclasses map paths
     to records."""
@@ -93,6 +118,10 @@ class TreeCache(Generic[R]):
         # wait here.
         self._resyncing = True
         self._held: list[Any] = []
+        # Our writes in flight by path, and the places in the playback
+        # queue of events for those paths (see own_write_started).
+        self._own: dict[str, int] = {}
+        self._absorbed: dict[str, list[_OwnWrite]] = {}
 
     # Lifecycle -------------------------------------------------------------
 
@@ -106,12 +135,14 @@ class TreeCache(Generic[R]):
         ]
         for t in self._threads:
             t.start()
+        self.zk.add_write_observer(self)
         self.zk.zk_client.add_listener(self._on_connection)
         if self.zk.zk_client.connected:
             self._events.put(_RESYNC)
 
     def stop(self) -> None:
         self._running = False
+        self.zk.remove_write_observer(self)
         self.zk.zk_client.remove_listener(self._on_connection)
         try:
             self.zk.kazoo.remove_recursive_watch(self.root, self._on_event)
@@ -171,6 +202,56 @@ class TreeCache(Generic[R]):
     def __len__(self) -> int:
         return len(self._items)
 
+    # Our own writes ---------------------------------------------------------
+
+    def observes(self, path: str) -> bool:
+        """Whether this cache keeps the data of ``path``."""
+        return path.startswith(self.root + "/") and self._wants_data(path)
+
+    def own_write_started(self, path: str) -> None:
+        """A write of ours to ``path`` (one this cache :meth:`observes`) is
+        about to be sent.  Must be followed by exactly one
+        :meth:`own_write_replied` for it, called as its reply is read."""
+        with self._issue_lock:
+            self._own[path] = self._own.get(path, 0) + 1
+
+    def own_write_replied(self, path: str, data: bytes | None, stat: Any) -> None:
+        """The reply to one of our writes to ``path``: ``data`` as written
+        and its ``stat`` if it succeeded, None if it failed (or its
+        outcome is unknown)."""
+        with self._issue_lock:
+            left = self._own.get(path, 0) - 1
+            if left > 0:
+                self._own[path] = left
+            else:
+                self._own.pop(path, None)
+            places = self._absorbed.pop(path, None)
+            if not places:
+                return
+            last = places[-1]
+            if data is not None:
+                last.data, last.stat = data, stat
+            else:
+                last.read = self._read_back(path)
+        for place in places:
+            place.filled.set()
+
+    def _read_back(self, path: str) -> Any:
+        """A read of ``path`` sent at once (on the connection thread, so
+        at this place in the session's stream), or None after asking for
+        a resync when that cannot be done."""
+        try:
+            kazoo = self.zk.kazoo
+            if kazoo.on_connection_thread():
+                return kazoo.read_now_at(path)
+        except Exception:
+            log.debug("%s: could not read %s back", self.name, path, exc_info=True)
+        # The write never went out, or the connection is gone (a resync
+        # follows the reconnect): resync to be sure.
+        if self._running:
+            self._events.put(_RESYNC)
+        return None
+
     # Backlog (for the ``nodepool.launcher.<host>.zk.*`` gauges) ----------
 
     def event_queue_size(self) -> int:
@@ -196,6 +277,12 @@ class TreeCache(Generic[R]):
             with self._issue_lock:
                 if self._resyncing:
                     self._held.append(event)
+                elif (self._own and event.path in self._own
+                      and event.type in (EventType.CREATED, EventType.CHANGED)):
+                    # Filled by the reply to our write in flight.
+                    place = _OwnWrite()
+                    self._absorbed.setdefault(event.path, []).append(place)
+                    self._playback.put(("own", event.path, place))
                 else:
                     self._issue_event(event, self.zk.kazoo.read_now)
         except Exception:
@@ -282,14 +369,39 @@ class TreeCache(Generic[R]):
                 elif kind == "created":
                     self._on_created(arg)
                 elif kind == "data":
-                    try:
-                        data, stat = result.get()
-                    except NoNodeError:
-                        self._on_deleted(arg)
-                    else:
-                        self._on_data(arg, data, stat)
+                    self._apply_read(arg, result)
+                elif kind == "own":
+                    if not self._wait_filled(result):
+                        return
+                    if result.read is not None:
+                        self._apply_read(arg, result.read)
+                    elif result.data is not None:
+                        self._on_data(arg, result.data, result.stat)
             except Exception:
                 log.exception("%s: error applying %s %s", self.name, kind, arg)
+
+    def _apply_read(self, path: str, result: Any) -> None:
+        try:
+            data, stat = result.get()
+        except NoNodeError:
+            self._on_deleted(path)
+        else:
+            self._on_data(path, data, stat)
+
+    def _wait_filled(self, place: _OwnWrite) -> bool:
+        """Wait for the reply that fills ``place``; False when the cache
+        stopped meanwhile."""
+        waited = 0.0
+        while not place.filled.wait(1.0):
+            waited += 1.0
+            if not self._running:
+                return False
+            if waited >= READ_TIMEOUT:
+                log.warning("%s: no reply to our write in %.0f s; resyncing",
+                            self.name, READ_TIMEOUT)
+                self._events.put(_RESYNC)
+                break
+        return True
 
     def _notify(self, key: Any, old: Any, new: Any) -> None:
         for listener in list(self._listeners):

@@ -19,9 +19,18 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from kazoo.client import KazooClient
+from kazoo.client import KazooClient, TransactionRequest, _prefix_root
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.handlers.utils import AsyncResult
 from kazoo.protocol.connection import ConnectionHandler
-from kazoo.protocol.serialization import GetData, Watch, int_struct, write_string
+from kazoo.protocol.serialization import (
+    GetData,
+    SetData,
+    Transaction,
+    Watch,
+    int_struct,
+    write_string,
+)
 from kazoo.protocol.states import EventType, WatchedEvent
 
 log = logging.getLogger("nodepool.zk.watch")
@@ -57,6 +66,52 @@ class AddWatch:
 
     def __repr__(self) -> str:
         return f"AddWatch({self.path!r}, {self.mode})"
+
+
+# reply_hook(value, exception): exactly one of them is set (value may be
+# None for an empty reply).
+ReplyHook = Callable[[Any, BaseException | None], None]
+
+
+class ReplyHookResult(AsyncResult):
+    """A pending result that calls ``hook`` the moment the reply is read:
+    on kazoo's connection thread, before any later event or reply is
+    handled (or on whichever thread fails the request, when it never goes
+    out).  Knowing exactly where in the session's stream of events a
+    write landed is what lets a cache take its own writes without
+    reading them back (:meth:`nodepool.zk.cache.TreeCache.own_write_started`)."""
+
+    def __init__(self, handler: Any, hook: ReplyHook) -> None:
+        super().__init__(handler, threading.Condition, KazooTimeoutError)
+        self._hook: ReplyHook | None = hook
+        self._hook_lock = threading.Lock()
+
+    def set(self, value: Any = None) -> None:
+        self.run_hook(value, None)
+        super().set(value)
+
+    def set_exception(self, exception: BaseException) -> None:
+        self.run_hook(None, exception)
+        super().set_exception(exception)
+
+    def run_hook(self, value: Any, exception: BaseException | None) -> None:
+        """Call the hook unless it already ran (it runs once)."""
+        with self._hook_lock:
+            hook, self._hook = self._hook, None
+        if hook is None:
+            return
+        try:
+            hook(value, exception)
+        except Exception:
+            log.exception("Error in a reply hook")
+
+    def wait_reply(self) -> Any:
+        """The reply (raising its error); if none came, as when waiting
+        was interrupted, the hook is told the write failed."""
+        try:
+            return self.get()
+        finally:
+            self.run_hook(None, RuntimeError("no reply"))
 
 
 class _Connection(ConnectionHandler):
@@ -154,6 +209,41 @@ class WatchingKazooClient(KazooClient):
         if threading.current_thread() is not getattr(connection, "_connection_routine", None):
             raise RuntimeError("read_now is only for watch callbacks")
         return connection.read_now(event.server_path)  # type: ignore[attr-defined]
+
+    def read_now_at(self, path: str) -> Any:
+        """As :meth:`read_now`, for ``path`` (as this client names it)."""
+        connection = self._connection
+        if threading.current_thread() is not getattr(connection, "_connection_routine", None):
+            raise RuntimeError("read_now_at is only for the connection thread")
+        return connection.read_now(_prefix_root(self.chroot, path))  # type: ignore[attr-defined]
+
+    def on_connection_thread(self) -> bool:
+        return threading.current_thread() is getattr(
+            self._connection, "_connection_routine", None)
+
+    def set_with_reply_hook(self, path: str, value: bytes, version: int,
+                            hook: ReplyHook) -> ReplyHookResult:
+        """``set_async`` whose result calls ``hook`` as the reply is read."""
+        result = ReplyHookResult(self.handler, hook)
+        self._submit_hooked(SetData(_prefix_root(self.chroot, path), value, version), result)
+        return result
+
+    def commit_with_reply_hook(self, transaction: TransactionRequest,
+                               hook: ReplyHook) -> ReplyHookResult:
+        """``transaction.commit_async()`` whose result calls ``hook`` as
+        the reply (the list of results) is read."""
+        transaction._check_tx_state()
+        transaction.committed = True
+        result = ReplyHookResult(self.handler, hook)
+        self._submit_hooked(Transaction(transaction.operations), result)
+        return result
+
+    def _submit_hooked(self, request: Any, result: ReplyHookResult) -> None:
+        try:
+            self._call(request, result)
+        except BaseException as e:
+            result.run_hook(None, e)
+            raise
 
     def remove_recursive_watch(self, path: str, callback: Callable) -> None:
         """Stop routing events to ``callback`` (the server-side watch ends

@@ -157,6 +157,32 @@ class RequestLock(Lock):
         self.assured_path = True
 
 
+class RecordTransaction:
+    """A kazoo transaction (the same calls) whose record writes the
+    caches take from the reply (:meth:`ZooKeeper._commit`)."""
+
+    def __init__(self, zk: ZooKeeper) -> None:
+        self._zk = zk
+        self._transaction = zk.kazoo.transaction()
+        self._writes: list[tuple[int, str, bytes]] = []
+
+    def create(self, *args: Any, **kwargs: Any) -> None:
+        self._transaction.create(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> None:
+        self._transaction.delete(*args, **kwargs)
+
+    def check(self, *args: Any, **kwargs: Any) -> None:
+        self._transaction.check(*args, **kwargs)
+
+    def set_data(self, path: str, value: bytes, version: int = -1) -> None:
+        self._writes.append((len(self._transaction.operations), path, value))
+        self._transaction.set_data(path, value, version)
+
+    def commit(self) -> list[Any]:
+        return self._zk._commit(self._transaction, self._writes)
+
+
 class ZooKeeper:
     """Operations on nodepool's ZooKeeper data over one client session."""
 
@@ -167,10 +193,69 @@ class ZooKeeper:
         # its mtime, never changes): each is looked up once, not on every
         # cleanup pass for as long as it is kept.
         self._lock_dir_times: dict[str, float] = {}
+        # Caches told of the record writes made here (TreeCache's
+        # own_write_started): they take them without reading them back.
+        self._write_observers: list[Any] = []
 
     @property
     def kazoo(self):
         return self.zk_client.kazoo
+
+    # Record writes the caches learn from the reply ---------------------------
+
+    def add_write_observer(self, observer: Any) -> None:
+        """``observer`` (a cache) is told of every record write made
+        through this object to a path it :meth:`observes`."""
+        if observer not in self._write_observers:
+            self._write_observers.append(observer)
+
+    def remove_write_observer(self, observer: Any) -> None:
+        if observer in self._write_observers:
+            self._write_observers.remove(observer)
+
+    def _observer(self, path: str) -> Any:
+        for observer in self._write_observers:
+            if observer.observes(path):
+                return observer
+        return None
+
+    def _set_record(self, path: str, data: bytes, version: int = -1) -> Any:
+        """``kazoo.set``; the cache keeping ``path`` takes the data from
+        the reply."""
+        observer = self._observer(path)
+        if observer is None:
+            return self.kazoo.set(path, data, version=version)
+        observer.own_write_started(path)
+
+        def replied(stat: Any, error: BaseException | None) -> None:
+            observer.own_write_replied(path, data if error is None else None, stat)
+
+        return self.kazoo.set_with_reply_hook(path, data, version, replied).wait_reply()
+
+    def _transaction(self) -> RecordTransaction:
+        return RecordTransaction(self)
+
+    def _commit(self, transaction: Any, writes: list[tuple[int, str, bytes]]) -> list[Any]:
+        """Commit a kazoo transaction whose ``writes`` (operation index,
+        path, data) set records; the caches keeping them take the data
+        from the reply."""
+        observed = [(i, path, data, observer) for i, path, data in writes
+                    if (observer := self._observer(path)) is not None]
+        if not observed:
+            return transaction.commit()
+        for _, path, _, observer in observed:
+            observer.own_write_started(path)
+
+        def replied(results: Any, error: BaseException | None) -> None:
+            landed = (error is None and isinstance(results, list)
+                      and not any(isinstance(r, Exception) for r in results))
+            for i, path, data, observer in observed:
+                if landed:
+                    observer.own_write_replied(path, data, results[i])
+                else:
+                    observer.own_write_replied(path, None, None)
+
+        return self.kazoo.commit_with_reply_hook(transaction, replied).wait_reply()
 
     # Generic helpers -----------------------------------------------------
 
@@ -337,7 +422,7 @@ class ZooKeeper:
             node.id = path.rsplit("/", 1)[1]
             node.version = 0
         else:
-            stat = self.kazoo.set(node_path(_id(node)), data)
+            stat = self._set_record(node_path(_id(node)), data)
             node.version = stat.version
 
     def create_locked_node(self, node: Node, prepare: Callable[[Node], None]) -> None:
@@ -354,9 +439,10 @@ class ZooKeeper:
         self.store_node(node)
         lock = RecordLock(self.kazoo, node_lock_path(_id(node)))
         prepare(node)
-        transaction = self.kazoo.transaction()
+        transaction = self._transaction()
         transaction.create(lock.path)
         transaction.create(lock.create_path, lock.data, ephemeral=True, sequence=True)
+        assert node.version is not None  # set by store_node
         transaction.set_data(node_path(_id(node)), node.serialize(), version=node.version)
         results = transaction.commit()
         failed = [r for r in results if isinstance(r, Exception)]
@@ -449,7 +535,7 @@ class ZooKeeper:
         if node.version is not None:
             cached = Node.fromDict(node.toDict(), node.id)
             if change(cached):
-                transaction = self.kazoo.transaction()
+                transaction = self._transaction()
                 transaction.delete(lock.path)
                 transaction.create(lock.path)
                 transaction.create(lock.create_path, lock.data, ephemeral=True,
@@ -532,7 +618,7 @@ class ZooKeeper:
         lock = node.lock
         if lock is None or not lock.is_acquired or lock.node is None:
             return False
-        transaction = self.kazoo.transaction()
+        transaction = self._transaction()
         transaction.delete(f"{lock.path}/{lock.node}")
         transaction.delete(lock.path)
         transaction.delete(node_path(_id(node)))
@@ -615,7 +701,7 @@ class ZooKeeper:
             request.id = path.rsplit("/", 1)[1]
             request.version = 0
         else:
-            stat = self.kazoo.set(request_path(_id(request)), data)
+            stat = self._set_record(request_path(_id(request)), data)
             request.version = stat.version
 
     def refresh_request(self, request: NodeRequest) -> bool:
@@ -680,7 +766,7 @@ class ZooKeeper:
         if request.version is not None:
             cached = NodeRequest.fromDict(request.toDict(), request.id)
             if change(cached):
-                transaction = self.kazoo.transaction()
+                transaction = self._transaction()
                 transaction.create(lock.path)
                 transaction.create(lock.create_path, lock.data, ephemeral=True,
                                    sequence=True)
@@ -716,7 +802,7 @@ class ZooKeeper:
         locks = [node.lock for node in held] + [lock]
         if any(lk is None or not lk.is_acquired or lk.node is None for lk in locks):
             return False
-        transaction = self.kazoo.transaction()
+        transaction = self._transaction()
         for node in held:
             transaction.delete(f"{node.lock.path}/{node.lock.node}")
         transaction.set_data(request_path(_id(request)), request.serialize())

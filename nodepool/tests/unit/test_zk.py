@@ -692,3 +692,130 @@ def test_components_reregister_after_session_loss(zk, zk_client):
     assert registry.all("pool")[0].paused is True
     pool.unregister()
     assert registry.all("pool") == []
+
+
+# -- Our own writes are not read back --------------------------------------
+
+
+@contextlib.contextmanager
+def reads_sent_at_once(kazoo):
+    """The paths a client's caches read at once (from watch callbacks and
+    replies), on the server's side of the chroot (a spy on our own
+    connection class; what is sent is unchanged)."""
+    paths: list[str] = []
+    connection = kazoo._connection
+    read = connection.read_now
+
+    def counting(path):
+        paths.append(path)
+        return read(path)
+
+    connection.read_now = counting
+    try:
+        yield paths
+    finally:
+        del connection.read_now
+
+
+def test_cache_takes_own_writes_from_the_reply(zk):
+    """A record this process writes (a set, or a transaction's set) is
+    applied from what was written and the version the reply gave: the
+    cache shows it without reading it back."""
+    nodes, requests = NodeCache(zk), RequestCache(zk)
+    nodes.start()
+    requests.start()
+    try:
+        assert nodes.wait_synced(10) and requests.wait_synced(10)
+        node = make_node()
+        zk.store_node(node)  # a create: its id comes with the reply
+        request = _new_request(zk)
+        wait_for(lambda: nodes.get(node.id) is not None
+                 and requests.get(request.id) is not None)
+        with reads_sent_at_once(zk.kazoo) as reads:
+            node.state = models.IN_USE
+            zk.store_node(node)
+            wait_for(lambda: nodes.get(node.id).state == models.IN_USE)
+            assert nodes.get(node.id).version == node.version
+            cached = nodes.get(node.id)
+            claimed = Node.fromDict(cached.toDict(), cached.id)
+            claimed.version = cached.version
+
+            def mark_used(n):
+                n.state = models.USED
+                return True
+
+            assert zk.claim_node(claimed, mark_used)
+            wait_for(lambda: nodes.get(node.id).state == models.USED
+                     and nodes.get(node.id).locked)
+            assert nodes.get(node.id).version == claimed.version
+            fresh = NodeRequest.fromDict(requests.get(request.id).toDict(), request.id)
+            fresh.version = requests.get(request.id).version
+            assert zk.claim_request(fresh, _to_pending)
+            wait_for(lambda: requests.get(request.id).state == models.PENDING)
+            assert requests.get(request.id).version == fresh.version
+        record_reads = [p for p in reads
+                        if p.endswith((f"/nodes/{node.id}", f"/requests/{request.id}"))]
+        assert record_reads == []
+        zk.unlock_node(claimed)
+        zk.unlock_request(fresh)
+    finally:
+        nodes.stop()
+        requests.stop()
+
+
+def test_cache_reads_back_an_event_our_failed_write_covered(zk, zk_info):
+    """Another session's change that comes while our write to the same
+    record is in flight waits for our reply; when our write fails it is
+    read then, and the cache shows it."""
+    cache = NodeCache(zk)
+    cache.start()
+    other = _other_session(zk_info)
+    try:
+        assert cache.wait_synced(10)
+        node = make_node()
+        zk.store_node(node)
+        wait_for(lambda: cache.get(node.id) is not None)
+        path = f"/nodepool/nodes/{node.id}"
+        cache.own_write_started(path)
+        data = json.loads(other.get(path)[0])
+        data["state"] = models.HOLD
+        other.set(path, json.dumps(data).encode())
+        # The change waits for the reply to "our write".
+        wait_for(lambda: path in cache._absorbed)
+        assert cache.get(node.id).state == models.READY
+        cache.own_write_replied(path, None, None)
+        wait_for(lambda: cache.get(node.id).state == models.HOLD)
+    finally:
+        cache.stop()
+        other.stop()
+
+
+def test_cache_loses_no_change_racing_our_writes(zk, zk_info):
+    """Our writes and another session's writes to one record, as fast as
+    they go: every time, the cache ends where ZooKeeper is."""
+    cache = NodeCache(zk)
+    cache.start()
+    other = _other_session(zk_info)
+    try:
+        assert cache.wait_synced(10)
+        node = make_node()
+        zk.store_node(node)
+        path = f"/nodepool/nodes/{node.id}"
+        for round_ in range(30):
+            def theirs(round_=round_):
+                data = json.loads(other.get(path)[0])
+                data["comment"] = f"theirs {round_}"
+                other.set(path, json.dumps(data).encode())
+
+            thread = threading.Thread(target=theirs)
+            thread.start()
+            node.comment = f"ours {round_}"
+            zk.store_node(node)
+            thread.join()
+            final = json.loads(zk.kazoo.get(path)[0])["comment"]
+            wait_for(lambda final=final: cache.get(node.id).comment == final)
+            assert cache.barrier(10)
+            assert cache.get(node.id).comment == final
+    finally:
+        cache.stop()
+        other.stop()
