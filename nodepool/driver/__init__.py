@@ -369,8 +369,10 @@ class Provider:
     def launch(self, node: Any, label: ConfigLabel, pool: ConfigPool, request: Any,
                image_external_id: str | None, on_done: Any = None,
                reservation: Any = None, ready_state: str = "ready") -> Any:
-        """Start launching ``node`` (a new record without an id: the launch
-        creates, locks and stores it) in the background and return its
+        """Start launching ``node`` (a new record without an id, which the
+        launch creates; or one the request's claim stored just before,
+        ``init`` and unlocked: the launch locks it) in the background and
+        return its
         :class:`~nodepool.driver.launch.LaunchHandle` at once.
         ``on_done(handle)`` is called when it ends.  A launched node is
         stored in ``ready_state`` (still locked by the launch): ``ready``

@@ -29,7 +29,8 @@ class NodeRequestHandler:
 
     def __init__(self, worker: Any, request: NodeRequest,
                  reservations: list[Any] | None = None,
-                 label_claims: list[Any] | None = None) -> None:
+                 label_claims: list[Any] | None = None,
+                 new_labels: list[str] | None = None) -> None:
         self.worker = worker
         self.zk = worker.zk
         self.request = request
@@ -55,6 +56,12 @@ class NodeRequestHandler:
         # Slots under labels' max-servers taken for the same nodes (see
         # nodepool.launcher.label_caps), used up by launches too.
         self.label_claims = list(label_claims or [])
+        # The labels the pool worker decided to launch new nodes for, and
+        # the records made for them with the request's claim (see
+        # prepare_new_nodes): launches use these instead of making new
+        # ones; any left over go when the request does.
+        self.new_labels = list(new_labels or [])
+        self.precreated: list[Node] = []
         self.log = NodeLogger(logging.getLogger("nodepool.NodeRequestHandler"), {
             "event_id": request.event_id, "request": request.id})
 
@@ -132,9 +139,50 @@ class NodeRequestHandler:
             return
         self._launch_missing()
 
+    def prepare_new_nodes(self) -> list[Node]:
+        """Records for the request's claim to create (see
+        ZooKeeper.claim_request), saving each launch the round trip that
+        creates its record: one per slot, when the pool worker decided to
+        launch a new node for every slot (nothing to reuse).  Kept as
+        :attr:`precreated`; those the claim did not create have no id."""
+        labels = self.request.node_types
+        if (not self.provider.launches_nodes or not labels
+                or sorted(self.new_labels) != sorted(labels)):
+            return []
+        try:
+            self.precreated = [self._new_node(self.pool.labels[name]) for name in labels]
+        except Exception:
+            # The launches will meet (and report) the same problem.
+            self.log.debug("No records made ahead", exc_info=True)
+            self.precreated = []
+        return self.precreated
+
+    def _take_precreated(self, label_name: str) -> Node | None:
+        for node in self.precreated:
+            if node.id is not None and node.type == [label_name]:
+                self.precreated.remove(node)
+                return node
+        return None
+
+    def _dispose_precreated(self) -> None:
+        """Remove the records made with the claim that no launch took."""
+        left, self.precreated = [n for n in self.precreated if n.id is not None], []
+        for node in left:
+            try:
+                self.zk.delete_unused_node(node)
+            except Exception:
+                # An unlocked ``init`` record of a request that is gone:
+                # the deleter removes it.
+                self.log.exception("Could not remove unused node record %s", node.id)
+
     def _reuse_nodes(self) -> None:
+        spare = [n.type[0] for n in self.precreated if n.id is not None]
         for index, label_name in enumerate(self.request.node_types):
             if self.slots[index] is not None or index in self.launches:
+                continue
+            if label_name in spare:
+                # A record is waiting for this slot's launch.
+                spare.remove(label_name)
                 continue
             node = self.worker.claim_ready_node(label_name, self.request, self.az)
             if node is None:
@@ -197,7 +245,10 @@ class NodeRequestHandler:
 
     def release_reservations(self) -> None:
         """Give back the capacity reserved for launches that will not
-        happen (reused nodes instead, or the request ended)."""
+        happen (reused nodes instead, or the request ended), and the
+        records made for them."""
+        if self.precreated:
+            self._dispose_precreated()
         for reservation in self.reservations:
             self.provider.release(reservation)
         self.reservations = []
@@ -205,9 +256,9 @@ class NodeRequestHandler:
             self.label_caps.release(self.label_claims)
             self.label_claims = []
 
-    def _start_launch(self, index: int, label: Any, quota: Any, reservation: Any,
-                      claim: Any = None) -> None:
-        image_external_id, image_id = self.provider.image_external_id(label)
+    def _new_node(self, label: Any) -> Node:
+        """A new ``init`` record of a node of ``label`` for this request."""
+        _, image_id = self.provider.image_external_id(label)
         if self.az is None:
             self.az = self.provider.choose_az(self.pool)
         node = Node()
@@ -224,7 +275,7 @@ class NodeRequestHandler:
         node.image_id = image_id
         node.cloud = self.provider.provider.cloud
         node.region = self.provider.provider.region_name
-        node.resources = quota.to_dict()
+        node.resources = self.provider.quota_for_label(label).to_dict()
         image = label.image
         if image is not None:
             node.username = image.username
@@ -232,8 +283,19 @@ class NodeRequestHandler:
             node.shell_type = image.shell_type
             node.connection_type = image.connection_type
             node.connection_port = image.connection_port
-        # The launch creates and locks the record; the reservation (and
-        # the label's claim) count the node until the cache shows it.
+        return node
+
+    def _start_launch(self, index: int, label: Any, quota: Any, reservation: Any,
+                      claim: Any = None) -> None:
+        image_external_id, image_id = self.provider.image_external_id(label)
+        node = self._take_precreated(label.name)
+        if node is None:
+            node = self._new_node(label)
+        node.image_id = image_id
+        node.resources = quota.to_dict()
+        # The launch creates (unless the claim did) and locks the record;
+        # the reservation (and the label's claim) count the node until the
+        # cache shows it.
         try:
             handle = self.provider.launch(
                 node, label, self.pool, self.request, image_external_id,

@@ -53,7 +53,7 @@ from nodepool.exceptions import (
     QuotaException,
     ServerCreateTimeout,
 )
-from nodepool.zk import models
+from nodepool.zk import ZKLockException, models
 from nodepool.zk.models import Node
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ class LaunchHandle:
         self.done = threading.Event()
         # Set once the node record exists (or its creation failed).
         self.record_created = threading.Event()
-        if node.id is not None:
+        if node.id is not None and node.lock is not None:
             self.record_created.set()
         self.launch: Launch | None = None
 
@@ -159,7 +159,12 @@ class Launch(Task):
             "request": request.id if request is not None else None,
             "node": node.id}
         self.log = NodeLogger(logging.getLogger("nodepool.NodeLauncher"), self.log_context)
-        self.step_name = STEP_RECORD if node.id is None else STEP_CREATE
+        # A node with an id is either stored and locked by the caller (the
+        # launch starts at the cloud) or was stored unlocked in ``init``
+        # for this launch just before (see NodeRequestHandler.
+        # prepare_new_nodes): the launch locks it first.
+        self.step_name = STEP_RECORD if node.id is None or node.lock is None else STEP_CREATE
+        self._lock_new_record = node.id is not None and node.lock is None
         self.attempt = 1
         # Wall-clock start of the current attempt or scan (stored, so a
         # launcher resuming the launch keeps the same deadlines).
@@ -287,6 +292,18 @@ class Launch(Task):
         state), then locked and ``building`` in one transaction, so no
         deleter can take it."""
         node = self.node
+        if node.id is not None and self._lock_new_record:
+            # Stored for us, unlocked: lock it (one round trip).
+            self._lock_new_record = False
+            self._record_created()
+            try:
+                self.zk.lock_new_node(node, self._begin_building)
+            except ZKLockException:
+                # Touched meanwhile: lock it as any record.
+                return self._lock_record()
+            self._saved = (node.external_id, node.launch_progress)
+            self.log.info("Launching node (%s) in %s", ",".join(node.type), node.az)
+            return 0.0
         if node.id is not None:
             # A retry after a dropped connection: the record exists.
             return self._lock_record()

@@ -653,7 +653,7 @@ class PoolWorker(threading.Thread):
         for label_name in new_labels:
             quota = self.provider.quota_for_label(self.pool.labels[label_name])
             reservations.append(self.provider.reserve(self.pool.name, quota))
-        handler = NodeRequestHandler(self, request, reservations, label_claims)
+        handler = NodeRequestHandler(self, request, reservations, label_claims, new_labels)
         handler.busy = True
         self.handlers.append(handler)
         try:
@@ -697,7 +697,10 @@ class PoolWorker(threading.Thread):
             try:
                 # Lock and mark pending, in one round trip when the cache
                 # is current.
-                taken = self.zk.claim_request(fresh, to_pending)
+                # The records of the nodes to launch are made by the same
+                # transaction when it can (one round trip less per node).
+                taken = self.zk.claim_request(fresh, to_pending,
+                                              new_nodes=handler.prepare_new_nodes())
             except ZKLockException:
                 taken = False
             except Exception:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from kazoo.exceptions import (
@@ -21,7 +21,10 @@ from kazoo.exceptions import (
     NoNodeError,
     NotEmptyError,
 )
+from kazoo.protocol.paths import _prefix_root
+from kazoo.protocol.serialization import Create
 from kazoo.recipe.lock import Lock
+from kazoo.security import OPEN_ACL_UNSAFE
 
 from nodepool.zk import models
 from nodepool.zk.client import ZooKeeperClient
@@ -166,8 +169,20 @@ class RecordTransaction:
         self._transaction = zk.kazoo.transaction()
         self._writes: list[tuple[int, str, bytes]] = []
 
-    def create(self, *args: Any, **kwargs: Any) -> None:
-        self._transaction.create(*args, **kwargs)
+    def create(self, path: str, value: bytes = b"", ephemeral: bool = False,
+               sequence: bool = False) -> None:
+        if sequence and path.endswith("/"):
+            # A child named by its sequence number alone: kazoo's
+            # transactions drop the trailing slash (which would make a
+            # sibling named "<parent>NNNN"), so add the operation as
+            # kazoo's create() sends it.
+            kazoo = self._zk.kazoo
+            flags = (1 if ephemeral else 0) | 2
+            self._transaction._add(Create(
+                _prefix_root(kazoo.chroot, path, trailing=True), value,
+                kazoo.default_acl or OPEN_ACL_UNSAFE, flags), None)
+            return
+        self._transaction.create(path, value, ephemeral=ephemeral, sequence=sequence)
 
     def delete(self, *args: Any, **kwargs: Any) -> None:
         self._transaction.delete(*args, **kwargs)
@@ -437,6 +452,22 @@ class ZooKeeper:
         """
         node.state = models.INIT
         self.store_node(node)
+        self.lock_new_node(node, prepare)
+
+    def delete_unused_node(self, node: Node) -> None:
+        """Remove a record stored by this process that was never used
+        (``init``, unlocked, unchanged since).  A record someone locked or
+        changed meanwhile is left to them (and to the deleter)."""
+        try:
+            self.kazoo.delete(node_path(_id(node)), version=node.version
+                              if node.version is not None else -1)
+        except (NoNodeError, BadVersionError, NotEmptyError):
+            pass
+
+    def lock_new_node(self, node: Node, prepare: Callable[[Node], None]) -> None:
+        """The second round trip of :meth:`create_locked_node`, for a node
+        stored (``init``, unlocked) by this process just before, by
+        ``store_node`` or :meth:`claim_request`."""
         lock = RecordLock(self.kazoo, node_lock_path(_id(node)))
         prepare(node)
         transaction = self._transaction()
@@ -741,7 +772,8 @@ class ZooKeeper:
         request.lock = lock
 
     def claim_request(self, request: NodeRequest,
-                      change: Callable[[NodeRequest], bool]) -> bool:
+                      change: Callable[[NodeRequest], bool],
+                      new_nodes: Sequence[Node] = ()) -> bool:
         """Lock ``request`` (the caller's own copy, updated in place)
         without waiting and store it as ``change`` leaves it, keeping the
         lock.
@@ -758,6 +790,11 @@ class ZooKeeper:
         change only if the request is still at ``version`` (so the copy
         that was changed is the current one).  Otherwise, as usual: lock,
         re-read, change, write.
+
+        ``new_nodes`` (records without an id, in ``init``) are created by
+        that same transaction, so they exist exactly when the request is
+        ours; each gets its id.  When the claim takes the slower way they
+        are left without one (their launches create them).
         """
         if request.lock is not None:
             raise ZKLockException(f"request {request.id} is already locked by this process")
@@ -770,11 +807,19 @@ class ZooKeeper:
                 transaction.create(lock.path)
                 transaction.create(lock.create_path, lock.data, ephemeral=True,
                                    sequence=True)
+                for node in new_nodes:
+                    if node.created_time is None:
+                        node.created_time = node.state_time
+                    transaction.create(f"{NODE_ROOT}/", node.serialize(), sequence=True)
                 transaction.set_data(path, cached.serialize(), version=request.version)
                 results = self._commit_claim(transaction, lock, request, cached,
                                              contender_at=1)
                 if request.lock is lock:
                     lock.assured_path = True
+                    assert results is not None
+                    for node, created in zip(new_nodes, results[2:-1], strict=True):
+                        node.id = created.rsplit("/", 1)[1]
+                        node.version = 0
                     return True
                 if results is not None and isinstance(results[0], NodeExistsError):
                     lock.assured_path = True

@@ -819,3 +819,87 @@ def test_cache_loses_no_change_racing_our_writes(zk, zk_info):
     finally:
         cache.stop()
         other.stop()
+
+
+# -- Node records made with the request's claim ------------------------------
+
+
+def _new_init_node(request):
+    node = make_node(state=models.INIT)
+    node.allocated_to = request.id
+    return node
+
+
+def _roots_made(zk):
+    """The node root and the request locks' root exist, as they do once a
+    launcher has run (the first claim ever makes the latter)."""
+    zk.store_node(make_node())
+    first = _new_request(zk)
+    assert zk.claim_request(first, _to_pending)
+
+
+def test_claim_creates_the_new_nodes_in_the_same_transaction(zk):
+    _roots_made(zk)
+    request = _new_request(zk)
+    nodes = [_new_init_node(request), _new_init_node(request)]
+    with requests_sent(zk.kazoo) as sent:
+        assert zk.claim_request(request, _to_pending, new_nodes=nodes)
+    assert sent == Counter(Transaction=1)
+    assert all(n.id is not None and n.version == 0 for n in nodes)
+    for node in nodes:
+        stored = zk.get_node(node.id)
+        assert stored.state == models.INIT and stored.allocated_to == request.id
+        assert not zk.kazoo.exists(f"/nodepool/nodes/{node.id}/lock")
+    # Children of the node root, numbered as any node (no sibling of it).
+    assert set(zk.node_ids()) >= {n.id for n in nodes}
+    assert [c for c in zk.kazoo.get_children("/nodepool") if c.startswith("nodes")] == ["nodes"]
+    # What the launch does next: lock and mark building in one round trip.
+    node = nodes[0]
+
+    def building(n):
+        n.state = models.BUILDING
+
+    with requests_sent(zk.kazoo) as sent:
+        zk.lock_new_node(node, building)
+    assert sent == Counter(Transaction=1)
+    assert zk.get_node(node.id).state == models.BUILDING
+    assert len(zk.kazoo.get_children(f"/nodepool/nodes/{node.id}/lock")) == 1
+    # One nobody launches is removed.
+    zk.delete_unused_node(nodes[1])
+    assert zk.get_node(nodes[1].id) is None
+
+
+def test_no_node_is_made_when_the_claim_fails(zk, zk_info):
+    _roots_made(zk)
+    before = set(zk.node_ids())
+    request = _new_request(zk)
+    other = _other_session(zk_info)
+    try:
+        lock = Lock(other, f"/nodepool/requests-lock/{request.id}")
+        assert lock.acquire(blocking=False)
+        nodes = [_new_init_node(request)]
+        with pytest.raises(ZKLockException):
+            zk.claim_request(zk.get_request(request.id), _to_pending, new_nodes=nodes)
+        assert nodes[0].id is None
+        assert set(zk.node_ids()) == before
+        lock.release()
+    finally:
+        other.stop()
+        other.close()
+
+
+def test_an_unused_node_someone_locked_is_left_to_them(zk, zk_info):
+    _roots_made(zk)
+    request = _new_request(zk)
+    node = _new_init_node(request)
+    assert zk.claim_request(request, _to_pending, new_nodes=[node])
+    other = _other_session(zk_info)
+    try:
+        lock = Lock(other, f"/nodepool/nodes/{node.id}/lock")
+        assert lock.acquire(blocking=False)
+        zk.delete_unused_node(node)
+        assert zk.get_node(node.id) is not None
+        lock.release()
+    finally:
+        other.stop()
+        other.close()
