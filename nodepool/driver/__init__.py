@@ -55,6 +55,11 @@ class ConfigValue:
         return f"<{type(self).__name__} {getattr(self, 'name', '')}>"
 
 
+# The port Zuul connects to for an image's connection type when the image
+# does not set one.
+CONNECTION_PORTS = {"ssh": 22, "winrm": 5986}
+
+
 class LabelImage(ConfigValue):
     """How to reach nodes booted from an image: what every driver's
     diskimage and cloud-image settings have in common (the values are
@@ -67,6 +72,17 @@ class LabelImage(ConfigValue):
         self.shell_type: str | None = None
         self.connection_type: str = "ssh"
         self.connection_port: int = 22
+
+    def load_connection(self, d: Mapping[str, Any]) -> None:
+        """Read the keys an image entry uses to say how Zuul reaches its
+        nodes (``connection-type``, ``connection-port``, ``python-path``,
+        ``shell-type``): every cloud driver's images have them, with these
+        defaults.  A port follows from the connection type unless set."""
+        self.python_path = d.get("python-path", "auto")
+        self.shell_type = d.get("shell-type")
+        self.connection_type = d.get("connection-type", "ssh")
+        self.connection_port = d.get("connection-port",
+                                     CONNECTION_PORTS.get(self.connection_type, 22))
 
     @property
     def external_name(self) -> str:

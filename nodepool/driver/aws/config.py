@@ -11,67 +11,47 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import voluptuous as v
 
-from nodepool.driver import (
-    ConfigLabel,
-    ConfigPool,
-    Driver,
-    LabelImage,
-    ProviderConfig,
-    ProviderDiskImage,
-)
+from nodepool.driver import ConfigPool, Driver, ProviderDiskImage
+from nodepool.driver import config_shapes as shapes
 from nodepool.exceptions import ConfigError
 
-# Ports Zuul connects to when an image names only its connection type.
-DEFAULT_PORTS = {"ssh": 22, "winrm": 5986}
+if TYPE_CHECKING:
+    from nodepool.config import DiskImage
+
 IMPORT_METHODS = ("snapshot", "ebs-direct", "image")
 IMAGE_FORMATS = ("ova", "vhd", "vhdx", "vmdk", "raw")
 FLEET_ALLOCATION_STRATEGIES = ("prioritized", "price-capacity-optimized",
                                "capacity-optimized", "diversified", "lowest-price")
 
 
-def _port(d: Mapping[str, Any], connection_type: str) -> int:
-    return d.get("connection-port", DEFAULT_PORTS.get(connection_type, 22))
-
-
-class AwsCloudImage(LabelImage):
+class AwsCloudImage(shapes.CloudImage):
     """An AMI that already exists: by ``image-id``, or the newest one that
     matches ``image-filters`` (looked up at launch time)."""
 
     def __init__(self, d: Mapping[str, Any]) -> None:
-        super().__init__(d["name"])
-        self.username = d["username"]
+        super().__init__(d)
         self.image_id: str | None = d.get("image-id")
         # EC2 wants "Name"/"Values"; upstream accepts either spelling.
         filters = d.get("image-filters")
         self.image_filters: list[dict[str, Any]] | None = (
             None if filters is None
             else [{k.capitalize(): val for k, val in f.items()} for f in filters])
-        self.python_path = d.get("python-path", "auto")
-        self.shell_type = d.get("shell-type")
-        self.connection_type = d.get("connection-type", "ssh")
-        self.connection_port = _port(d, self.connection_type)
 
     @property
     def external_name(self) -> str:
         return self.image_id or self.name
 
 
-class AwsDiskImage(ProviderDiskImage):
+class AwsDiskImage(shapes.CloudDiskImage):
     """A diskimage as this provider imports it (see the builder)."""
 
     def __init__(self, d: Mapping[str, Any]) -> None:
-        super().__init__(d["name"])
-        self.pause: bool = bool(d.get("pause", False))
-        # Filled from the top-level diskimage during load unless set here.
-        self._username: str | None = d.get("username")
-        self.python_path = d.get("python-path", "auto")
-        self.shell_type = d.get("shell-type")
-        self.connection_type = d.get("connection-type", "ssh")
-        self.connection_port = _port(d, self.connection_type)
+        super().__init__(d)
+        self._username = d.get("username")
         # Tags of the uploaded AMI, snapshot and object (the builder reads
         # ``meta`` for every driver).
         self.meta: dict[str, Any] = dict(d.get("tags") or {})
@@ -85,9 +65,9 @@ class AwsDiskImage(ProviderDiskImage):
         self.throughput: int | None = d.get("throughput")
 
 
-class AwsLabel(ConfigLabel):
+class AwsLabel(shapes.ImageLabel):
     def __init__(self, d: Mapping[str, Any], pool: AwsPool) -> None:
-        super().__init__(d["name"], pool)
+        super().__init__(d, pool)
         self.pool: AwsPool = pool
         self.diskimage: AwsDiskImage | None = None
         self.cloud_image: AwsCloudImage | None = None
@@ -107,7 +87,6 @@ class AwsLabel(ConfigLabel):
         self.use_spot: bool = bool(d.get("use-spot", False))
         self.imdsv2: str | None = d.get("imdsv2")
         self.dedicated_host: bool = bool(d.get("dedicated-host", False))
-        self.host_key_checking = pool.host_key_checking
 
     def instance_types(self) -> list[str]:
         """Every instance type a node of this label may get."""
@@ -145,31 +124,12 @@ def _cloud_image_schema() -> Any:
         v.Any("Name", "name"): str,
         v.Any("Values", "values"): [str],
     }
-    return v.All({
-        v.Required("name"): str,
-        v.Required("username"): str,
-        v.Exclusive("image-id", "spec"): str,
-        v.Exclusive("image-filters", "spec"): [image_filter],
-        "connection-type": str,
-        "connection-port": int,
-        "python-path": str,
-        "shell-type": str,
-    }, {
-        v.Required(v.Any("image-id", "image-filters"),
-                   msg='a cloud-image needs "image-id" or "image-filters"'): object,
-        object: object,
-    })
+    return shapes.cloud_image_schema({"image-id": str, "image-filters": [image_filter]})
 
 
 def _diskimage_schema() -> dict:
-    return {
-        v.Required("name"): str,
+    return shapes.diskimage_schema({
         "username": str,
-        "pause": bool,
-        "connection-type": str,
-        "connection-port": int,
-        "python-path": str,
-        "shell-type": str,
         "architecture": str,
         "ena-support": bool,
         "volume-size": int,
@@ -179,14 +139,11 @@ def _diskimage_schema() -> dict:
         "iops": int,
         "throughput": int,
         "tags": dict,
-    }
+    })
 
 
 def _label_schema() -> dict:
-    return {
-        v.Required("name"): str,
-        v.Exclusive("cloud-image", "image"): str,
-        v.Exclusive("diskimage", "image"): str,
+    return shapes.label_schema({
         v.Exclusive("instance-type", "instance"): str,
         v.Exclusive("fleet", "instance"): {
             v.Required("instance-types"): list,
@@ -208,14 +165,12 @@ def _label_schema() -> dict:
         "use-spot": bool,
         "imdsv2": v.Any(None, "required", "optional"),
         "dedicated-host": bool,
-    }
+    }, one_image=True)
 
 
 def aws_schema() -> dict:
     """The provider keys beyond name, driver, max-concurrency and priority."""
-    pool = {
-        **ConfigPool.schema(),
-        v.Required("labels"): [_label_schema()],
+    pool = shapes.pool_schema(_label_schema(), {
         "security-group-id": str,
         "subnet-id": str,
         "public-ip-address": bool,
@@ -226,7 +181,7 @@ def aws_schema() -> dict:
         "max-ram": int,
         "max-resources": {str: int},
         "availability-zone": str,
-    }
+    })
     return {
         v.Required("pools"): [pool],
         v.Required("region-name"): str,
@@ -234,9 +189,7 @@ def aws_schema() -> dict:
         "profile-name": str,
         "cloud-images": [_cloud_image_schema()],
         "diskimages": [_diskimage_schema()],
-        "boot-timeout": int,
-        "launch-timeout": int,
-        "launch-retries": int,
+        **shapes.launch_schema(),
         "object-storage": {v.Required("bucket-name"): str},
         "image-format": v.Any(*IMAGE_FORMATS),
         "image-import-timeout": int,
@@ -248,7 +201,7 @@ def aws_schema() -> dict:
     }
 
 
-class AwsProviderConfig(ProviderConfig):
+class AwsProviderConfig(shapes.CloudProviderConfig):
     """An AWS provider: one account (``profile-name`` or the standard
     credential chain) in one region."""
 
@@ -263,8 +216,6 @@ class AwsProviderConfig(ProviderConfig):
         # Mutating API calls per second (read-only ones may go ten times
         # as fast).
         self.rate: float = provider.get("rate", 2)
-        self.launch_retries = provider.get("launch-retries", 3)
-        self.launch_timeout = provider.get("launch-timeout", 3600)
         self.boot_timeout = provider.get("boot-timeout", 180)
         # Not settable in upstream's schema either; kept for its defaults.
         self.use_internal_ip = False
@@ -273,17 +224,16 @@ class AwsProviderConfig(ProviderConfig):
         self.public_ipv6 = False
         self.object_storage: dict[str, str] | None = provider.get("object-storage")
         self.image_type: str = provider.get("image-format", "raw")
-        self.image_name_format = "{image_name}-{timestamp}"
         self.image_import_timeout: int | None = provider.get("image-import-timeout")
         self.post_upload_hook: str | None = provider.get("post-upload-hook")
         self.max_servers: float = provider.get("max-servers", math.inf)
         self.max_cores: float = provider.get("max-cores", math.inf)
         self.max_ram: float = provider.get("max-ram", math.inf)
         self.max_resources: dict[str, float] = dict(provider.get("max-resources") or {})
-        self.cloud_images: dict[str, AwsCloudImage] = {
-            d["name"]: AwsCloudImage(d) for d in provider.get("cloud-images") or []}
-        self.diskimages: dict[str, ProviderDiskImage] = {
-            d["name"]: AwsDiskImage(d) for d in provider.get("diskimages") or []}
+        self.cloud_images: dict[str, AwsCloudImage] = shapes.by_name(
+            provider.get("cloud-images"), AwsCloudImage)
+        self.diskimages: dict[str, ProviderDiskImage] = shapes.by_name(
+            provider.get("diskimages"), AwsDiskImage)
         for pool in provider.get("pools") or []:
             self.pools[pool["name"]] = AwsPool(pool, self)
 
@@ -301,61 +251,21 @@ class AwsProviderConfig(ProviderConfig):
                     f"diskimage {name!r}: imds-support v2.0 needs import-method snapshot "
                     "or ebs-direct (an image import cannot require IMDSv2)")
 
-    def load(self, config: Any) -> None:
-        errors: list[str] = []
-        for name, image in self.diskimages.items():
-            top = config.diskimages.get(name)
-            if top is None:
-                errors.append(f"diskimage {name!r} is not defined under the top-level "
-                              "diskimages")
-                continue
-            assert isinstance(image, AwsDiskImage)
-            image.username = image._username or top.username
-            top.image_types.add(self.image_type)
-        for pool in self.pools.values():
-            assert isinstance(pool, AwsPool)
-            raw_labels = {lbl["name"]: lbl
-                          for lbl in self._pool_raw(pool.name).get("labels") or []}
-            for label in pool.labels.values():
-                assert isinstance(label, AwsLabel)
-                errors.extend(self._bind_image(pool, label, raw_labels[label.name]))
-                if label.dedicated_host and label.use_spot:
-                    errors.append(f"pool {pool.name!r} label {label.name!r}: spot instances "
-                                  "cannot run on dedicated hosts; drop use-spot or "
-                                  "dedicated-host")
-                if label.dedicated_host and not pool.az:
-                    errors.append(f"pool {pool.name!r} label {label.name!r}: a dedicated "
-                                  "host needs the pool's availability-zone")
-        if errors:
-            raise ConfigError("; ".join(errors))
-        self._register_pools(config)
+    def adopt_diskimage(self, image: ProviderDiskImage, top: DiskImage) -> None:
+        super().adopt_diskimage(image, top)
+        top.image_types.add(self.image_type)
 
-    def _bind_image(self, pool: AwsPool, label: AwsLabel, raw: Mapping[str, Any]) -> list[str]:
-        if raw.get("diskimage"):
-            image = self.diskimages.get(raw["diskimage"])
-            label.diskimage = image if isinstance(image, AwsDiskImage) else None
-            if label.diskimage is None:
-                return [f"pool {pool.name!r} label {label.name!r} uses diskimage "
-                        f"{raw['diskimage']!r}, which this provider's diskimages do not list"]
-        elif raw.get("cloud-image"):
-            label.cloud_image = self.cloud_images.get(raw["cloud-image"])
-            if label.cloud_image is None:
-                return [f"pool {pool.name!r} label {label.name!r} uses cloud-image "
-                        f"{raw['cloud-image']!r}, which this provider's cloud-images "
-                        "do not list"]
-        return []
-
-    def _pool_raw(self, name: str) -> Mapping[str, Any]:
-        for pool in self._raw.get("pools") or []:
-            if pool["name"] == name:
-                return pool
-        return {}
-
-    def diskimage_names(self) -> list[str]:
-        return list(self.diskimages)
-
-    def image_format(self, diskimage_name: str) -> str | None:
-        return self.image_type
+    def label_errors(self, label: shapes.ImageLabel) -> list[str]:
+        assert isinstance(label, AwsLabel)
+        pool = label.pool
+        errors = []
+        if label.dedicated_host and label.use_spot:
+            errors.append(f"pool {pool.name!r} label {label.name!r}: spot instances "
+                          "cannot run on dedicated hosts; drop use-spot or dedicated-host")
+        if label.dedicated_host and not pool.az:
+            errors.append(f"pool {pool.name!r} label {label.name!r}: a dedicated "
+                          "host needs the pool's availability-zone")
+        return errors
 
     def fleet_labels(self) -> list[AwsLabel]:
         return [label for pool in self.pools.values() for label in pool.labels.values()

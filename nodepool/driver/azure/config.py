@@ -16,34 +16,17 @@ from typing import Any
 
 import voluptuous as v
 
-from nodepool.driver import (
-    ConfigLabel,
-    ConfigPool,
-    Driver,
-    LabelImage,
-    ProviderConfig,
-    ProviderDiskImage,
-)
+from nodepool.driver import ConfigPool, Driver, ProviderDiskImage
+from nodepool.driver import config_shapes as shapes
 from nodepool.exceptions import ConfigError
 
-# Ports Zuul connects to when an image names only its connection type.
-DEFAULT_PORTS = {"ssh": 22, "winrm": 5986}
-# The ways a cloud image names what to boot; exactly one is required.
-IMAGE_SPECS = ("image-reference", "image-id", "image-filter", "community-gallery-image",
-               "shared-gallery-image")
 
-
-def _port(d: Mapping[str, Any], connection_type: str) -> int:
-    return d.get("connection-port", DEFAULT_PORTS.get(connection_type, 22))
-
-
-class AzureCloudImage(LabelImage):
+class AzureCloudImage(shapes.CloudImage):
     """An image that already exists: a marketplace ``image-reference``, an
     ``image-id``, the newest match of ``image-filter``, or a gallery image."""
 
     def __init__(self, d: Mapping[str, Any], zuul_public_key: str | None) -> None:
-        super().__init__(d["name"])
-        self.username = d["username"]
+        super().__init__(d)
         self.password: str | None = d.get("password")
         self.generate_password: bool = d.get("generate-password", False)
         # The SSH public key authorized for ``username`` (the provider's
@@ -54,10 +37,6 @@ class AzureCloudImage(LabelImage):
         self.image_id: str | None = d.get("image-id")
         self.shared_gallery_image: dict[str, str] | None = d.get("shared-gallery-image")
         self.community_gallery_image: dict[str, str] | None = d.get("community-gallery-image")
-        self.python_path = d.get("python-path", "auto")
-        self.shell_type = d.get("shell-type")
-        self.connection_type = d.get("connection-type", "ssh")
-        self.connection_port = _port(d, self.connection_type)
 
     @property
     def external_name(self) -> str:
@@ -68,19 +47,13 @@ class AzureCloudImage(LabelImage):
         return self.name
 
 
-class AzureDiskImage(ProviderDiskImage):
+class AzureDiskImage(shapes.CloudDiskImage):
     """A diskimage as this provider takes it (uploaded as a VHD)."""
 
     def __init__(self, d: Mapping[str, Any]) -> None:
-        super().__init__(d["name"])
-        self.pause = bool(d.get("pause", False))
-        # Filled from the top-level diskimage during load unless set here.
-        self._username: str | None = d.get("username")
+        super().__init__(d)
+        self._username = d.get("username")
         self.key: str | None = d.get("key")
-        self.python_path = d.get("python-path", "auto")
-        self.shell_type = d.get("shell-type")
-        self.connection_type = d.get("connection-type", "ssh")
-        self.connection_port = _port(d, self.connection_type)
         # Tags of the uploaded image.
         self.meta = dict(d.get("tags") or {})
 
@@ -92,12 +65,10 @@ def _encode(text: str | None) -> str | None:
     return base64.b64encode(text.encode("utf8")).decode("utf8")
 
 
-class AzureLabel(ConfigLabel):
+class AzureLabel(shapes.ImageLabel):
     def __init__(self, d: Mapping[str, Any], pool: AzurePool) -> None:
-        super().__init__(d["name"], pool)
+        super().__init__(d, pool)
         self.pool: AzurePool = pool
-        self.cloud_image_name: str | None = d.get("cloud-image")
-        self.diskimage_name: str | None = d.get("diskimage")
         self.cloud_image: AzureCloudImage | None = None
         self.diskimage: AzureDiskImage | None = None
         # {"vm-size": ...}
@@ -109,7 +80,6 @@ class AzureLabel(ConfigLabel):
         self.custom_data: str | None = _encode(d.get("custom-data"))
         # GB of the OS disk (None: the image's size).
         self.volume_size: int | None = d.get("volume-size")
-        self.host_key_checking = pool.host_key_checking
 
 
 class AzurePool(ConfigPool):
@@ -151,69 +121,46 @@ def _cloud_image_schema() -> Any:
         v.Required("name"): str,
         "version": str,
     }
-    return v.All({
-        v.Required("name"): str,
-        v.Required("username"): str,
+    # The ways a cloud image names what to boot; exactly one is required.
+    specs = {
+        "image-reference": image_reference,
+        "image-id": str,
+        "image-filter": image_filter,
+        "community-gallery-image": gallery_image,
+        "shared-gallery-image": gallery_image,
+    }
+    return shapes.cloud_image_schema(specs, {
         "password": str,
         "generate-password": bool,
         "key": str,
-        v.Exclusive("image-reference", "spec"): image_reference,
-        v.Exclusive("image-id", "spec"): str,
-        v.Exclusive("image-filter", "spec"): image_filter,
-        v.Exclusive("community-gallery-image", "spec"): gallery_image,
-        v.Exclusive("shared-gallery-image", "spec"): gallery_image,
-        "connection-type": str,
-        "connection-port": int,
-        "python-path": str,
-        "shell-type": str,
-    }, {
-        v.Required(v.Any(*IMAGE_SPECS),
-                   msg="a cloud-image needs one of " + ", ".join(
-                       f'"{spec}"' for spec in IMAGE_SPECS)): object,
-        object: object,
     })
 
 
-def _diskimage_schema() -> dict:
-    return {
-        v.Required("name"): str,
-        "username": str,
-        "key": str,
-        "pause": bool,
-        "connection-type": str,
-        "connection-port": int,
-        "python-path": str,
-        "shell-type": str,
-        "tags": dict,
-    }
-
-
 def _label_schema() -> dict:
-    return {
-        v.Required("name"): str,
-        "cloud-image": str,
-        "diskimage": str,
+    return shapes.label_schema({
         v.Required("hardware-profile"): {v.Required("vm-size"): str},
         "tags": dict,
         "dynamic-tags": dict,
         "user-data": str,
         "custom-data": str,
         "volume-size": int,
-    }
+    })
+
+
+# Settings of a pool that its provider may set for all its pools.
+_POOL_DEFAULTS = {
+    "ipv4": bool,
+    "ipv6": bool,
+    "public-ipv4": bool,
+    "public-ipv6": bool,
+    "use-internal-ip": bool,
+    "host-key-checking": bool,
+}
 
 
 def azure_schema() -> dict:
     """The provider keys beyond name, driver, max-concurrency and priority."""
-    pool = {
-        **ConfigPool.schema(),
-        v.Required("labels"): [_label_schema()],
-        "ipv4": bool,
-        "ipv6": bool,
-        "public-ipv4": bool,
-        "public-ipv6": bool,
-        "use-internal-ip": bool,
-        "host-key-checking": bool,
-    }
+    pool = shapes.pool_schema(_label_schema(), _POOL_DEFAULTS)
     return {
         v.Required("pools"): [pool],
         v.Required("location"): str,
@@ -226,25 +173,18 @@ def azure_schema() -> dict:
             "subnet": str,
         }),
         "cloud-images": [_cloud_image_schema()],
-        "diskimages": [_diskimage_schema()],
+        "diskimages": [shapes.diskimage_schema({"username": str, "key": str, "tags": dict})],
         v.Required("auth-path"): str,
-        "ipv4": bool,
-        "ipv6": bool,
-        "public-ipv4": bool,
-        "public-ipv6": bool,
-        "use-internal-ip": bool,
-        "host-key-checking": bool,
+        **_POOL_DEFAULTS,
         "post-upload-hook": str,
         "rate": v.Coerce(float),
-        "boot-timeout": int,
-        "launch-timeout": int,
-        "launch-retries": int,
+        **shapes.launch_schema(),
         # Deprecated upstream: the default ``key`` of cloud images.
         "zuul-public-key": str,
     }
 
 
-class AzureProviderConfig(ProviderConfig):
+class AzureProviderConfig(shapes.CloudProviderConfig):
     """An Azure provider: one subscription (``auth-path``), VMs in one
     resource group and location."""
 
@@ -265,11 +205,10 @@ class AzureProviderConfig(ProviderConfig):
         self.zuul_public_key: str | None = provider.get("zuul-public-key")
         # Mutating API calls per second.
         self.rate: float = provider.get("rate", 1)
-        self.launch_retries = provider.get("launch-retries", 3)
-        self.launch_timeout = provider.get("launch-timeout", 3600)
         self.boot_timeout = provider.get("boot-timeout", 120)
+        # (Not yet added to the diskimages' builds: this build cannot
+        # upload to Azure.)
         self.image_type = "vhd"
-        self.image_name_format = "{image_name}-{timestamp}"
         self.post_upload_hook = provider.get("post-upload-hook")
         # Defaults for the pools.
         self.public_ipv4: bool = provider.get("public-ipv4", True)
@@ -278,11 +217,10 @@ class AzureProviderConfig(ProviderConfig):
         self.ipv6: bool | None = provider.get("ipv6")
         self.use_internal_ip = provider.get("use-internal-ip", False)
         self.host_key_checking: bool = provider.get("host-key-checking", True)
-        self.cloud_images: dict[str, AzureCloudImage] = {
-            d["name"]: AzureCloudImage(d, self.zuul_public_key)
-            for d in provider.get("cloud-images") or []}
-        self.diskimages: dict[str, ProviderDiskImage] = {
-            d["name"]: AzureDiskImage(d) for d in provider.get("diskimages") or []}
+        self.cloud_images: dict[str, AzureCloudImage] = shapes.by_name(
+            provider.get("cloud-images"), lambda d: AzureCloudImage(d, self.zuul_public_key))
+        self.diskimages: dict[str, ProviderDiskImage] = shapes.by_name(
+            provider.get("diskimages"), AzureDiskImage)
         for pool in provider.get("pools") or []:
             self.pools[pool["name"]] = AzurePool(pool, self)
 
@@ -295,45 +233,3 @@ class AzureProviderConfig(ProviderConfig):
         if missing:
             raise ConfigError(f"pool(s) {', '.join(map(repr, missing))}: max-servers is "
                               "required for Azure pools; set it")
-
-    def load(self, config: Any) -> None:
-        errors: list[str] = []
-        for name, image in self.diskimages.items():
-            top = config.diskimages.get(name)
-            if top is None:
-                errors.append(f"diskimage {name!r} is not defined under the top-level "
-                              "diskimages")
-                continue
-            assert isinstance(image, AzureDiskImage)
-            image.username = image._username or top.username
-            # (The VHD format is added to the diskimage's builds once
-            # this build can upload to Azure.)
-        for pool in self.pools.values():
-            for label in pool.labels.values():
-                assert isinstance(label, AzureLabel)
-                errors.extend(self._bind_image(pool, label))
-        if errors:
-            raise ConfigError("; ".join(errors))
-        self._register_pools(config)
-
-    def _bind_image(self, pool: ConfigPool, label: AzureLabel) -> list[str]:
-        if label.cloud_image_name:
-            label.cloud_image = self.cloud_images.get(label.cloud_image_name)
-            if label.cloud_image is None:
-                return [f"pool {pool.name!r} label {label.name!r} uses cloud-image "
-                        f"{label.cloud_image_name!r}, which this provider's cloud-images "
-                        "do not list"]
-        if label.diskimage_name:
-            image = self.diskimages.get(label.diskimage_name)
-            label.diskimage = image if isinstance(image, AzureDiskImage) else None
-            if label.diskimage is None:
-                return [f"pool {pool.name!r} label {label.name!r} uses diskimage "
-                        f"{label.diskimage_name!r}, which this provider's diskimages "
-                        "do not list"]
-        return []
-
-    def diskimage_names(self) -> list[str]:
-        return list(self.diskimages)
-
-    def image_format(self, diskimage_name: str) -> str | None:
-        return self.image_type

@@ -14,11 +14,8 @@ from typing import Any
 
 import voluptuous as v
 
-from nodepool.driver import ConfigLabel, ConfigPool, Driver, LabelImage, ProviderConfig
-from nodepool.exceptions import ConfigError
-
-# Ports Zuul connects to when an image names only its connection type.
-DEFAULT_PORTS = {"ssh": 22, "winrm": 5986}
+from nodepool.driver import ConfigPool, Driver, LabelImage
+from nodepool.driver import config_shapes as shapes
 
 
 class GceCloudImage(LabelImage):
@@ -37,28 +34,28 @@ class GceCloudImage(LabelImage):
         self.username = d.get("username")  # type: ignore[assignment]
         # An SSH public key put into the instance's metadata.
         self.key: str | None = d.get("key")
-        self.python_path = d.get("python-path", "auto")
-        self.shell_type = d.get("shell-type")
-        self.connection_type = d.get("connection-type", "ssh")
-        self.connection_port = d.get("connection-port",
-                                     DEFAULT_PORTS.get(self.connection_type, 22))
+        self.load_connection(d)
 
     @property
     def external_name(self) -> str:
         return self.image_id or self.name
 
 
-class GceLabel(ConfigLabel):
+class GceLabel(shapes.ImageLabel):
     def __init__(self, d: Mapping[str, Any], pool: GcePool) -> None:
-        super().__init__(d["name"], pool)
+        super().__init__(d, pool)
         self.pool: GcePool = pool
+        # Required, and looked up even when empty (as upstream does): a
+        # cloud image may have no name.
         self.cloud_image_name: str = d["cloud-image"]
+        # Upstream's gce labels boot cloud images only (a ``diskimage``
+        # key is not in their schema).
+        self.diskimage_name = None
         self.cloud_image: GceCloudImage | None = None
         self.instance_type: str = d["instance-type"]
         self.volume_type: str = d.get("volume-type", "pd-standard")
         # GB of the boot disk.
         self.volume_size: int = d.get("volume-size", 10)
-        self.host_key_checking = pool.host_key_checking
 
 
 class GcePool(ConfigPool):
@@ -82,22 +79,15 @@ def gce_schema() -> dict:
         "volume-type": str,
         "volume-size": int,
     }
-    pool = {
-        **ConfigPool.schema(),
-        v.Required("labels"): [label],
-        "use-internal-ip": bool,
-    }
+    pool = shapes.pool_schema(label, {"use-internal-ip": bool})
     cloud_image = {
         "name": str,
-        "connection-type": str,
-        "connection-port": int,
-        "shell-type": str,
         "image-id": str,
         "image-project": str,
         "image-family": str,
         "username": str,
         "key": str,
-        "python-path": str,
+        **shapes.connection_schema(),
     }
     return {
         v.Required("pools"): [pool],
@@ -105,14 +95,12 @@ def gce_schema() -> dict:
         v.Required("project"): str,
         v.Required("zone"): str,
         "cloud-images": [cloud_image],
-        "boot-timeout": int,
-        "launch-timeout": int,
-        "launch-retries": int,
+        **shapes.launch_schema(),
         "rate-limit": int,
     }
 
 
-class GceProviderConfig(ProviderConfig):
+class GceProviderConfig(shapes.CloudProviderConfig):
     """A GCE provider: one project, instances in one zone."""
 
     manage_images = False
@@ -126,26 +114,9 @@ class GceProviderConfig(ProviderConfig):
         self.zone: str = provider["zone"]
         # API calls per second.
         self.rate_limit: int = provider.get("rate-limit", 1)
-        self.launch_retries = provider.get("launch-retries", 3)
-        self.launch_timeout = provider.get("launch-timeout", 3600)
-        self.boot_timeout = provider.get("boot-timeout", 60)
         self.cloud_images: dict[str, GceCloudImage] = {}
         for d in provider.get("cloud-images") or []:
             image = GceCloudImage(d)
             self.cloud_images[image.name] = image
         for pool in provider.get("pools") or []:
             self.pools[pool["name"]] = GcePool(pool, self)
-
-    def load(self, config: Any) -> None:
-        errors: list[str] = []
-        for pool in self.pools.values():
-            for label in pool.labels.values():
-                assert isinstance(label, GceLabel)
-                label.cloud_image = self.cloud_images.get(label.cloud_image_name)
-                if label.cloud_image is None:
-                    errors.append(f"pool {pool.name!r} label {label.name!r} uses cloud-image "
-                                  f"{label.cloud_image_name!r}, which this provider's "
-                                  "cloud-images do not list")
-        if errors:
-            raise ConfigError("; ".join(errors))
-        self._register_pools(config)

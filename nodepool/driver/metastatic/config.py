@@ -16,6 +16,7 @@ from typing import Any
 import voluptuous as v
 
 from nodepool.driver import ConfigLabel, ConfigPool, Driver, ProviderConfig
+from nodepool.driver import config_shapes as shapes
 from nodepool.exceptions import ConfigError
 
 
@@ -66,16 +67,10 @@ def metastatic_schema() -> dict:
         "max-age": int,
         "host-key-checking": bool,
     }
-    pool = {
-        **ConfigPool.schema(),
-        v.Required("labels"): [label],
-        "host-key-checking": bool,
-    }
+    pool = shapes.pool_schema(label, {"host-key-checking": bool})
     return {
         v.Required("pools"): [pool],
-        "boot-timeout": int,
-        "launch-timeout": int,
-        "launch-retries": int,
+        **shapes.launch_schema(),
     }
 
 
@@ -87,8 +82,6 @@ class MetastaticProviderConfig(ProviderConfig):
     def __init__(self, driver: Driver, provider: Mapping[str, Any]) -> None:
         super().__init__(driver, provider)
         self.cloud = "metastatic"
-        self.launch_retries = provider.get("launch-retries", 3)
-        self.launch_timeout = provider.get("launch-timeout", 3600)
         self.boot_timeout = provider.get("boot-timeout", 120)
         for pool in provider.get("pools") or []:
             self.pools[pool["name"]] = MetastaticPool(pool, self)

@@ -16,6 +16,7 @@ from nodepool.driver import (
     ProviderConfig,
 )
 from nodepool.driver import ProviderDiskImage as BaseProviderDiskImage
+from nodepool.driver import config_shapes as shapes
 from nodepool.driver.quota import QuotaInformation
 from nodepool.exceptions import ConfigError
 
@@ -44,11 +45,7 @@ class ProviderCloudImage(LabelImage):
         self.image_name: str | None = d.get("image-name")
         self.config_drive: bool | None = d.get("config-drive")
         self.username = d.get("username", "zuul")
-        self.python_path = d.get("python-path", "auto")
-        self.shell_type = d.get("shell-type")
-        self.connection_type = d.get("connection-type", "ssh")
-        self.connection_port = d.get(
-            "connection-port", 5986 if self.connection_type == "winrm" else 22)
+        self.load_connection(d)
 
     @property
     def external_name(self) -> str:
@@ -159,17 +156,12 @@ def openstack_schema() -> dict:
         v.Exclusive("image-name", "cloud-image-name-or-id"): str,
         "config-drive": bool,
         "username": str,
-        "python-path": str,
-        "shell-type": str,
-        "connection-type": str,
-        "connection-port": int,
+        **shapes.connection_schema(),
     }
     return {
         v.Required("cloud"): str,
         "region-name": str,
-        "boot-timeout": int,
-        "launch-timeout": int,
-        "launch-retries": int,
+        **shapes.launch_schema(),
         "rate": v.Any(int, float),
         "image-upload-timeout": int,
         "image-name-format": str,
@@ -202,10 +194,10 @@ class OpenStackProviderConfig(ProviderConfig):
         self.post_upload_hook: str | None = provider.get("post-upload-hook")
         self.clean_floating_ips: bool = provider.get("clean-floating-ips", False)
         self.port_cleanup_interval: int = provider.get("port-cleanup-interval", 600)
-        self.diskimages: dict[str, BaseProviderDiskImage] = {
-            d["name"]: ProviderDiskImage(d) for d in provider.get("diskimages") or []}
-        self.cloud_images: dict[str, ProviderCloudImage] = {
-            d["name"]: ProviderCloudImage(d) for d in provider.get("cloud-images") or []}
+        self.diskimages: dict[str, BaseProviderDiskImage] = shapes.by_name(
+            provider.get("diskimages"), ProviderDiskImage)
+        self.cloud_images: dict[str, ProviderCloudImage] = shapes.by_name(
+            provider.get("cloud-images"), ProviderCloudImage)
         for pool in provider.get("pools") or []:
             self.pools[pool["name"]] = OpenStackPool(pool, self)
         self._load_warnings: list[str] = []

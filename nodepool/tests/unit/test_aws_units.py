@@ -160,6 +160,29 @@ def test_labels_need_a_key_name_and_one_image(tmp_path):
     assert "exclusion 'spec'" in text
 
 
+def test_a_repeated_pool_name_keeps_the_last_pool_with_its_own_images(tmp_path):
+    # As upstream's loader: the last pool of a name wins, and its labels
+    # boot the images they name themselves.
+    provider = load(tmp_path, """    cloud-images:
+      - name: ubuntu
+        image-id: ami-1
+        username: ubuntu
+      - name: debian
+        image-id: ami-2
+        username: debian
+    pools:
+      - {name: main, labels: [{name: small, cloud-image: ubuntu, instance-type: t3.medium,
+                               key-name: zuul}]}
+      - name: main
+        labels:
+          - {name: small, cloud-image: debian, instance-type: t3.medium, key-name: zuul}
+          - {name: host, cloud-image: ubuntu, instance-type: m5.large, key-name: zuul}
+""")
+    labels = provider.pools["main"].labels
+    assert labels["small"].cloud_image.external_name == "ami-2"
+    assert labels["host"].cloud_image.external_name == "ami-1"
+
+
 class Pool:
     def __init__(self, **kw: Any) -> None:
         self.public_ipv4 = True
