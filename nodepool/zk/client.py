@@ -67,10 +67,21 @@ class PollingHandler(SequentialThreadingHandler):
     reply, and its ``select`` builds and tears down an epoll selector each
     time (three system calls and a few objects).  Under load that was a
     tenth of a launcher's CPU; ``poll`` does the same wait with one call.
+
+    It also answers "readable" for a TLS socket that holds decrypted data
+    already: TLS reads whole records, and a record carrying several
+    ZooKeeper packets leaves the later ones inside the SSL object, where
+    no wait on the file descriptor sees them.  kazoo's connection loop
+    would then leave a reply unread until the server sends something
+    else, up to the next ping seconds later: a request, or the close of
+    the session at shutdown, could hang that long.
     """
 
     def select(self, rlist: list[Any], wlist: list[Any], xlist: list[Any],
                timeout: float | None = None) -> tuple[list[Any], list[Any], list[Any]]:
+        buffered = [obj for obj in rlist if isinstance(obj, ssl.SSLSocket) and obj.pending()]
+        if buffered:
+            return buffered, [], []
         poller = select.poll()
         wanted: dict[int, int] = {}
         objects: dict[int, list[Any]] = {}

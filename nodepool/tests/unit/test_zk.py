@@ -903,3 +903,45 @@ def test_an_unused_node_someone_locked_is_left_to_them(zk, zk_info):
     finally:
         other.stop()
         other.close()
+
+
+# -- The connection thread's wait --------------------------------------------
+
+
+def test_wait_sees_packets_tls_has_already_decrypted(tmp_path):
+    """Two packets in one TLS record: once the first is read, the second is
+    inside the SSL object and the socket's descriptor shows nothing to
+    read.  The connection thread's wait must still return at once (or a
+    reply would wait for the server's next packet, up to a ping later)."""
+    import socket
+    import ssl
+    import subprocess
+
+    from nodepool.zk.client import PollingHandler
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(cert, key)
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.check_hostname = False
+    client_ctx.verify_mode = ssl.CERT_NONE
+    a, b = socket.socketpair()
+    server = server_ctx.wrap_socket(a, server_side=True, do_handshake_on_connect=False)
+    client = client_ctx.wrap_socket(b, do_handshake_on_connect=False)
+    handshake = threading.Thread(target=server.do_handshake)
+    handshake.start()
+    client.do_handshake()
+    handshake.join()
+    try:
+        server.sendall(b"first-packet" + b"second-packet")  # one record
+        assert client.recv(12) == b"first-packet"
+        assert client.pending() == len(b"second-packet")
+        readable, _, _ = PollingHandler().select([client], [], [], 30)
+        assert readable == [client]
+        assert client.recv(100) == b"second-packet"
+    finally:
+        client.close()
+        server.close()
