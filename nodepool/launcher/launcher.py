@@ -473,6 +473,13 @@ class NodePool(threading.Thread):
             return ComponentRegistry(self.zk).all("pool")
         return self.component_cache.items()
 
+    def pool_peers(self, worker: PoolWorker) -> list[Any]:
+        """The other launchers' pool components serving ``worker``'s
+        provider pool."""
+        return [p for p in self.pool_components()
+                if p.provider_name == worker.provider_name and p.name == worker.pool_name
+                and p.id != worker.id]
+
     @contextlib.contextmanager
     def pool_coordination(self, worker: PoolWorker) -> Iterator[bool]:
         """Serialise capacity decisions with other launchers serving the
@@ -482,10 +489,7 @@ class NodePool(threading.Thread):
         pool.  After the lock is ours, the node cache is brought up to date
         (a barrier) so the other launcher's new nodes are counted.
         """
-        peers = [p for p in self.pool_components()
-                 if p.provider_name == worker.provider_name and p.name == worker.pool_name
-                 and p.id != worker.id]
-        if not peers:
+        if not self.pool_peers(worker):
             yield False
             return
         lock = self.zk.pool_coordination_lock(worker.provider_name, worker.pool_name,

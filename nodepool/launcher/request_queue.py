@@ -85,6 +85,11 @@ class RequestQueue:
             order = list(self._order)
         return (entry[3] for entry in order)
 
+    def has_fresh(self) -> bool:
+        """Whether some request was added or changed since last asked."""
+        with self._lock:
+            return any(i in self._entries for i in self._fresh)
+
     def take_fresh(self) -> list[NodeRequest]:
         """Requests added or changed since last asked (still open and
         unparked), in serving order."""
