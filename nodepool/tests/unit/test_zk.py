@@ -945,3 +945,45 @@ def test_wait_sees_packets_tls_has_already_decrypted(tmp_path):
     finally:
         client.close()
         server.close()
+
+
+def test_cache_follows_our_writes_across_a_dropped_connection(zk):
+    """Our writes keep going while the connection drops (their replies
+    fail or come after the reconnect): the cache never stalls and ends
+    where ZooKeeper is."""
+    cache = NodeCache(zk)
+    cache.start()
+    stop = threading.Event()
+    node = make_node()
+    zk.store_node(node)
+    written = []
+
+    def write() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            node.comment = f"write {n}"
+            try:
+                zk.store_node(node)
+                written.append(n)
+            except Exception:
+                pass  # the connection is down: try again
+
+    try:
+        assert cache.wait_synced(10)
+        thread = threading.Thread(target=write)
+        thread.start()
+        try:
+            wait_for(lambda: len(written) > 20)
+            before = len(written)
+            zk.kazoo._call(_CONNECTION_DROP, zk.kazoo.handler.async_result())
+            wait_for(lambda: len(written) > before + 50, timeout=30)
+        finally:
+            stop.set()
+            thread.join()
+        final = json.loads(zk.kazoo.get(f"/nodepool/nodes/{node.id}")[0])["comment"]
+        wait_for(lambda: cache.get(node.id).comment == final, timeout=30)
+        assert cache.barrier(10)
+        assert cache.get(node.id).comment == final
+    finally:
+        cache.stop()
