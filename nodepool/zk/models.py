@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any, ClassVar
+from typing import Any, ClassVar, overload
 
 # Node states.
 INIT = "init"
@@ -170,6 +170,34 @@ def _as_float(value: Any) -> float | None:
     return float(value)
 
 
+class StateField:
+    """A record's ``state``: one of ``allowed`` or None (anything else is
+    a ModelError); setting a different one stamps ``state_time``.  The
+    value lives in the record's ``_state``."""
+
+    def __init__(self, allowed: tuple[str, ...], what: str) -> None:
+        self.allowed = allowed
+        self.what = what
+
+    @overload
+    def __get__(self, record: None, owner: type) -> StateField: ...
+
+    @overload
+    def __get__(self, record: Record, owner: type) -> str | None: ...
+
+    def __get__(self, record: Record | None, owner: type) -> StateField | str | None:
+        if record is None:
+            return self
+        return record._state  # type: ignore[attr-defined]
+
+    def __set__(self, record: Record, value: str | None) -> None:
+        if value not in self.allowed and value is not None:
+            raise ModelError(f"invalid {self.what} state {value!r}")
+        if value != record._state:  # type: ignore[attr-defined]
+            record.state_time = time.time()  # type: ignore[attr-defined]
+        record._state = value  # type: ignore[attr-defined]
+
+
 class Node(Record):
     """A test node: a cloud server or a static host slot.
 
@@ -248,17 +276,7 @@ class Node(Record):
         # The kazoo lock we hold on this node, if any.
         self.lock: Any = None
 
-    @property
-    def state(self) -> str | None:
-        return self._state
-
-    @state.setter
-    def state(self, value: str | None) -> None:
-        if value not in NODE_STATES and value is not None:
-            raise ModelError(f"invalid node state {value!r}")
-        if value != self._state:
-            self.state_time = time.time()
-        self._state = value
+    state = StateField(NODE_STATES, "node")
 
     @property
     def ssh_port(self) -> Any:
@@ -376,17 +394,7 @@ class NodeRequest(Record):
         self.tenant_name: str | None = None
         self.lock: Any = None
 
-    @property
-    def state(self) -> str | None:
-        return self._state
-
-    @state.setter
-    def state(self, value: str | None) -> None:
-        if value not in REQUEST_STATES and value is not None:
-            raise ModelError(f"invalid request state {value!r}")
-        if value != self._state:
-            self.state_time = time.time()
-        self._state = value
+    state = StateField(REQUEST_STATES, "request")
 
     @property
     def priority(self) -> str:

@@ -485,15 +485,20 @@ class ZooKeeper:
         node.lock = lock
         node.version = results[2].version
 
-    def refresh_node(self, node: Node) -> bool:
-        """Re-read ``node`` in place; False if it no longer exists."""
-        got = self._get(node_path(_id(node)))
+    def _refresh(self, record: Any, path: str, what: str) -> bool:
+        """Re-read ``record`` in place from ``path``; False if it no longer
+        exists."""
+        got = self._get(path)
         if got is None:
             return False
-        node.updateFromDict(models.load_json(got[0], f"node {node.id}"))
-        node.version = got[1].version
-        node.mzxid = got[1].mzxid
+        record.updateFromDict(models.load_json(got[0], what))
+        record.version = got[1].version
+        record.mzxid = got[1].mzxid
         return True
+
+    def refresh_node(self, node: Node) -> bool:
+        """Re-read ``node`` in place; False if it no longer exists."""
+        return self._refresh(node, node_path(_id(node)), f"node {node.id}")
 
     def lock_node(self, node: Node, blocking: bool = True, timeout: float | None = None,
                   identifier: str | None = None) -> None:
@@ -736,13 +741,8 @@ class ZooKeeper:
             request.version = stat.version
 
     def refresh_request(self, request: NodeRequest) -> bool:
-        got = self._get(request_path(_id(request)))
-        if got is None:
-            return False
-        request.updateFromDict(models.load_json(got[0], f"request {request.id}"))
-        request.version = got[1].version
-        request.mzxid = got[1].mzxid
-        return True
+        """Re-read ``request`` in place; False if it no longer exists."""
+        return self._refresh(request, request_path(_id(request)), f"request {request.id}")
 
     def delete_request(self, request: NodeRequest) -> None:
         """Delete a request nodepool created itself (never Zuul's)."""
