@@ -112,7 +112,7 @@ class LaunchHandle:
         self.done = threading.Event()
         # Set once the node record exists (or its creation failed).
         self.record_created = threading.Event()
-        if node.id is not None and node.lock is not None:
+        if node.id is not None:
             self.record_created.set()
         self.launch: Launch | None = None
 
@@ -165,6 +165,8 @@ class Launch(Task):
         # prepare_new_nodes): the launch locks it first.
         self.step_name = STEP_RECORD if node.id is None or node.lock is None else STEP_CREATE
         self._lock_new_record = node.id is not None and node.lock is None
+        # Whether the reservation counts the record (see _record_created).
+        self._bound = False
         self.attempt = 1
         # Wall-clock start of the current attempt or scan (stored, so a
         # launcher resuming the launch keeps the same deadlines).
@@ -183,6 +185,9 @@ class Launch(Task):
         self._saved_at = time.monotonic()
         self._abandoned = False
         self._clock = time.monotonic()
+        if self._lock_new_record:
+            # The record exists already: the ledger counts it by its id.
+            self._record_created()
 
     def __repr__(self) -> str:
         return f"<Launch node {self.node.id} {self.step_name}>"
@@ -295,7 +300,6 @@ class Launch(Task):
         if node.id is not None and self._lock_new_record:
             # Stored for us, unlocked: lock it (one round trip).
             self._lock_new_record = False
-            self._record_created()
             try:
                 self.zk.lock_new_node(node, self._begin_building)
             except ZKLockException:
@@ -332,8 +336,9 @@ class Launch(Task):
         return 0.0
 
     def _record_created(self) -> None:
-        if self.handle.record_created.is_set():
+        if self._bound:
             return
+        self._bound = True
         self.handle.record_created.set()
         self._clock = time.monotonic()
         self.provider.quota.bind(self.reservation, self.node.id)
