@@ -18,6 +18,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
 
+def take_injected_failure(failures: list[list[Any]], path: str) -> int | None:
+    """The status to answer ``path`` with, if a ``fail_next_requests`` entry applies.
+
+    ``failures`` holds ``[remaining, status, path_prefix]`` entries (a None
+    prefix matches every path); the first that matches is used up by one,
+    and spent entries are dropped.  Call it under the simulator's lock.
+    """
+    injected = None
+    for failure in failures:
+        if failure[0] > 0 and (failure[2] is None or path.startswith(failure[2])):
+            failure[0] -= 1
+            injected = failure[1]
+            break
+    failures[:] = [f for f in failures if f[0] > 0]
+    return injected
+
+
 class LoopbackHandler(BaseHTTPRequestHandler):
     """Keep-alive request handler that registers its connection with the server.
 

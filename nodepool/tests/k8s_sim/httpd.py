@@ -22,7 +22,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from nodepool.tests.k8s_sim.api import Api, Request, Response, WatchPlan
 from nodepool.tests.k8s_sim.errors import ApiError, internal_error
 from nodepool.tests.k8s_sim.state import ClusterState, Obj, WatchEvent
-from nodepool.tests.sim_http import HttpFrontEnd, LoopbackHandler, LoopbackServer
+from nodepool.tests.sim_http import (
+    HttpFrontEnd,
+    LoopbackHandler,
+    LoopbackServer,
+    take_injected_failure,
+)
 
 log = logging.getLogger("nodepool.tests.k8s_sim")
 
@@ -50,13 +55,7 @@ class _Handler(LoopbackHandler):
         with state.lock:
             state.requests_log.append((self.command, path))
             latency = state.latency
-            injected = None
-            for failure in state.request_failures:
-                if failure[0] > 0 and (failure[2] is None or path.startswith(failure[2])):
-                    failure[0] -= 1
-                    injected = failure[1]
-                    break
-            state.request_failures = [f for f in state.request_failures if f[0] > 0]
+            injected = take_injected_failure(state.request_failures, path)
         if latency:
             time.sleep(latency)
         try:

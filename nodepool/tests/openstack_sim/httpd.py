@@ -22,7 +22,12 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from nodepool.tests.openstack_sim.state import ApiError, CloudState
-from nodepool.tests.sim_http import HttpFrontEnd, LoopbackHandler, LoopbackServer
+from nodepool.tests.sim_http import (
+    HttpFrontEnd,
+    LoopbackHandler,
+    LoopbackServer,
+    take_injected_failure,
+)
 
 log = logging.getLogger("nodepool.tests.openstack_sim")
 
@@ -182,13 +187,7 @@ class _Handler(LoopbackHandler):
             state.most_in_flight[key] = max(state.most_in_flight.get(key, 0),
                                             state.in_flight[key])
             latency = state.latency
-            injected = None
-            for failure in state.request_failures:
-                if failure[0] > 0 and (failure[2] is None or path.startswith(failure[2])):
-                    failure[0] -= 1
-                    injected = failure[1]
-                    break
-            state.request_failures = [f for f in state.request_failures if f[0] > 0]
+            injected = take_injected_failure(state.request_failures, path)
         if latency:
             # Cut short when the simulator stops: a test may make the cloud
             # go silent for longer than it lasts itself.
