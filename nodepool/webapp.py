@@ -25,12 +25,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from nodepool import stats as statsmod
 from nodepool import status
+from nodepool.http_server import AppRequestHandler, ThreadedHttpApp
 from nodepool.web.status_page import CONTENT_TYPE as PAGE_CONTENT_TYPE
 from nodepool.web.status_page import HEADERS as PAGE_HEADERS
 from nodepool.zk import ZooKeeper, listing
@@ -88,7 +88,7 @@ def wants_json(accept: str | None) -> bool:
     return q > 0 and offer == "application/json"
 
 
-class WebApp:
+class WebApp(ThreadedHttpApp):
     """The HTTP server; ``start()`` binds and serves on a thread,
     ``stop()`` shuts it down.  With ``port=0`` the chosen port is in
     ``.port`` after ``start()``.
@@ -103,11 +103,10 @@ class WebApp:
                  port: int = 8005, node_cache: Any = None,
                  request_cache: Any = None, cache_seconds: float = CACHE_SECONDS,
                  status_page: Any = None) -> None:
+        super().__init__(_Handler, "WebApp", listen_address, port)
         self.zk = zk
         self.config_getter = config_getter
         self.ready_callable = ready_callable
-        self.listen_address = listen_address
-        self.port = port
         self.node_cache = node_cache
         self.request_cache = request_cache
         self.cache_seconds = cache_seconds
@@ -115,33 +114,9 @@ class WebApp:
         self.status_page = status_page
         self._cache: dict[tuple, tuple[float, bytes]] = {}
         self._cache_lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    # Lifecycle ----------------------------------------------------------
-
-    def start(self) -> None:
-        app = self
-
-        class Handler(_Handler):
-            webapp = app
-
-        self._server = ThreadingHTTPServer((self.listen_address, self.port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
-                                        name="WebApp", daemon=True)
-        self._thread.start()
+    def _listening(self) -> None:
         log.info("Web API listening on %s:%s", self.listen_address, self.port)
-
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
 
     # Content -------------------------------------------------------------
 
@@ -219,21 +194,13 @@ class WebApp:
         return entry
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(AppRequestHandler):
     webapp: WebApp
+    access_log = log
     server_version = "nodepool"
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def do_HEAD(self) -> None:
-        self._answer(send_body=False)
-
-    def do_GET(self) -> None:
-        self._answer(send_body=True)
-
     # Upstream answers any method the same way.
-    do_POST = do_GET
+    do_POST = AppRequestHandler.do_GET
 
     def _answer(self, send_body: bool) -> None:
         app = self.webapp

@@ -10,20 +10,18 @@ ZooKeeper session is up and 503 otherwise, for liveness probes.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
 from urllib.parse import urlsplit
 
 from nodepool import stats as statsmod
+from nodepool.http_server import AppRequestHandler, ThreadedHttpApp
 
 log = logging.getLogger("nodepool.builder.WebApp")
 
 TEXT = "text/plain; charset=UTF-8"
 
 
-class BuilderWebApp:
+class BuilderWebApp(ThreadedHttpApp):
     """``start()`` binds and serves on a thread, ``stop()`` shuts it down;
     with ``port=0`` the chosen port is in ``.port`` after ``start()``.
 
@@ -32,49 +30,18 @@ class BuilderWebApp:
 
     def __init__(self, connected: Callable[[], bool], listen_address: str = "0.0.0.0",
                  port: int = 8006) -> None:
+        super().__init__(_Handler, "BuilderWebApp", listen_address, port)
         self.connected = connected
-        self.listen_address = listen_address
-        self.port = port
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        app = self
-
-        class Handler(_Handler):
-            webapp = app
-
-        self._server = ThreadingHTTPServer((self.listen_address, self.port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
-                                        name="BuilderWebApp", daemon=True)
-        self._thread.start()
+    def _listening(self) -> None:
         log.info("Builder web server (/metrics, /health) listening on %s:%s",
                  self.listen_address, self.port)
 
-    def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
-            self._thread = None
 
-
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(AppRequestHandler):
     webapp: BuilderWebApp
+    access_log = log
     server_version = "nodepool-builder"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s %s", self.address_string(), format % args)
-
-    def do_GET(self) -> None:
-        self._answer(send_body=True)
-
-    def do_HEAD(self) -> None:
-        self._answer(send_body=False)
 
     def _answer(self, send_body: bool) -> None:
         path = urlsplit(self.path).path

@@ -17,15 +17,15 @@ from typing import Any
 
 import yaml
 
-from nodepool.tests.k8s_sim import controllers
-from nodepool.tests.k8s_sim.httpd import HttpFrontEnd
+from nodepool.tests.k8s_sim import controllers, httpd
 from nodepool.tests.k8s_sim.pki import ClusterPKI
 from nodepool.tests.k8s_sim.state import ClusterState, Obj, Refusal
+from nodepool.tests.sim_http import HttpFrontEnd, LoopbackSimulator
 
 POD_FATES = ("Running", "Failed", "Pending", "Unschedulable")
 
 
-class SimulatedKubernetes:
+class SimulatedKubernetes(LoopbackSimulator):
     """A Kubernetes (or, with ``openshift=True``, OpenShift) API server on loopback.
 
     ``pod_start_delay``: seconds from pod creation to Running.
@@ -37,8 +37,11 @@ class SimulatedKubernetes:
     >= 1.24 behaviour).  ``tls``: serve HTTPS with a certificate from the
     cluster CA instead of plain HTTP.
 
-    Usable as a context manager, which starts and stops the server.
+    Usable as a context manager, which starts and stops the server; the
+    API server URL (``url``) is known once started.
     """
+
+    sim_kind = "simulated cluster"
 
     def __init__(
         self,
@@ -65,7 +68,6 @@ class SimulatedKubernetes:
         )
         self._pki = ClusterPKI(name)
         self._state.pki = self._pki
-        self._http: HttpFrontEnd | None = None
         self.kubeconfig_path: str | None = None
         for ns in ("default", "kube-system", "kube-public"):
             self.add_namespace(ns)
@@ -75,41 +77,18 @@ class SimulatedKubernetes:
 
     # -- lifecycle -------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Listen on an ephemeral port of 127.0.0.1 and serve in daemon threads."""
-        if self._http is not None:
-            raise RuntimeError("simulated cluster already started")
+    def _front_end(self) -> HttpFrontEnd:
         tls = self._pki.write_server_files() if self.tls else None
         try:
-            self._http = HttpFrontEnd(self._state, tls)
+            http = httpd.front_end(self._state, tls)
         finally:
             if tls is not None:
                 # Loaded into the server's SSL context; nothing reads them again.
                 shutil.rmtree(os.path.dirname(tls[0]), ignore_errors=True)
         with self._state.lock:
             self._state.stopping = False
-            self._state.server_url = self._http.base_url
-        self._http.start()
-
-    def stop(self) -> None:
-        """Stop serving (ending watches, closing connections); state stays inspectable."""
-        if self._http is not None:
-            self._http.stop()
-            self._http = None
-
-    def __enter__(self) -> SimulatedKubernetes:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """The API server URL, e.g. ``http://127.0.0.1:40123``."""
-        if self._http is None:
-            raise RuntimeError("simulated cluster is not started")
-        return self._http.base_url
+            self._state.server_url = http.base_url
+        return http
 
     @property
     def token(self) -> str:

@@ -14,44 +14,27 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import socket
-import ssl
-import threading
 import time
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from nodepool.tests.k8s_sim.api import Api, Request, Response, WatchPlan
 from nodepool.tests.k8s_sim.errors import ApiError, internal_error
 from nodepool.tests.k8s_sim.state import ClusterState, Obj, WatchEvent
+from nodepool.tests.sim_http import (
+    HttpFrontEnd,
+    LoopbackHandler,
+    LoopbackServer,
+    take_injected_failure,
+)
 
 log = logging.getLogger("nodepool.tests.k8s_sim")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes; without this the body
-    # waits for the client's delayed ACK.
-    disable_nagle_algorithm = True
+class _Handler(LoopbackHandler):
+    sim_log = log
     server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.connections_lock:
-            self.server.connections.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.discard(self.connection)
-        try:
-            super().finish()
-        except OSError:
-            pass
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -72,13 +55,7 @@ class _Handler(BaseHTTPRequestHandler):
         with state.lock:
             state.requests_log.append((self.command, path))
             latency = state.latency
-            injected = None
-            for failure in state.request_failures:
-                if failure[0] > 0 and (failure[2] is None or path.startswith(failure[2])):
-                    failure[0] -= 1
-                    injected = failure[1]
-                    break
-            state.request_failures = [f for f in state.request_failures if f[0] > 0]
+            injected = take_injected_failure(state.request_failures, path)
         if latency:
             time.sleep(latency)
         try:
@@ -216,29 +193,11 @@ class _Handler(BaseHTTPRequestHandler):
         return {"type": kind, "object": obj} if kind else None
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
+class _Server(LoopbackServer):
     def __init__(self, state: ClusterState, tls: tuple[str, str] | None) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler, tls)
         self.state = state
         self.api = Api(state)
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        self._tls: ssl.SSLContext | None = None
-        if tls is not None:
-            self._tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            self._tls.load_cert_chain(*tls)
-        scheme = "https" if tls else "http"
-        self.base_url = f"{scheme}://127.0.0.1:{self.server_address[1]}"
-
-    def get_request(self) -> tuple[socket.socket, Any]:
-        sock, addr = super().get_request()
-        if self._tls is not None:
-            # The handshake happens in the connection's own thread (on first read).
-            sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-        return sock, addr
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client refusing our certificate or hanging up mid-request is
@@ -246,38 +205,14 @@ class _Server(ThreadingHTTPServer):
         log.debug("Connection from %s failed: %s", client_address,
                   traceback.format_exc(limit=2))
 
-    def close_connections(self) -> None:
-        with self.connections_lock:
-            connections = list(self.connections)
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    def begin_stop(self) -> None:
+        super().begin_stop()
+        # Open watches wait on the state's condition; wake them to end.
+        with self.state.lock:
+            self.state.stopping = True
+            self.state.changed.notify_all()
 
 
-class HttpFrontEnd:
-    """Owns the listening socket and the thread that accepts on it."""
-
-    def __init__(self, state: ClusterState, tls: tuple[str, str] | None) -> None:
-        self._server = _Server(state, tls)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-            name=f"SimulatedKubernetes-{self._server.server_address[1]}", daemon=True)
-
-    @property
-    def base_url(self) -> str:
-        return self._server.base_url
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        state = self._server.state
-        with state.lock:
-            state.stopping = True
-            state.changed.notify_all()
-        self._server.shutdown()
-        self._server.close_connections()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+def front_end(state: ClusterState, tls: tuple[str, str] | None) -> HttpFrontEnd:
+    """The cluster's API server (not yet serving)."""
+    return HttpFrontEnd(_Server(state, tls), "SimulatedKubernetes")

@@ -19,8 +19,7 @@ import openstack.config
 import openstack.connection
 import yaml
 
-from nodepool.tests.openstack_sim import compute, identity, image, network, volume
-from nodepool.tests.openstack_sim.httpd import HttpFrontEnd
+from nodepool.tests.openstack_sim import compute, httpd, identity, image, network, volume
 from nodepool.tests.openstack_sim.state import (
     DOMAIN_NAME,
     PASSWORD,
@@ -34,11 +33,12 @@ from nodepool.tests.openstack_sim.state import (
     Volume,
     require_loopback,
 )
+from nodepool.tests.sim_http import HttpFrontEnd, LoopbackSimulator
 
 SERVICES = [identity.SERVICE, compute.SERVICE, image.SERVICE, network.SERVICE, volume.SERVICE]
 
 
-class SimulatedCloud:
+class SimulatedCloud(LoopbackSimulator):
     """An OpenStack cloud (Keystone, Nova, Glance, Neutron, Cinder) on loopback.
 
     The default profile matches nodepool's fake cloud so results compare
@@ -54,39 +54,16 @@ class SimulatedCloud:
     starts and stops the HTTP server.
     """
 
+    sim_kind = "simulated cloud"
+
     def __init__(self, name: str = "sim", *, boot_delay: float = 0.1) -> None:
         self.name = name
         self._state = CloudState(boot_delay=boot_delay)
-        self._http: HttpFrontEnd | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def start(self) -> None:
-        """Listen on an ephemeral port of 127.0.0.1 and serve in a daemon thread."""
-        if self._http is not None:
-            raise RuntimeError("simulated cloud already started")
-        self._http = HttpFrontEnd(self._state, SERVICES)
-        self._http.start()
-
-    def stop(self) -> None:
-        """Stop serving and close client connections; state stays inspectable."""
-        if self._http is not None:
-            self._http.stop()
-            self._http = None
-
-    def __enter__(self) -> SimulatedCloud:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL of the server, e.g. ``http://127.0.0.1:40123``."""
-        if self._http is None:
-            raise RuntimeError("simulated cloud is not started")
-        return self._http.base_url
+    def _front_end(self) -> HttpFrontEnd:
+        return httpd.front_end(self._state, SERVICES)
 
     @property
     def auth_url(self) -> str:

@@ -13,18 +13,21 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
-import threading
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from nodepool.tests.openstack_sim.state import ApiError, CloudState
+from nodepool.tests.sim_http import (
+    HttpFrontEnd,
+    LoopbackHandler,
+    LoopbackServer,
+    take_injected_failure,
+)
 
 log = logging.getLogger("nodepool.tests.openstack_sim")
 
@@ -156,27 +159,9 @@ def check_token(state: CloudState, req: Request) -> None:
             raise ApiError(401, "The request you have made requires authentication.")
 
 
-class _Handler(BaseHTTPRequestHandler):
-    # HTTP/1.1 keeps connections alive, as a real API endpoint does; every
-    # response carries a Content-Length.
-    protocol_version = "HTTP/1.1"
-    # Headers and body go out in separate writes; with Nagle on, the body
-    # waits for the client's delayed ACK (~40 ms per request).
-    disable_nagle_algorithm = True
+class _Handler(LoopbackHandler):
+    sim_log = log
     server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        with self.server.connections_lock:
-            self.server.connections.add(self.connection)
-
-    def finish(self) -> None:
-        with self.server.connections_lock:
-            self.server.connections.discard(self.connection)
-        super().finish()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
 
     def do_GET(self) -> None:
         self._dispatch()
@@ -202,13 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
             state.most_in_flight[key] = max(state.most_in_flight.get(key, 0),
                                             state.in_flight[key])
             latency = state.latency
-            injected = None
-            for failure in state.request_failures:
-                if failure[0] > 0 and (failure[2] is None or path.startswith(failure[2])):
-                    failure[0] -= 1
-                    injected = failure[1]
-                    break
-            state.request_failures = [f for f in state.request_failures if f[0] > 0]
+            injected = take_injected_failure(state.request_failures, path)
         if latency:
             # Cut short when the simulator stops: a test may make the cloud
             # go silent for longer than it lasts itself.
@@ -270,20 +249,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    # Keep-alive handler threads may idle in readline(); stop() closes their
-    # sockets instead of joining them.
-    block_on_close = False
-
+class _Server(LoopbackServer):
     def __init__(self, state: CloudState, services: list[Service]) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(_Handler)
         self.state = state
         self.services = services
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
-        self.stopping = threading.Event()
-        self.base_url = f"http://127.0.0.1:{self.server_address[1]}"
 
     def find_service(self, path: str) -> Service | None:
         for service in self.services:
@@ -291,38 +261,7 @@ class _Server(ThreadingHTTPServer):
                 return service
         return None
 
-    def close_connections(self) -> None:
-        with self.connections_lock:
-            connections = list(self.connections)
-        for conn in connections:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
-
-class HttpFrontEnd:
-    """Owns the listening socket and the thread that serves it."""
-
-    def __init__(self, state: CloudState, services: list[Service]) -> None:
-        self._server = _Server(state, services)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"SimulatedCloud-{self._server.server_address[1]}",
-            daemon=True,
-        )
-
-    @property
-    def base_url(self) -> str:
-        return self._server.base_url
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.stopping.set()
-        self._server.shutdown()
-        self._server.close_connections()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+def front_end(state: CloudState, services: list[Service]) -> HttpFrontEnd:
+    """The cloud's HTTP server for ``services`` (not yet serving)."""
+    return HttpFrontEnd(_Server(state, services), "SimulatedCloud")
