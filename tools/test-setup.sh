@@ -58,6 +58,9 @@ ssl.clientAuth=need
 admin.enableServer=false
 4lw.commands.whitelist=*
 maxClientCnxns=0
+# Test runs write a lot: keep the last few snapshots and logs only.
+autopurge.snapRetainCount=3
+autopurge.purgeInterval=1
 CFG
 
 # zookeeper.jar's manifest lacks the netty codec/resolver jars that the TLS
