@@ -230,7 +230,8 @@ def test_build_timeout_kills_the_build(zk_info, tmp_path, builder_factory, image
         assert re.search(r"Exit code: -?\d+\n$", log)
         # The whole process group is gone and nothing was left behind.
         assert not dib_processes(build_id)
-        assert build_files(images_dir, build_id) == []
+        # (The files go just after the record says failed.)
+        wait_for(lambda: build_files(images_dir, build_id) == [], what="files removed")
         wait_for(lambda: not images.builds(IMAGE), what="failed build removed")
     finally:
         pause.unlink()
@@ -260,7 +261,8 @@ def test_failed_build_is_recorded_and_cleaned_up(zk_info, tmp_path, builder_fact
     log = (tmp_path / "logs" / f"{IMAGE}-{build_id}.log").read_text()
     assert "failing because SHOULD_FAIL=true" in log
     assert log.endswith("Exit code: 1\n")
-    assert build_files(config["images-dir"], build_id) == []
+    # (The files go just after the record says failed.)
+    wait_for(lambda: build_files(config["images-dir"], build_id) == [], what="files removed")
     wait_for(lambda: not images.builds(IMAGE), what="failed build removed")
     assert not images.upload_keys(IMAGE, PROVIDER) and not cloud_images()
 
@@ -383,7 +385,8 @@ def test_image_delete_and_dib_image_delete_are_carried_out(zk_info, tmp_path,
     build.state = models.DELETING
     zk.store_build(IMAGE, build)
     wait_for(lambda: zk.get_build(IMAGE, first.build_id) is None, what="build deleted")
-    assert not build_files(config["images-dir"], first.build_id)
+    wait_for(lambda: not build_files(config["images-dir"], first.build_id),
+             what="files removed")
     [replacement] = wait_for(lambda: ready_uploads(images), what="new build uploaded")
     assert replacement.build_id != first.build_id
     assert [i.id for i in cloud_images()] == [replacement.external_id]
@@ -493,7 +496,7 @@ def test_session_loss_during_build_fails_it(zk_info, tmp_path, builder_factory, 
     [rebuilt] = wait_for(lambda: ready_builds(images), timeout=20, what="rebuilt")
     assert rebuilt.id != build_id
     assert "ready" not in states_of(images, build_id)
-    assert build_files(images_dir, build_id) == []
+    wait_for(lambda: build_files(images_dir, build_id) == [], what="files removed")
 
 
 # The daemon --------------------------------------------------------------------
