@@ -150,7 +150,9 @@ class NodeRequestHandler:
                 or sorted(self.new_labels) != sorted(labels)):
             return []
         try:
-            self.precreated = [self._new_node(self.pool.labels[name]) for name in labels]
+            self.precreated = [self._new_node(label, self.provider.image_external_id(label)[1],
+                                              self.provider.quota_for_label(label))
+                               for label in (self.pool.labels[name] for name in labels)]
         except Exception:
             # The launches will meet (and report) the same problem.
             self.log.debug("No records made ahead", exc_info=True)
@@ -256,9 +258,8 @@ class NodeRequestHandler:
             self.label_caps.release(self.label_claims)
             self.label_claims = []
 
-    def _new_node(self, label: Any) -> Node:
+    def _new_node(self, label: Any, image_id: str | None, quota: Any) -> Node:
         """A new ``init`` record of a node of ``label`` for this request."""
-        _, image_id = self.provider.image_external_id(label)
         if self.az is None:
             self.az = self.provider.choose_az(self.pool)
         node = Node()
@@ -275,7 +276,7 @@ class NodeRequestHandler:
         node.image_id = image_id
         node.cloud = self.provider.provider.cloud
         node.region = self.provider.provider.region_name
-        node.resources = self.provider.quota_for_label(label).to_dict()
+        node.resources = quota.to_dict()
         image = label.image
         if image is not None:
             node.username = image.username
@@ -288,11 +289,7 @@ class NodeRequestHandler:
     def _start_launch(self, index: int, label: Any, quota: Any, reservation: Any,
                       claim: Any = None) -> None:
         image_external_id, image_id = self.provider.image_external_id(label)
-        node = self._take_precreated(label.name)
-        if node is None:
-            node = self._new_node(label)
-        node.image_id = image_id
-        node.resources = quota.to_dict()
+        node = self._take_precreated(label.name) or self._new_node(label, image_id, quota)
         # The launch creates (unless the claim did) and locks the record;
         # the reservation (and the label's claim) count the node until the
         # cache shows it.

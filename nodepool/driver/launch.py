@@ -163,8 +163,8 @@ class Launch(Task):
         # launch starts at the cloud) or was stored unlocked in ``init``
         # for this launch just before (see NodeRequestHandler.
         # prepare_new_nodes): the launch locks it first.
-        self.step_name = STEP_RECORD if node.id is None or node.lock is None else STEP_CREATE
         self._lock_new_record = node.id is not None and node.lock is None
+        self.step_name = STEP_RECORD if node.id is None or self._lock_new_record else STEP_CREATE
         # Whether the reservation counts the record (see _record_created).
         self._bound = False
         self.attempt = 1
@@ -297,7 +297,7 @@ class Launch(Task):
         state), then locked and ``building`` in one transaction, so no
         deleter can take it."""
         node = self.node
-        if node.id is not None and self._lock_new_record:
+        if self._lock_new_record:
             # Stored for us, unlocked: lock it (one round trip).
             self._lock_new_record = False
             try:

@@ -481,15 +481,16 @@ class NodePool(threading.Thread):
                 and p.id != worker.id]
 
     @contextlib.contextmanager
-    def pool_coordination(self, worker: PoolWorker) -> Iterator[bool]:
+    def pool_coordination(self, worker: PoolWorker, peers: list[Any]) -> Iterator[bool]:
         """Serialise capacity decisions with other launchers serving the
         same pool, so two launchers never both fill the last slot.
 
         Only taken when another launcher registered the same provider
-        pool.  After the lock is ours, the node cache is brought up to date
-        (a barrier) so the other launcher's new nodes are counted.
+        pool (``peers``, from :meth:`pool_peers`).  After the lock is
+        ours, the node cache is brought up to date (a barrier) so the other
+        launcher's new nodes are counted.
         """
-        if not self.pool_peers(worker):
+        if not peers:
             yield False
             return
         lock = self.zk.pool_coordination_lock(worker.provider_name, worker.pool_name,

@@ -234,8 +234,10 @@ class PoolWorker(threading.Thread):
             # may no longer hold.
             self._components_seen = generation
             self.queue.unpark_all()
-        if self.provider.provider.max_concurrency != 0 and not self._nothing_to_decide():
-            with self.launcher.pool_coordination(self) as coordinated:
+        peers = self.launcher.pool_peers(self)
+        if self.provider.provider.max_concurrency != 0 and not (
+                peers and self._nothing_to_decide()):
+            with self.launcher.pool_coordination(self, peers) as coordinated:
                 accepted = self._assign_requests()
                 if coordinated:
                     # Other launchers decide next: our new nodes must be in
@@ -246,20 +248,20 @@ class PoolWorker(threading.Thread):
         self._emit_stats()
 
     def _nothing_to_decide(self) -> bool:
-        """With other launchers serving this pool: True when a pass could
-        neither accept nor decide anything, so it need not wait for their
-        passes (nor they for it): every open request had its first
+        """True when a pass could neither accept nor decide anything, so
+        (with other launchers serving this pool) it need not wait for their
+        passes, nor they for it: every open request had its first
         decision, and there is no free ready node and no room for a new
         one.  Any change that makes room wakes the worker again."""
-        if not self.queue.has_fresh() and self.launcher.pool_peers(self):
-            if not len(self.queue):
-                return True
-            room = (self.provider.available_quota(self.pool)
-                    if self.provider.launches_nodes else None)
-            return self._exhausted(room, self._ready_counts(),
-                                   self.provider.launches_in_flight(),
-                                   self.provider.provider.max_concurrency)
-        return False
+        if self.queue.has_fresh():
+            return False
+        if not len(self.queue):
+            return True
+        room = (self.provider.available_quota(self.pool)
+                if self.provider.launches_nodes else None)
+        return self._exhausted(room, self._ready_counts(),
+                               self.provider.launches_in_flight(),
+                               self.provider.provider.max_concurrency)
 
     def _wait_for_records(self, handlers: list[NodeRequestHandler],
                           timeout: float = 10.0) -> None:

@@ -205,19 +205,20 @@ class WatchingKazooClient(KazooClient):
     def read_now(self, event: WatchedEvent) -> Any:
         """From a persistent watch's callback (on the connection thread):
         read the path of ``event`` at once; the pending result."""
-        connection = self._connection
-        if threading.current_thread() is not getattr(connection, "_connection_routine", None):
+        if not self.on_connection_thread():
             raise RuntimeError("read_now is only for watch callbacks")
-        return connection.read_now(event.server_path)  # type: ignore[attr-defined]
+        return self._connection.read_now(event.server_path)  # type: ignore[attr-defined]
 
     def read_now_at(self, path: str) -> Any:
         """As :meth:`read_now`, for ``path`` (as this client names it)."""
-        connection = self._connection
-        if threading.current_thread() is not getattr(connection, "_connection_routine", None):
+        if not self.on_connection_thread():
             raise RuntimeError("read_now_at is only for the connection thread")
-        return connection.read_now(_prefix_root(self.chroot, path))  # type: ignore[attr-defined]
+        return self._connection.read_now(  # type: ignore[attr-defined]
+            _prefix_root(self.chroot, path))
 
     def on_connection_thread(self) -> bool:
+        """Whether this is kazoo's connection thread (where replies and
+        events are read)."""
         return threading.current_thread() is getattr(
             self._connection, "_connection_routine", None)
 

@@ -187,9 +187,6 @@ class RecordTransaction:
     def delete(self, *args: Any, **kwargs: Any) -> None:
         self._transaction.delete(*args, **kwargs)
 
-    def check(self, *args: Any, **kwargs: Any) -> None:
-        self._transaction.check(*args, **kwargs)
-
     def set_data(self, path: str, value: bytes, version: int = -1) -> None:
         self._writes.append((len(self._transaction.operations), path, value))
         self._transaction.set_data(path, value, version)
@@ -237,15 +234,10 @@ class ZooKeeper:
     def _set_record(self, path: str, data: bytes, version: int = -1) -> Any:
         """``kazoo.set``; the cache keeping ``path`` takes the data from
         the reply."""
-        observer = self._observer(path)
-        if observer is None:
-            return self.kazoo.set(path, data, version=version)
-        observer.own_write_started(path)
-
-        def replied(stat: Any, error: BaseException | None) -> None:
-            observer.own_write_replied(path, data if error is None else None, stat)
-
-        return self.kazoo.set_with_reply_hook(path, data, version, replied).wait_reply()
+        return self._observed(
+            [(None, path, data)],
+            lambda hook: self.kazoo.set_with_reply_hook(path, data, version, hook),
+            lambda: self.kazoo.set(path, data, version=version))
 
     def _transaction(self) -> RecordTransaction:
         return RecordTransaction(self)
@@ -254,23 +246,35 @@ class ZooKeeper:
         """Commit a kazoo transaction whose ``writes`` (operation index,
         path, data) set records; the caches keeping them take the data
         from the reply."""
-        observed = [(i, path, data, observer) for i, path, data in writes
+        return self._observed(
+            writes, lambda hook: self.kazoo.commit_with_reply_hook(transaction, hook),
+            transaction.commit)
+
+    def _observed(self, writes: Sequence[tuple[int | None, str, bytes]],
+                  send: Callable[[Any], Any], plain: Callable[[], Any]) -> Any:
+        """Send a write through ``send(reply_hook)`` when a cache keeps one
+        of the records it sets (``writes``: the result's index of each, or
+        None when the result is its stat, path and data), telling that
+        cache before it goes and as its reply is read; otherwise just
+        ``plain()``.  Returns the reply."""
+        observed = [(key, path, data, observer) for key, path, data in writes
                     if (observer := self._observer(path)) is not None]
         if not observed:
-            return transaction.commit()
+            return plain()
         for _, path, _, observer in observed:
             observer.own_write_started(path)
 
-        def replied(results: Any, error: BaseException | None) -> None:
-            landed = (error is None and isinstance(results, list)
-                      and not any(isinstance(r, Exception) for r in results))
-            for i, path, data, observer in observed:
+        def replied(reply: Any, error: BaseException | None) -> None:
+            landed = error is None and not (
+                isinstance(reply, list) and any(isinstance(r, Exception) for r in reply))
+            for key, path, data, observer in observed:
                 if landed:
-                    observer.own_write_replied(path, data, results[i])
+                    observer.own_write_replied(
+                        path, data, reply if key is None else reply[key])
                 else:
                     observer.own_write_replied(path, None, None)
 
-        return self.kazoo.commit_with_reply_hook(transaction, replied).wait_reply()
+        return send(replied).wait_reply()
 
     # Generic helpers -----------------------------------------------------
 

@@ -598,6 +598,27 @@ def test_cache_resyncs_after_connection_drop(zk, zk_info):
         writer.disconnect()
 
 
+def _keep_writing_across_a_drop(zk, write, progress) -> None:
+    """Call ``write()`` over and over on a thread; once ``progress()`` shows
+    some writes, drop ``zk``'s connection, and stop after 50 more."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            write()
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        wait_for(lambda: progress() > 20)
+        before = progress()
+        zk.kazoo._call(_CONNECTION_DROP, zk.kazoo.handler.async_result())
+        wait_for(lambda: progress() > before + 50, timeout=30)
+    finally:
+        stop.set()
+        thread.join()
+
+
 def test_cache_never_goes_back_across_a_resync(zk, zk_info):
     """Events that come while a resync reads its snapshot are read and
     applied after it, and the ones after those are read at once: each
@@ -609,29 +630,18 @@ def test_cache_never_goes_back_across_a_resync(zk, zk_info):
     writer = zk_info.client()
     writer.connect(10)
     wzk = ZooKeeper(writer)
-    stop = threading.Event()
     request = NodeRequest()
     request.state = models.REQUESTED
     wzk.store_request(request)
 
     def write() -> None:
-        while not stop.is_set():
-            request.relative_priority += 1
-            wzk.store_request(request)
+        request.relative_priority += 1
+        wzk.store_request(request)
 
     try:
         assert cache.wait_synced(10)
-        thread = threading.Thread(target=write)
-        thread.start()
-        try:
-            wait_for(lambda: len(versions) > 20)
-            resyncs = len(versions)
-            zk.kazoo._call(_CONNECTION_DROP, zk.kazoo.handler.async_result())
-            # Changes keep coming through the resync and after it.
-            wait_for(lambda: len(versions) > resyncs + 50)
-        finally:
-            stop.set()
-            thread.join()
+        # Changes keep coming through the resync and after it.
+        _keep_writing_across_a_drop(zk, write, lambda: len(versions))
         wait_for(lambda: cache.get(request.id).version == request.version)
         assert versions == sorted(versions)
         assert cache.barrier(10)
@@ -953,34 +963,22 @@ def test_cache_follows_our_writes_across_a_dropped_connection(zk):
     where ZooKeeper is."""
     cache = NodeCache(zk)
     cache.start()
-    stop = threading.Event()
     node = make_node()
     zk.store_node(node)
     written = []
 
     def write() -> None:
-        n = 0
-        while not stop.is_set():
-            n += 1
-            node.comment = f"write {n}"
-            try:
-                zk.store_node(node)
-                written.append(n)
-            except Exception:
-                pass  # the connection is down: try again
+        n = len(written) + 1
+        node.comment = f"write {n}"
+        try:
+            zk.store_node(node)
+            written.append(n)
+        except Exception:
+            pass  # the connection is down: try again
 
     try:
         assert cache.wait_synced(10)
-        thread = threading.Thread(target=write)
-        thread.start()
-        try:
-            wait_for(lambda: len(written) > 20)
-            before = len(written)
-            zk.kazoo._call(_CONNECTION_DROP, zk.kazoo.handler.async_result())
-            wait_for(lambda: len(written) > before + 50, timeout=30)
-        finally:
-            stop.set()
-            thread.join()
+        _keep_writing_across_a_drop(zk, write, lambda: len(written))
         final = json.loads(zk.kazoo.get(f"/nodepool/nodes/{node.id}")[0])["comment"]
         wait_for(lambda: cache.get(node.id).comment == final, timeout=30)
         assert cache.barrier(10)
