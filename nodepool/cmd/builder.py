@@ -55,7 +55,12 @@ class NodepoolBuilderApp(DaemonApp):
         if self._stop_event.is_set():
             # The stop signal came while it was starting.
             self.builder.stop()
-        self._done.wait()
+        # Never an untimed wait here: Python runs signal handlers on the main
+        # thread only, and when the kernel hands SIGTERM to another thread, a
+        # main thread blocked on a lock without a timeout never runs it (the
+        # daemon then ignored SIGTERM, now and then, in CI).
+        while not self._done.wait(1.0):
+            pass
         return 0
 
     def reload(self) -> None:
