@@ -214,7 +214,7 @@ class PoolWorker(threading.Thread):
     def serving(self, request_id: str) -> bool:
         """Whether this worker is handling ``request_id`` (any thread)."""
         return request_id in self._adopting or any(
-            h.request.id == request_id for h in list(self.handlers))
+            h.request.id == request_id and not h.done for h in list(self.handlers))
 
     def session_lost(self) -> None:
         """Our session expired: every lock we held is gone."""
@@ -727,6 +727,10 @@ class PoolWorker(threading.Thread):
             if not taken:
                 handler.release_reservations()
                 handler.done = True
+                # Our cache was behind: the request may be pending with no
+                # launcher left (its lock events came while this handler
+                # still counted as serving it).
+                self.launcher.lost_requests.check(fresh.id)
                 return
             handler.request = fresh
             try:

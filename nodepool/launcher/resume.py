@@ -26,6 +26,7 @@ from typing import Any
 
 from nodepool.launcher.worker import LauncherWorker
 from nodepool.zk import ZKLockException, models
+from nodepool.zk.cache import READ_TIMEOUT
 from nodepool.zk.models import Node, NodeRequest
 
 log = logging.getLogger("nodepool.LostRequests")
@@ -59,6 +60,23 @@ class LostRequests(LauncherWorker):
             return
         cached = self.launcher.request_cache.get(request_id)
         if cached is None or cached.state != models.PENDING or self._handled_here(request_id):
+            return
+        self.check(request_id)
+
+    def request_changed(self, request_id: str, old: Any, new: Any) -> None:
+        """Request-cache listener: a request became ``pending`` and its lock
+        shows no contender.  The two caches follow ZooKeeper separately,
+        so the lock may have gone before this cache knew the request was
+        pending (its launcher died just after claiming it, or our own
+        claim's reply was lost with our session); ``lock_changed`` saw a
+        request that was not pending then."""
+        if new is None or new.state != models.PENDING:
+            return
+        if old is not None and old.state == models.PENDING:
+            return
+        if self.launcher.request_lock_cache.contenders(request_id):
+            return
+        if self._handled_here(request_id):
             return
         self.check(request_id)
 
@@ -117,6 +135,10 @@ class LostRequests(LauncherWorker):
             return None
         if self._handled_here(request_id):
             return None
+        # The claim that made it pending made its lock too, and ZooKeeper
+        # sent us that event first: once the lock cache has applied what
+        # came so far, it shows that lock unless it is gone.
+        launcher.request_lock_cache.barrier(READ_TIMEOUT)
         if launcher.request_lock_cache.contenders(request_id):
             return None
         request = NodeRequest.fromDict(cached.toDict(), cached.id)

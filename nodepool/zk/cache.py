@@ -624,11 +624,20 @@ class RequestLockCache(TreeCache[Any]):
     A ``pending`` request whose lock has no contender lost its launcher
     (it died, or its session expired): the launcher that takes it over
     listens here to act the moment the lock goes, instead of finding it
-    on a periodic pass.  Only counts are kept, no data is read.
+    on a periodic pass.  No data is read: the cache keeps the names of
+    each lock's contender znodes, so an event that a resync's snapshot
+    already shows (events held back meanwhile are applied after it) is
+    applied twice without miscounting.
     """
 
     root = REQUEST_LOCK_ROOT
     name = "RequestLockCache"
+
+    def __init__(self, zk: ZooKeeper) -> None:
+        super().__init__(zk)
+        # Contender znode names by request id; ``_items`` holds their
+        # counts (what listeners are told).
+        self._contenders: dict[str, set[str]] = {}
 
     def _wants_data(self, path: str) -> bool:
         return False
@@ -639,13 +648,15 @@ class RequestLockCache(TreeCache[Any]):
         return [(i, kazoo.get_children_async(f"{self.root}/{i}")) for i in ids]
 
     def _apply_snapshot(self, snapshot: Any) -> None:
-        fresh: dict[str, int] = {}
+        fresh: dict[str, set[str]] = {}
         for request_id, result in snapshot:
             try:
-                fresh[request_id] = sum(1 for c in result.get() if is_lock_child(c))
+                fresh[request_id] = {c for c in result.get() if is_lock_child(c)}
             except NoNodeError:
                 continue
-        self._replace_all(fresh)
+        with self._lock:
+            self._contenders = fresh
+        self._replace_all({request_id: len(names) for request_id, names in fresh.items()})
 
     def _on_created(self, path: str) -> None:
         parts = self._relative(path)
@@ -654,25 +665,39 @@ class RequestLockCache(TreeCache[Any]):
                 known = parts[0] in self._items
                 if not known:
                     self._items[parts[0]] = 0
+                    self._contenders[parts[0]] = set()
             if not known:
                 self._notify(parts[0], None, 0)
         elif len(parts) == 2 and is_lock_child(parts[1]):
-            self._change(parts[0], +1)
+            self._change(parts[0], parts[1], True)
 
     def _on_deleted(self, path: str) -> None:
         parts = self._relative(path)
         if len(parts) == 1:
+            with self._lock:
+                self._contenders.pop(parts[0], None)
             self._remove(parts[0])
         elif len(parts) == 2 and is_lock_child(parts[1]):
-            self._change(parts[0], -1)
+            self._change(parts[0], parts[1], False)
 
     def _on_data(self, path: str, data: bytes, stat: Any) -> None:
         pass
 
-    def _change(self, request_id: str, delta: int) -> None:
+    def _change(self, request_id: str, contender: str, present: bool) -> None:
         with self._lock:
+            names = self._contenders.get(request_id)
+            if names is None:
+                if not present:
+                    return
+                names = self._contenders[request_id] = set()
+            if (contender in names) == present:
+                return
+            if present:
+                names.add(contender)
+            else:
+                names.discard(contender)
             old = self._items.get(request_id, 0)
-            new = max(0, old + delta)
+            new = len(names)
             self._items[request_id] = new
         self._notify(request_id, old, new)
 

@@ -84,10 +84,20 @@ class Component:
     def _on_connection(self, event: str) -> None:
         if event != zkclient.CONNECTED or self._zk is None or self.path is None:
             return
+        kazoo = self._zk.kazoo
         try:
-            if self._zk.kazoo.exists(self.path) is None:
-                log.info("Re-registering %s component after session loss", self.kind)
-                self._create()
+            stat = kazoo.exists(self.path)
+            if stat is not None and stat.ephemeralOwner == kazoo.client_id[0]:
+                return
+            log.info("Re-registering %s component after session loss", self.kind)
+            if stat is not None:
+                # Still held by our expired session until the server
+                # notices; it would vanish then and leave us unlisted.
+                try:
+                    kazoo.delete(self.path)
+                except NoNodeError:
+                    pass
+            self._create()
         except Exception:
             log.exception("Could not re-register %s component", self.kind)
 

@@ -4,6 +4,7 @@ import contextlib
 import json
 import threading
 from collections import Counter
+from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
@@ -19,7 +20,7 @@ from nodepool.zk import (
     build_hosts,
     models,
 )
-from nodepool.zk.cache import ImageCache, NodeCache, RequestCache
+from nodepool.zk.cache import ImageCache, NodeCache, RequestCache, RequestLockCache
 from nodepool.zk.components import ComponentRegistry, PoolComponent
 from nodepool.zk.models import ImageBuild, ImageUpload, Node, NodeRequest
 
@@ -651,6 +652,36 @@ def test_cache_never_goes_back_across_a_resync(zk, zk_info):
         writer.disconnect()
 
 
+def test_request_lock_cache_counts_an_event_seen_twice_once(zk, zk_info):
+    """A resync applies the events held back while it read its snapshot
+    after that snapshot, which may already show them: the contender counts
+    stay right, and the last contender's going is heard."""
+    cache = RequestLockCache(zk)
+    heard: list[tuple[str, Any, Any]] = []
+    cache.add_listener(lambda key, old, new: heard.append((key, old, new)))
+    cache.start()
+    other = zk_info.client()
+    other.connect(10)
+    try:
+        assert cache.wait_synced(10)
+        lock = Lock(other.client, "/nodepool/requests-lock/200-0000000001")
+        assert lock.acquire(blocking=False)
+        wait_for(lambda: cache.contenders("200-0000000001") == 1)
+        [child] = other.client.get_children("/nodepool/requests-lock/200-0000000001")
+        # The creation again, as a resync replays it over its snapshot.
+        cache._on_created(f"/nodepool/requests-lock/200-0000000001/{child}")
+        assert cache.contenders("200-0000000001") == 1
+        lock.release()
+        wait_for(lambda: ("200-0000000001", 1, 0) in heard, what="last contender gone")
+        assert cache.contenders("200-0000000001") == 0
+        # A removal seen twice does not go below none either.
+        cache._on_deleted(f"/nodepool/requests-lock/200-0000000001/{child}")
+        assert cache.contenders("200-0000000001") == 0
+    finally:
+        cache.stop()
+        other.disconnect()
+
+
 def test_reads_at_once_only_from_watch_callbacks(zk):
     from nodepool.zk.watch import ServerWatchedEvent
     event = ServerWatchedEvent(None, None, "/nodepool/nodes")
@@ -693,11 +724,19 @@ def test_components_reregister_after_session_loss(zk, zk_client):
     raw = json.loads(zk.kazoo.get(pool.path)[0])
     assert raw["kind"] == "pool" and raw["paused"] is False
     # Expire the session: the ephemeral record dies and must come back.
+    # (Injected, so the server keeps the old session's record until it
+    # times out: that one must not count as ours.)
     generation = zk_client.session_generation
     zk.kazoo._call(_SESSION_EXPIRED, zk.kazoo.handler.async_result())
     wait_for(lambda: zk_client.session_generation > generation and zk_client.connected,
              timeout=30)
-    wait_for(lambda: len(registry.all("pool")) == 1, timeout=30)
+
+    def owned_by_this_session():
+        stat = zk.kazoo.exists(pool.path)
+        return stat is not None and stat.ephemeralOwner == zk.kazoo.client_id[0]
+
+    wait_for(owned_by_this_session, timeout=30, what="record of the new session")
+    assert len(registry.all("pool")) == 1
     pool.update(paused=True)
     assert registry.all("pool")[0].paused is True
     pool.unregister()
