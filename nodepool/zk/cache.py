@@ -39,7 +39,12 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import (
+    ConnectionClosedError,
+    ConnectionLoss,
+    NoNodeError,
+    SessionExpiredError,
+)
 from kazoo.protocol.states import EventType
 
 from nodepool.zk import client as zkclient
@@ -385,6 +390,10 @@ class TreeCache(Generic[R]):
             data, stat = result.get()
         except NoNodeError:
             self._on_deleted(path)
+        except (ConnectionLoss, SessionExpiredError, ConnectionClosedError):
+            # The connection went before the answer came: the resync after
+            # the reconnect reads the whole tree again.
+            log.debug("%s: read of %s lost with the connection", self.name, path)
         else:
             self._on_data(path, data, stat)
 
