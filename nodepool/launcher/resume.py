@@ -135,11 +135,14 @@ class LostRequests(LauncherWorker):
             return None
         if self._handled_here(request_id):
             return None
+        locks = launcher.request_lock_cache
+        if locks.contenders(request_id):
+            return None
         # The claim that made it pending made its lock too, and ZooKeeper
         # sent us that event first: once the lock cache has applied what
         # came so far, it shows that lock unless it is gone.
-        launcher.request_lock_cache.barrier(READ_TIMEOUT)
-        if launcher.request_lock_cache.contenders(request_id):
+        locks.barrier(READ_TIMEOUT)
+        if locks.contenders(request_id):
             return None
         request = NodeRequest.fromDict(cached.toDict(), cached.id)
         try:

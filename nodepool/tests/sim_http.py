@@ -13,9 +13,12 @@ from __future__ import annotations
 import logging
 import socket
 import ssl
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
+
+log = logging.getLogger("nodepool.tests.sim_http")
 
 
 def take_injected_failure(failures: list[list[Any]], path: str) -> int | None:
@@ -102,6 +105,16 @@ class LoopbackServer(ThreadingHTTPServer):
             # The handshake happens in the connection's own thread (on first read).
             sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         return sock, addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client refusing our certificate or hanging up mid-request is
+        # the client's business; keep it out of the test output.  Anything
+        # else is a fault of the stand-in and is printed.
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            log.debug("Connection from %s failed: %s", client_address, error)
+            return
+        super().handle_error(request, client_address)
 
     def begin_stop(self) -> None:
         """Tell in-flight handlers the server is stopping (before shutdown).

@@ -99,6 +99,22 @@ class _OwnWrite:
         self.read: Any = None
 
 
+def _contender_changed(names: dict[str, set[str]], key: str, contender: str,
+                       present: bool) -> int | None:
+    """Record that lock ``contender`` of ``key`` is (or is no longer)
+    there; the new count of ``key``'s contenders, or None when that was
+    known already (an event seen twice)."""
+    known = names.get(key, set())
+    if (contender in known) == present:
+        return None
+    known = known | {contender} if present else known - {contender}
+    if known:
+        names[key] = known
+    else:
+        names.pop(key, None)
+    return len(known)
+
+
 class TreeCache(Generic[R]):
     """Base class: event plumbing, listeners, resync.  Subclasses map paths
     to records."""
@@ -484,6 +500,10 @@ class NodeCache(TreeCache[Node]):
     def __init__(self, zk: ZooKeeper) -> None:
         super().__init__(zk)
         self._unreadable: dict[str, UnreadableNode] = {}
+        # The contender znode names of each locked node (as for request
+        # locks: an event a resync's snapshot already shows may come
+        # again); a node's ``lock_contenders`` is their count.
+        self._lock_names: dict[str, set[str]] = {}
         # Sums and subsets of the nodes for the launcher's decisions,
         # updated as the first listener: current before anyone else hears.
         self.index = NodeIndex()
@@ -521,6 +541,7 @@ class NodeCache(TreeCache[Node]):
         ids = [i for i in kazoo.get_children(self.root) if not is_lock_child(i)]
         fresh: dict[str, Node] = {}
         unreadable: dict[str, UnreadableNode] = {}
+        lock_names: dict[str, set[str]] = {}
         for start in range(0, len(ids), SNAPSHOT_BATCH):
             batch = [(i, kazoo.get_async(f"{self.root}/{i}"),
                       kazoo.get_children_async(f"{self.root}/{i}/lock"))
@@ -536,17 +557,20 @@ class NodeCache(TreeCache[Node]):
                 if not isinstance(node, Node):
                     continue
                 try:
-                    node.lock_contenders = sum(
-                        1 for c in lock_result.get() if is_lock_child(c))
+                    names = {c for c in lock_result.get() if is_lock_child(c)}
                 except NoNodeError:
-                    node.lock_contenders = 0
+                    names = set()
+                if names:
+                    lock_names[node_id] = names
+                node.lock_contenders = len(names)
                 fresh[node_id] = node
-        return fresh, unreadable
+        return fresh, unreadable, lock_names
 
     def _apply_snapshot(self, snapshot: Any) -> None:
-        fresh, unreadable = snapshot
+        fresh, unreadable, lock_names = snapshot
         with self._lock:
             self._unreadable = unreadable
+            self._lock_names = lock_names
         self._replace_all(fresh)
 
     def _on_data(self, path: str, data: bytes, stat: Any) -> None:
@@ -557,12 +581,10 @@ class NodeCache(TreeCache[Node]):
                 self._unreadable[node_id] = node
             else:
                 self._unreadable.pop(node_id, None)
-        old = self._items.get(node_id)
         if not isinstance(node, Node):
             self._remove(node_id)
             return
-        if old is not None:
-            node.lock_contenders = old.lock_contenders
+        node.lock_contenders = len(self._lock_names.get(node_id, ()))
         self._set(node_id, node)
 
     def _on_deleted(self, path: str) -> None:
@@ -570,20 +592,25 @@ class NodeCache(TreeCache[Node]):
         if len(parts) == 1:
             with self._lock:
                 self._unreadable.pop(parts[0], None)
+                self._lock_names.pop(parts[0], None)
             self._remove(parts[0])
         elif len(parts) == 3 and parts[1] == "lock" and is_lock_child(parts[2]):
-            self._lock_change(parts[0], -1)
+            self._lock_change(parts[0], parts[2], False)
 
     def _on_created(self, path: str) -> None:
         parts = self._relative(path)
         if len(parts) == 3 and parts[1] == "lock" and is_lock_child(parts[2]):
-            self._lock_change(parts[0], +1)
+            self._lock_change(parts[0], parts[2], True)
 
-    def _lock_change(self, node_id: str, delta: int) -> None:
+    def _lock_change(self, node_id: str, contender: str, present: bool) -> None:
         node = self._items.get(node_id)
         if node is None:
             return
-        node.lock_contenders = max(0, node.lock_contenders + delta)
+        with self._lock:
+            count = _contender_changed(self._lock_names, node_id, contender, present)
+            if count is None:
+                return
+            node.lock_contenders = count
         self._notify(node_id, node, node)
 
 
@@ -674,7 +701,6 @@ class RequestLockCache(TreeCache[Any]):
                 known = parts[0] in self._items
                 if not known:
                     self._items[parts[0]] = 0
-                    self._contenders[parts[0]] = set()
             if not known:
                 self._notify(parts[0], None, 0)
         elif len(parts) == 2 and is_lock_child(parts[1]):
@@ -694,19 +720,10 @@ class RequestLockCache(TreeCache[Any]):
 
     def _change(self, request_id: str, contender: str, present: bool) -> None:
         with self._lock:
-            names = self._contenders.get(request_id)
-            if names is None:
-                if not present:
-                    return
-                names = self._contenders[request_id] = set()
-            if (contender in names) == present:
+            new = _contender_changed(self._contenders, request_id, contender, present)
+            if new is None:
                 return
-            if present:
-                names.add(contender)
-            else:
-                names.discard(contender)
             old = self._items.get(request_id, 0)
-            new = len(names)
             self._items[request_id] = new
         self._notify(request_id, old, new)
 

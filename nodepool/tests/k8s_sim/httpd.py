@@ -16,7 +16,6 @@ import json
 import logging
 import time
 import traceback
-from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from nodepool.tests.k8s_sim.api import Api, Request, Response, WatchPlan
@@ -198,12 +197,6 @@ class _Server(LoopbackServer):
         super().__init__(_Handler, tls)
         self.state = state
         self.api = Api(state)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # A client refusing our certificate or hanging up mid-request is
-        # the client's business; keep it out of the test output.
-        log.debug("Connection from %s failed: %s", client_address,
-                  traceback.format_exc(limit=2))
 
     def begin_stop(self) -> None:
         super().begin_stop()

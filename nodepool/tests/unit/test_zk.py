@@ -571,6 +571,33 @@ def test_node_cache_follows_changes_and_locks(zk):
         cache.stop()
 
 
+def test_node_cache_counts_a_lock_event_seen_twice_once(zk):
+    """As for request locks: a lock's creation applied again over a
+    snapshot that shows it does not leave the node looking locked once
+    the lock is gone."""
+    cache = NodeCache(zk)
+    cache.start()
+    try:
+        assert cache.wait_synced(10)
+        node = make_node()
+        zk.store_node(node)
+        zk.lock_node(node)
+        wait_for(lambda: cache.get(node.id) is not None and cache.get(node.id).locked)
+        [child] = zk.node_lock_contenders(node.id)
+        cache._on_created(f"/nodepool/nodes/{node.id}/lock/{child}")
+        assert cache.get(node.id).lock_contenders == 1
+        node.state = models.IN_USE
+        zk.store_node(node)
+        wait_for(lambda: cache.get(node.id).state == models.IN_USE)
+        assert cache.get(node.id).lock_contenders == 1
+        zk.unlock_node(node)
+        wait_for(lambda: not cache.get(node.id).locked, what="unlocked")
+        cache._on_deleted(f"/nodepool/nodes/{node.id}/lock/{child}")
+        assert cache.get(node.id).lock_contenders == 0
+    finally:
+        cache.stop()
+
+
 def test_cache_resyncs_after_connection_drop(zk, zk_info):
     cache = RequestCache(zk)
     cache.start()
