@@ -44,6 +44,10 @@ class LostRequests(LauncherWorker):
         self._queued: set[str] = set()
         self._queued_lock = threading.Lock()
         self._running = True
+        # Requests whose lock lost its last contender while the request
+        # cache did not show them pending (yet).
+        self._unlocked_early: set[str] = set()
+        self._unlocked_lock = threading.Lock()
         # Set once the launcher's pool workers run: before that every
         # lost request would look unserved and be reset.
         self._enabled = threading.Event()
@@ -56,27 +60,37 @@ class LostRequests(LauncherWorker):
         Only a request that is pending and not served here can be lost
         (``take_over`` checks again): a request fulfilled here releases
         its lock too, and that must not wake this worker every time."""
-        if new:
-            return
-        cached = self.launcher.request_cache.get(request_id)
-        if cached is None or cached.state != models.PENDING or self._handled_here(request_id):
+        with self._unlocked_lock:
+            if new is None or new:
+                self._unlocked_early.discard(request_id)
+                return
+            cached = self.launcher.request_cache.get(request_id)
+            if cached is None or cached.state == models.REQUESTED:
+                # The request cache follows ZooKeeper apart from this one
+                # and may not show the claim yet (a launcher that died just
+                # after claiming, or our own claim's reply lost with our
+                # session): look again if it turns out pending.
+                self._unlocked_early.add(request_id)
+                return
+        if cached.state != models.PENDING or self._handled_here(request_id):
             return
         self.check(request_id)
 
     def request_changed(self, request_id: str, old: Any, new: Any) -> None:
-        """Request-cache listener: a request became ``pending`` and its lock
-        shows no contender.  The two caches follow ZooKeeper separately,
-        so the lock may have gone before this cache knew the request was
-        pending (its launcher died just after claiming it, or our own
-        claim's reply was lost with our session); ``lock_changed`` saw a
-        request that was not pending then."""
+        """Request-cache listener: a request whose lock went before this
+        cache showed it pending (see ``lock_changed``) now shows it."""
+        with self._unlocked_lock:
+            if not self._unlocked_early:
+                return
+            if new is not None and new.state == models.REQUESTED:
+                return
+            if request_id not in self._unlocked_early:
+                return
+            self._unlocked_early.discard(request_id)
         if new is None or new.state != models.PENDING:
             return
-        if old is not None and old.state == models.PENDING:
-            return
-        if self.launcher.request_lock_cache.contenders(request_id):
-            return
-        if self._handled_here(request_id):
+        if self.launcher.request_lock_cache.contenders(request_id) or self._handled_here(
+                request_id):
             return
         self.check(request_id)
 
