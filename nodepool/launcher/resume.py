@@ -61,7 +61,7 @@ class LostRequests(LauncherWorker):
         (``take_over`` checks again): a request fulfilled here releases
         its lock too, and that must not wake this worker every time."""
         with self._unlocked_lock:
-            if new is None or new:
+            if new is None or new > 0:
                 self._unlocked_early.discard(request_id)
                 return
             cached = self.launcher.request_cache.get(request_id)
