@@ -54,6 +54,7 @@ from nodepool.exceptions import (
     ServerCreateTimeout,
 )
 from nodepool.zk import ZKLockException, models
+from nodepool.zk.exceptions import LockOutcomeUnknown
 from nodepool.zk.models import Node
 
 if TYPE_CHECKING:
@@ -184,6 +185,8 @@ class Launch(Task):
         self._saved: Any = None
         self._saved_at = time.monotonic()
         self._abandoned = False
+        # The lock of a locking write whose reply was lost (_lock_again).
+        self._unconfirmed_lock: Any = None
         self._clock = time.monotonic()
         if self._lock_new_record:
             # The record exists already: the ledger counts it by its id.
@@ -305,6 +308,9 @@ class Launch(Task):
             except ZKLockException:
                 # Touched meanwhile: lock it as any record.
                 return self._lock_record()
+            except LockOutcomeUnknown as e:
+                self._lock_again(e)
+                raise
             self._saved = (node.external_id, node.launch_progress)
             self.log.info("Launching node (%s) in %s", ",".join(node.type), node.az)
             return 0.0
@@ -315,9 +321,11 @@ class Launch(Task):
             self.zk.create_locked_node(node, self._begin_building)
         except Exception as e:
             if node.id is not None:
-                # Created, not locked (the connection dropped): lock it on
-                # the next step.
+                # Created, maybe not locked (the connection dropped): lock
+                # it on the next step.
                 self._record_created()
+                if isinstance(e, LockOutcomeUnknown):
+                    self._lock_again(e)
                 raise
             self.handle.error = f"could not create node record: {e}"
             self.handle.record_created.set()
@@ -351,10 +359,20 @@ class Launch(Task):
         self.started = time.time()
         node.launch_progress = self._progress()
 
+    def _lock_again(self, unknown: LockOutcomeUnknown) -> None:
+        """The transaction that locks the new record and marks it
+        ``building`` may have landed without its reply: the step is tried
+        again with the same lock, which finds its contender if so (another
+        would wait behind ours for good).  Until then the record is not
+        ours, whatever the preparation for the write set."""
+        self.step_name = STEP_RECORD
+        self._unconfirmed_lock = unknown.lock
+
     def _lock_record(self) -> float | None:
         node = self.node
         if node.lock is None:
-            self.zk.lock_node(node, blocking=True, timeout=30)
+            self.zk.lock_node(node, blocking=True, timeout=30, lock=self._unconfirmed_lock)
+            self._unconfirmed_lock = None
         self._begin_building(node)
         self._save(force=True)
         self.log.info("Launching node (%s) in %s", ",".join(node.type), node.az)

@@ -15,6 +15,7 @@ from typing import Any
 
 from kazoo.exceptions import (
     BadVersionError,
+    ConnectionLoss,
     KazooException,
     LockTimeout,
     NodeExistsError,
@@ -28,7 +29,7 @@ from kazoo.security import OPEN_ACL_UNSAFE
 
 from nodepool.zk import models
 from nodepool.zk.client import ZooKeeperClient
-from nodepool.zk.exceptions import ZKLockException
+from nodepool.zk.exceptions import LockOutcomeUnknown, ZKLockException
 from nodepool.zk.models import ImageBuild, ImageUpload, ModelError, Node, NodeRequest
 
 log = logging.getLogger("nodepool.zk")
@@ -479,7 +480,12 @@ class ZooKeeper:
         transaction.create(lock.create_path, lock.data, ephemeral=True, sequence=True)
         assert node.version is not None  # set by store_node
         transaction.set_data(node_path(_id(node)), node.serialize(), version=node.version)
-        results = transaction.commit()
+        try:
+            results = transaction.commit()
+        except ConnectionLoss as e:
+            # Landed or not, lock_node(lock=...) takes it from here.
+            lock.create_tried = True
+            raise LockOutcomeUnknown(lock) from e
         failed = [r for r in results if isinstance(r, Exception)]
         if failed:
             raise ZKLockException(f"could not lock new node {node.id}: {failed[0]!r}")
@@ -505,17 +511,19 @@ class ZooKeeper:
         return self._refresh(node, node_path(_id(node)), f"node {node.id}")
 
     def lock_node(self, node: Node, blocking: bool = True, timeout: float | None = None,
-                  identifier: str | None = None) -> None:
+                  identifier: str | None = None, lock: Lock | None = None) -> None:
         """Lock ``node`` and refresh its data from ZooKeeper.
 
-        Raises ZKLockException if the lock is held elsewhere (non-blocking),
-        times out, or the node vanished meanwhile; ModelError (the lock
-        released) if its record cannot be read.
+        ``lock`` is the one of a :class:`LockOutcomeUnknown`, whose
+        contender may exist already.  Raises ZKLockException if the lock
+        is held elsewhere (non-blocking), times out, or the node vanished
+        meanwhile; ModelError (the lock released) if its record cannot be
+        read.
         """
         if node.lock is not None:
             raise ZKLockException(f"node {node.id} is already locked by this process")
         lock = self._lock(node_lock_path(_id(node)), blocking, timeout, identifier,
-                          record_lock=True)
+                          record_lock=True, lock=lock)
         try:
             exists = self.refresh_node(node)
         except (ModelError, Exception):

@@ -1,6 +1,7 @@
 """The ZooKeeper layer against a real ZooKeeper (TLS, private chroot)."""
 
 import contextlib
+import dataclasses
 import json
 import threading
 from collections import Counter
@@ -12,6 +13,7 @@ from kazoo.protocol.connection import _CONNECTION_DROP, _SESSION_EXPIRED
 from kazoo.recipe.lock import Lock
 
 from nodepool.tests.helpers import wait_for
+from nodepool.tests.tcp_cut import CuttingRelay
 from nodepool.zk import (
     ZKLockException,
     ZKTLSRequired,
@@ -22,6 +24,7 @@ from nodepool.zk import (
 )
 from nodepool.zk.cache import ImageCache, NodeCache, RequestCache, RequestLockCache
 from nodepool.zk.components import ComponentRegistry, PoolComponent
+from nodepool.zk.exceptions import LockOutcomeUnknown
 from nodepool.zk.models import ImageBuild, ImageUpload, Node, NodeRequest
 
 
@@ -943,6 +946,42 @@ def test_claim_creates_the_new_nodes_in_the_same_transaction(zk):
     # One nobody launches is removed.
     zk.delete_unused_node(nodes[1])
     assert zk.get_node(nodes[1].id) is None
+
+
+def test_a_new_node_lock_whose_reply_was_lost_is_found_again(zk_info):
+    """The transaction that locks a new node lands, and the connection
+    drops before its reply: it may or may not have landed.  Locking again
+    with the same lock finds our contender instead of waiting behind it
+    (for ever: it is our own session's) and leaves no second one."""
+    relay = CuttingRelay(zk_info.host, zk_info.port)
+    client = dataclasses.replace(zk_info, host="127.0.0.1", port=relay.port).client()
+    client.connect(10)
+    zk = ZooKeeper(client)
+    try:
+        _roots_made(zk)
+        node = make_node()
+        node.state = models.INIT
+        zk.store_node(node)
+
+        def building(n):
+            n.state = models.BUILDING
+
+        relay.cut_after_next(min_bytes=300)
+        with pytest.raises(LockOutcomeUnknown) as unknown:
+            zk.lock_new_node(node, building)
+        assert relay.cut_done.is_set()
+        lock_dir = f"/nodepool/nodes/{node.id}/lock"
+        wait_for(lambda: client.connected, what="reconnected")
+        # It landed: our contender holds the lock, the record is building.
+        assert len(zk.kazoo.get_children(lock_dir)) == 1
+        zk.lock_node(node, blocking=True, timeout=10, lock=unknown.value.lock)
+        assert node.lock is not None and node.state == models.BUILDING
+        assert len(zk.kazoo.get_children(lock_dir)) == 1
+        zk.unlock_node(node)
+        assert zk.kazoo.get_children(lock_dir) == []
+    finally:
+        client.disconnect()
+        relay.close()
 
 
 def test_no_node_is_made_when_the_claim_fails(zk, zk_info):
