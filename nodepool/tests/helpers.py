@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kazoo.client import KazooClient
+from kazoo.protocol.connection import _CONNECTION_DROP, _SESSION_EXPIRED
 from kazoo.protocol.states import EventType, WatchedEvent
 from kazoo.recipe.lock import Lock
 
@@ -273,3 +274,21 @@ def fake_config(zk_info: Any, *, labels: list[dict] | None = None, pools: str | 
             + provider_extra
             + "    cloud-images:\n      - name: fake-image\n        image-name: Fake Precise\n"
             + f"    pools:\n{pools}")
+
+
+def drop_connection(zk_client: Any) -> None:
+    """Make a :class:`ZooKeeperClient`'s connection drop (kazoo's own fault
+    injection): it reconnects with the same session."""
+    kazoo = zk_client.kazoo
+    kazoo._call(_CONNECTION_DROP, kazoo.handler.async_result())
+
+
+def expire_session(zk_client: Any) -> None:
+    """Make a :class:`ZooKeeperClient` act as if its session expired, and
+    wait for its new one.  The server ends the old session only when it
+    times out, as after a real network split."""
+    generation = zk_client.session_generation
+    kazoo = zk_client.kazoo
+    kazoo._call(_SESSION_EXPIRED, kazoo.handler.async_result())
+    wait_for(lambda: zk_client.session_generation > generation and zk_client.connected,
+             timeout=30, what="a new session")

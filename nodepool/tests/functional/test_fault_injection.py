@@ -21,22 +21,16 @@ import random
 import time
 
 import pytest
-from kazoo.protocol.connection import _CONNECTION_DROP, _SESSION_EXPIRED
 
 from nodepool.driver.fake.cloud import FakeCloud
-from nodepool.tests.helpers import fake_config, wait_for
+from nodepool.tests.helpers import drop_connection, expire_session, fake_config, wait_for
 
 pytestmark = pytest.mark.fault_injection
 
 
 def _inject_fault(launcher, rng: random.Random) -> None:
-    kazoo = launcher.zk.kazoo
-    fault = rng.choice([_SESSION_EXPIRED, _SESSION_EXPIRED, _CONNECTION_DROP])
-    generation = launcher.zk_client.session_generation
-    kazoo._call(fault, kazoo.handler.async_result())
-    if fault is _SESSION_EXPIRED:
-        wait_for(lambda: launcher.zk_client.session_generation > generation
-                 and launcher.zk_client.connected, 30, what="a new session")
+    fault = rng.choice([expire_session, expire_session, drop_connection])
+    fault(launcher.zk_client)
 
 
 @pytest.mark.timeout(1800)

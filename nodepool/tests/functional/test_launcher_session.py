@@ -5,16 +5,10 @@ import json
 import logging
 import threading
 
-from kazoo.protocol.connection import _CONNECTION_DROP, _SESSION_EXPIRED
 from kazoo.recipe.lock import Lock
 
 from nodepool.driver.fake.cloud import FakeCloud
-from nodepool.tests.helpers import fake_config, wait_for
-
-
-def _inject(launcher, what):
-    kazoo = launcher.zk.kazoo
-    kazoo._call(what, kazoo.handler.async_result())
+from nodepool.tests.helpers import drop_connection, expire_session, fake_config, wait_for
 
 
 def test_session_expiry_mid_launch_request_still_served(zk_info, zuul, launcher_factory,
@@ -26,10 +20,7 @@ def test_session_expiry_mid_launch_request_still_served(zk_info, zuul, launcher_
     cloud.boot_delay = 1.0
     request_id = zuul.submit(["fake-label"])
     wait_for(lambda: zuul.request(request_id)["state"] == "pending", what="pending")
-    generation = launcher.zk_client.session_generation
-    _inject(launcher, _SESSION_EXPIRED)
-    wait_for(lambda: launcher.zk_client.session_generation > generation
-             and launcher.zk_client.connected, timeout=30, what="new session")
+    expire_session(launcher.zk_client)
     request = zuul.wait_request(request_id, timeout=60)
     assert request["state"] == "fulfilled"
     [node_id] = request["nodes"]
@@ -72,10 +63,7 @@ def test_lost_request_seen_late_by_a_lagging_cache_is_taken_over(zk_info, zuul,
         wait_for(lambda: zuul.request(request_id)["state"] == "pending", what="pending")
         lock_dir = f"/nodepool/requests-lock/{request_id}"
         old_session = launcher.zk.kazoo.client_id[0]
-        generation = launcher.zk_client.session_generation
-        _inject(launcher, _SESSION_EXPIRED)
-        wait_for(lambda: launcher.zk_client.session_generation > generation
-                 and launcher.zk_client.connected, timeout=30, what="new session")
+        expire_session(launcher.zk_client)
         # The server ends the old session's lock, as when it times out.
         for child in zuul.client.get_children(lock_dir):
             stat = zuul.client.exists(f"{lock_dir}/{child}")
@@ -133,7 +121,7 @@ def test_connection_drop_resumes_without_loss(zk_info, zuul, launcher_factory):
     cloud.boot_delay = 0.5
     first = zuul.submit(["fake-label"])
     wait_for(lambda: zuul.request(first)["state"] == "pending", what="pending")
-    _inject(launcher, _CONNECTION_DROP)
+    drop_connection(launcher.zk_client)
     second = zuul.submit(["fake-label"])
     assert zuul.wait_request(first)["state"] == "fulfilled"
     assert zuul.wait_request(second)["state"] == "fulfilled"

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
-from kazoo.protocol.connection import _CONNECTION_DROP, _SESSION_EXPIRED
+from kazoo.protocol.connection import _CONNECTION_DROP
 from kazoo.recipe.lock import Lock
 
-from nodepool.tests.helpers import wait_for
+from nodepool.tests.helpers import expire_session, wait_for
 from nodepool.tests.tcp_cut import CuttingRelay
 from nodepool.zk import (
     ZKLockException,
@@ -756,10 +756,7 @@ def test_components_reregister_after_session_loss(zk, zk_client):
     # Expire the session: the ephemeral record dies and must come back.
     # (Injected, so the server keeps the old session's record until it
     # times out: that one must not count as ours.)
-    generation = zk_client.session_generation
-    zk.kazoo._call(_SESSION_EXPIRED, zk.kazoo.handler.async_result())
-    wait_for(lambda: zk_client.session_generation > generation and zk_client.connected,
-             timeout=30)
+    expire_session(zk_client)
 
     def owned_by_this_session():
         stat = zk.kazoo.exists(pool.path)
