@@ -19,35 +19,17 @@ import argparse
 import logging
 import os
 import signal
-import sys
 import threading
-import traceback
 from typing import Any
 
 from nodepool import logconfig
+from nodepool.cmd.signals import SignalRelay
 from nodepool.config import DEFAULT_CONFIG
 from nodepool.version import version_string
-
-stack_log = logging.getLogger("nodepool.stack_dump")
 
 DEFAULT_LOG_FORMAT = logconfig.DEFAULT_FORMAT
 PID_DIR = "/var/run/nodepool"
 LOG_DIR = "/var/log/nodepool"
-
-
-def stack_dump_handler(signum: int, frame: Any) -> None:
-    """SIGUSR2: log every thread's stack (by thread name) and carry on."""
-    # Frames first: a thread that starts in between is then still named.
-    frames = sys._current_frames()
-    threads = {t.ident: t for t in threading.enumerate()}
-    lines = [f"Thread stack dump ({len(frames)} threads):"]
-    for ident, stack in frames.items():
-        thread = threads.get(ident)
-        name = thread.name if thread is not None else "(unknown)"
-        daemon = thread.daemon if thread is not None else "?"
-        lines.append(f"\nThread: {name} ({ident}, daemon: {daemon})")
-        lines.extend(line.rstrip("\n") for line in traceback.format_stack(stack))
-    stack_log.warning("\n".join(lines))
 
 
 def logging_config(log_config: str | None, debug: bool = False,
@@ -201,6 +183,7 @@ class DaemonApp:
     def __init__(self) -> None:
         self.args: argparse.Namespace | None = None
         self._stop_event = threading.Event()
+        self._relay = SignalRelay()
 
     @property
     def log(self) -> logging.Logger:
@@ -245,9 +228,9 @@ class DaemonApp:
         return f"{args.config} and {args.secure}" if args.secure else args.config
 
     def _on_stop_signal(self, signum: int, frame: Any) -> None:
-        self.log.info("Received signal %s; stopping", signal.Signals(signum).name)
-        # Stopping joins threads; never do that inside the signal handler.
-        threading.Thread(target=self._stop_once, name="SignalStop", daemon=True).start()
+        name = signal.Signals(signum).name
+        self._relay.put(lambda: self.log.info("Received signal %s; stopping", name))
+        self._relay.start_thread(self._stop_once, "SignalStop")
 
     def _stop_once(self) -> None:
         if self._stop_event.is_set():
@@ -259,8 +242,7 @@ class DaemonApp:
             self.log.exception("Error while stopping")
 
     def _on_reload_signal(self, signum: int, frame: Any) -> None:
-        threading.Thread(target=self._reload_safely, name="SignalReload",
-                         daemon=True).start()
+        self._relay.start_thread(self._reload_safely, "SignalReload")
 
     def _reload_safely(self) -> None:
         try:
@@ -269,9 +251,12 @@ class DaemonApp:
             self.log.exception("Error handling SIGHUP")
 
     def install_signal_handlers(self) -> None:
+        """Handlers that only hand work to the relay thread (see
+        :mod:`nodepool.cmd.signals`)."""
+        self._relay.start()
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
             signal.signal(signum, self._on_stop_signal)
-        signal.signal(signal.SIGUSR2, stack_dump_handler)
+        signal.signal(signal.SIGUSR2, self._relay.dump_stacks)
         signal.signal(signal.SIGHUP, self._on_reload_signal)
 
     def main(self, argv: list[str] | None = None) -> int:
