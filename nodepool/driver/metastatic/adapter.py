@@ -24,13 +24,12 @@ slots).
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from typing import Any
 
 from nodepool.driver import adapter as base
 from nodepool.driver.adapter import META_NODE_ID, META_PROVIDER, Instance, LaunchSpec, Resource
-from nodepool.driver.metastatic.backing import BackingNode, owner_id, slot_of
+from nodepool.driver.metastatic.backing import BackingNode, Holdings, owner_id, slot_of
 from nodepool.driver.metastatic.config import MetastaticLabel, MetastaticProviderConfig
 from nodepool.driver.metastatic.operations import (
     REQUEST_POLL,
@@ -55,15 +54,16 @@ class MetastaticAdapter(base.Adapter):
 
     poll_interval = REQUEST_POLL
 
-    def __init__(self, provider_config: MetastaticProviderConfig, zk: Any) -> None:
+    def __init__(self, provider_config: MetastaticProviderConfig, zk: Any,
+                 holdings: Holdings | None = None) -> None:
         super().__init__(provider_config)
         self.provider: MetastaticProviderConfig = provider_config
         self.zk = zk
         self.owner = owner_id(provider_config.name)
-        self._lock = threading.Lock()
-        self._backing: list[BackingNode] = []
-        self._recover_lock = threading.Lock()
-        self._recovered = False
+        self.holdings = holdings if holdings is not None else Holdings()
+        # (Both shared with the adapter this one replaces, if any.)
+        self._lock = self.holdings.lock
+        self._backing = self.holdings.records
 
     # Servers ------------------------------------------------------------
 
@@ -339,8 +339,9 @@ class MetastaticAdapter(base.Adapter):
         its user_data says so and its lock is held with our identifier;
         each node of this provider whose driver_data names one of them
         takes its slot again.  Malformed data is skipped."""
-        with self._recover_lock:
-            if self._recovered:
+        holdings = self.holdings
+        with holdings.recover_lock:
+            if holdings.recovered:
                 return
             nodes = self.zk.get_nodes()
             found: dict[str, BackingNode] = {}
@@ -370,4 +371,4 @@ class MetastaticAdapter(base.Adapter):
                          record.node_id)
             with self._lock:
                 self._backing.extend(found.values())
-            self._recovered = True
+            holdings.recovered = True

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from typing import Any
 
@@ -114,6 +115,25 @@ class BackingNode:
         record.node_id = node_id
         record.failed = failed
         return record
+
+
+class Holdings:
+    """Every backing node (and pending backing request) of one metastatic
+    provider, and the lock that guards them.
+
+    It outlives the adapter: a provider replaced after a configuration
+    change hands it to its successor (see :mod:`.provider`), so slots
+    taken by launches still in flight on the old one are known to the new
+    one, which would otherwise rebuild its view from ZooKeeper without
+    them and could release a backing node under their feet.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.records: list[BackingNode] = []
+        # Set once the records have been rebuilt from ZooKeeper.
+        self.recovered = False
+        self.recover_lock = threading.Lock()
 
 
 def slot_of(node_id: str, driver_data: Any, backing: dict[str, BackingNode]

@@ -46,7 +46,8 @@ class MetastaticCreate(CreateOperation):
         if backing.node_id is None:
             self.adapter.check_requests()
         if backing.node_id is None:
-            if backing.failed:
+            if backing.request_id is None:
+                # Dropped: the request failed or vanished.
                 raise BackingNodeFailed(
                     f"the request for a {self.spec.label.backing_label!r} backing node failed")
             self.status = f"waiting for backing request {backing.request_id}"

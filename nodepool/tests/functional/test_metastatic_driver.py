@@ -12,6 +12,7 @@ from nodepool.config import load_config
 from nodepool.driver.fake.cloud import FakeCloud
 from nodepool.driver.metastatic.adapter import MetastaticAdapter
 from nodepool.launcher.cleanup import CleanupWorker
+from nodepool.tests.functional.test_static_driver import rewrite_config
 from nodepool.tests.helpers import fake_config, wait_for
 from nodepool.zk import models
 from nodepool.zk.models import Node
@@ -31,6 +32,7 @@ def meta_config(zk_info, *, provider_extra: str = "", **label_keys) -> str:
     text = fake_config(zk_info, labels=[{"name": "big"}, {"name": "meta"},
                                         {"name": "nowhere"}],
                        pools=("      - name: main\n        max-servers: 20\n"
+                              "        node-attributes: {zone: a, shared: backing}\n"
                               "        labels:\n"
                               "          - name: big\n"
                               "            cloud-image: fake-image\n"
@@ -38,7 +40,8 @@ def meta_config(zk_info, *, provider_extra: str = "", **label_keys) -> str:
     label = {"backing-label": "big", "max-parallel-jobs": 2, "grace-time": 60, **label_keys}
     keys = "".join(f"            {key}: {json.dumps(value)}\n" for key, value in label.items())
     return (text + f"  - name: {META}\n    driver: metastatic\n" + provider_extra
-            + "    pools:\n      - name: main\n        labels:\n"
+            + "    pools:\n      - name: main\n        node-attributes: {shared: meta}\n"
+            + "        labels:\n"
             + "          - name: meta\n" + keys)
 
 
@@ -102,6 +105,8 @@ def test_two_nodes_share_one_backing_node(zk_info, zuul, launcher_factory):
         assert node["provider"] == META and node["state"] == "ready"
         assert {k: node[k] for k in COPIED} == {k: backing[k] for k in COPIED}
         assert node["host_keys"] == ["ssh-rsa FAKEKEY"]
+        # The backing node's attributes, under the pool's own.
+        assert node["attributes"] == {"zone": "a", "shared": "meta"}
         assert node["external_id"] == node_id
         data = node["driver_data"]
         assert set(data) == {"metadata", "backing_node", "slot", "node"}
@@ -177,6 +182,28 @@ def test_ready_node_kept_and_slot_of_vanished_record_freed(zk_info, zuul, launch
     # cleanup.)
     [other] = fulfilled(zuul)
     wait_for(lambda: held_slots(launcher) == {other}, what="the leaked slot freed")
+
+
+def test_replaced_provider_keeps_slots_of_launches_in_flight(zk_info, zuul, launcher_factory,
+                                                             tmp_path):
+    launcher = launcher_factory(meta_config(zk_info))
+    cloud = FakeCloud.for_provider("fake-provider")
+    cloud.set_hold_in_build(True)
+    request_id = zuul.submit(["meta"])
+    wait_for(lambda: cloud.list_servers(), what="the backing server building")
+    old = launcher.providers[META]
+    rewrite_config(tmp_path, launcher, meta_config(zk_info, **{"grace-time": 0}))
+    wait_for(lambda: launcher.providers[META] is not old, what="the provider replaced")
+    # The new provider knows the slot of the launch the old one runs.
+    [slot_holder] = held_slots(launcher)
+    cloud.set_hold_in_build(False)
+    assert zuul.wait_request(request_id)["state"] == "fulfilled"
+    [node_id] = zuul.accept(request_id)
+    assert node_id == slot_holder
+    backing_id = backing_of(zuul, node_id)
+    zuul.return_nodes([node_id])
+    # Freed through the new provider, whose grace time is 0.
+    wait_for(lambda: zuul.node(backing_id) is None, what="backing node released")
 
 
 def test_failed_backing_request_fails_the_request(zk_info, zuul, launcher_factory):
