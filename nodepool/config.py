@@ -643,10 +643,10 @@ def _load_provider(doc: _Document, i: int, item: Any, config: Config, strict: bo
                    "it with the traceback logged by nodepool.config)"))
     if provider is not None and not problems:
         problems = _undefined_labels(doc, place, provider, config)
-        if problems and strict and driver.config_only:
-            # Upstream's validator looks for these only in OpenStack
-            # providers; for a provider this build does not serve anyway,
-            # keep its verdict and warn of what its loader refuses.
+        if problems and strict and not driver.undefined_labels_fail_validation:
+            # Upstream's validator does not look for these in this
+            # driver's providers: keep its verdict and warn of what its
+            # loader refuses.
             report.warnings.extend(
                 f"{problem} (the launcher would leave this provider out for it)"
                 for problem in problems)

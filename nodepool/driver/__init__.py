@@ -545,6 +545,13 @@ class Driver:
     #: :class:`nodepool.driver.config_only.ConfigOnlyDriver`.
     config_only: ClassVar[bool] = False
 
+    #: Whether ``config-validate`` fails on a pool label missing from the
+    #: top-level ``labels``.  False where upstream's validator does not
+    #: look for that in this driver's providers: it then warns, to keep
+    #: upstream's verdict (the daemons still leave such a provider out,
+    #: as upstream's loader refuses it).
+    undefined_labels_fail_validation: ClassVar[bool] = True
+
     def reset(self) -> None:
         """Forget process-wide state (e.g. a cached clouds.yaml) before a
         configuration (re)load."""

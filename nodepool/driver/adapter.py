@@ -49,6 +49,9 @@ class Instance:
     driver_data: Any = None
     slot: int | None = None
     node_properties: dict[str, Any] | None = None
+    # The node's ``attributes`` before the pool's ``node-attributes``,
+    # which win (a metastatic node takes its backing node's).
+    node_attributes: dict[str, Any] | None = None
     # Overrides of what the label's image config says (None = keep).
     username: str | None = None
     python_path: str | None = None
@@ -214,6 +217,15 @@ class Adapter:
 
     def get_console_log(self, external_id: Any) -> str | None:
         return None
+
+    def launch_attempt_failed(self, external_id: Any, error: Exception) -> None:
+        """A launch attempt on server ``external_id`` (None if the cloud
+        never named one) failed with ``error``; called before the server
+        is deleted.  For adapters that learn from a failure something
+        about what the server stood on (a metastatic backing node that
+        cannot be reached is given no more nodes).  The default does
+        nothing; errors raised here are logged and do not change the
+        launch's course."""
 
     # Leaks --------------------------------------------------------------
 

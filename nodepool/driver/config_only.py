@@ -1,7 +1,7 @@
 """Drivers whose configuration is understood but which cannot serve yet.
 
 Upstream Nodepool has drivers this build does not implement (gce, azure,
-ibmvpc, metastatic, and upstream's internal ``test`` driver).  Their
+ibmvpc, and upstream's internal ``test`` driver).  Their
 configuration layer is here already, so ``nodepool config-validate`` gives
 upstream's verdict on files that use them and the drivers, when they come,
 build on typed, checked configuration.  Until then such a provider is
@@ -23,6 +23,7 @@ class ConfigOnlyDriver(Driver):
     ``getProviderConfig``."""
 
     config_only = True
+    undefined_labels_fail_validation = False
 
     def getProvider(self, provider_config: ProviderConfig) -> NoReturn:
         raise ProviderNotImplemented(provider_config.name, self.name)

@@ -439,6 +439,8 @@ class Launch(Task):
             node.slot = instance.slot
         if instance.node_properties is not None:
             node.node_properties = instance.node_properties
+        if instance.node_attributes is not None:
+            node.attributes = {**instance.node_attributes, **(node.attributes or {})}
         if instance.username is not None:
             node.username = instance.username
         if instance.python_path is not None:
@@ -547,6 +549,10 @@ class Launch(Task):
             self.node.external_id = self.create_op.external_id
         self.create_op = None
         self._scan = None
+        try:
+            self.adapter.launch_attempt_failed(self.node.external_id, error)
+        except Exception:
+            self.log.exception("Error telling the adapter of the failed attempt")
         self._begin_cleanup(outcome, self.attempt)
 
     def _begin_cleanup(self, outcome: str, attempt: int) -> None:

@@ -511,19 +511,23 @@ class ZooKeeper:
         return self._refresh(node, node_path(_id(node)), f"node {node.id}")
 
     def lock_node(self, node: Node, blocking: bool = True, timeout: float | None = None,
-                  identifier: str | None = None, lock: Lock | None = None) -> None:
+                  identifier: str | None = None, lock: Lock | None = None,
+                  ephemeral: bool = True) -> None:
         """Lock ``node`` and refresh its data from ZooKeeper.
 
         ``lock`` is the one of a :class:`LockOutcomeUnknown`, whose
-        contender may exist already.  Raises ZKLockException if the lock
-        is held elsewhere (non-blocking), times out, or the node vanished
-        meanwhile; ModelError (the lock released) if its record cannot be
-        read.
+        contender may exist already.  A lock taken with ``ephemeral``
+        False outlives this session (a metastatic provider holds its
+        backing nodes so across launcher restarts); only
+        :meth:`force_unlock_node` removes it then.  Raises
+        ZKLockException if the lock is held elsewhere (non-blocking),
+        times out, or the node vanished meanwhile; ModelError (the lock
+        released) if its record cannot be read.
         """
         if node.lock is not None:
             raise ZKLockException(f"node {node.id} is already locked by this process")
         lock = self._lock(node_lock_path(_id(node)), blocking, timeout, identifier,
-                          record_lock=True, lock=lock)
+                          ephemeral=ephemeral, record_lock=True, lock=lock)
         try:
             exists = self.refresh_node(node)
         except (ModelError, Exception):
@@ -639,6 +643,11 @@ class ZooKeeper:
 
     def force_unlock_node(self, node: Node) -> bool:
         return self.force_unlock(node_lock_path(_id(node)))
+
+    def node_lock_holder(self, node_id: str) -> str | None:
+        """The identifier the holder of the node's lock gave (None when the
+        node is not locked, "" when the holder gave none)."""
+        return self.lock_holder(node_lock_path(node_id))
 
     def delete_node(self, node: Node) -> None:
         """Remove a node record.

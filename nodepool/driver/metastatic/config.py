@@ -3,9 +3,8 @@
 
 A metastatic label runs up to ``max-parallel-jobs`` nodes at once on one
 node of its ``backing-label`` (served by another provider), which is kept
-``grace-time`` seconds after its last node ends.  This build does not
-serve metastatic providers yet (see :mod:`nodepool.driver.config_only`);
-the classes here are what that driver will read.
+``grace-time`` seconds after its last node ends (see
+:mod:`nodepool.driver.metastatic.adapter`).
 """
 
 from __future__ import annotations

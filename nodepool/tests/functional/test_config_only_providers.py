@@ -1,5 +1,5 @@
 """Providers of drivers this build understands but cannot serve yet (gce,
-azure, ibmvpc, metastatic) are left out by the launcher and the builder,
+azure, ibmvpc) are left out by the launcher and the builder,
 as a provider that cannot be loaded is: reported once, with the file and
 the reason, while the other providers serve."""
 
@@ -28,13 +28,6 @@ UNSERVED_PROVIDERS = """\
           - name: gce-label
             cloud-image: debian
             instance-type: e2-small
-  - name: meta-provider
-    driver: metastatic
-    pools:
-      - name: main
-        labels:
-          - name: fake-label
-            backing-label: gce-label
 """
 
 NOT_SERVED = ("its configuration is understood, but launching nodes with it is not "
@@ -51,14 +44,12 @@ def test_launcher_serves_the_others_and_reports_them_left_out(
                               "            min-ram: 8192\n"))
     with caplog.at_level(logging.WARNING, logger="nodepool.config"):
         launcher = launcher_factory(text + UNSERVED_PROVIDERS)
-    # fake-label is offered by the metastatic provider too: only the fake
-    # cloud's pool serves it.
     request = zuul.wait_request(zuul.submit(["fake-label"]))
     assert request["state"] == "fulfilled"
     assert zuul.node(request["nodes"][0])["provider"] == "fake-provider"
     assert set(launcher.providers) == {"fake-provider"}
     assert {w.provider_name for w in launcher.pool_workers.values()} == {"fake-provider"}
-    assert set(launcher.config.left_out) == {"gce-main", "meta-provider"}
+    assert set(launcher.config.left_out) == {"gce-main"}
     # A label only they offer is served by no pool: declined, so it fails
     # at once instead of waiting forever.
     [worker] = launcher.pool_workers.values()
@@ -66,10 +57,9 @@ def test_launcher_serves_the_others_and_reports_them_left_out(
     assert request["state"] == "failed" and request["declined_by"] == [worker.id]
     errors = {r.getMessage() for r in caplog.records if r.levelno == logging.ERROR}
     config_path = str(tmp_path / "nodepool.yaml")
-    for name, driver in (("gce-main", "gce"), ("meta-provider", "metastatic")):
-        [message] = [e for e in errors if e.startswith(f"Provider {name} is left out")]
-        assert f"{config_path}:" in message
-        assert f"provider {name!r} uses driver {driver!r}: {NOT_SERVED}" in message
+    [message] = [e for e in errors if e.startswith("Provider gce-main is left out")]
+    assert f"{config_path}:" in message
+    assert f"provider 'gce-main' uses driver 'gce': {NOT_SERVED}" in message
 
 
 def test_builder_uploads_to_the_others_only(zk_info, tmp_path, builder_factory, images,

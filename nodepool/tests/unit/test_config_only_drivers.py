@@ -1,7 +1,8 @@
 """The drivers this build understands but does not serve yet (gce, azure,
-ibmvpc, metastatic and upstream's ``test`` driver): every upstream key
-with its default, upstream's checks, and what the daemons and
-``config-validate`` do with their providers."""
+ibmvpc and upstream's ``test`` driver): every upstream key with its
+default, upstream's checks, and what the daemons and ``config-validate``
+do with their providers.  The metastatic driver's configuration, which
+began here, is checked here too; that driver serves now."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ diskimages:
 
 MESSAGE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+): (?P<place>.+?): (?P<what>.+)$")
 
-CONFIG_ONLY = ("azure", "gce", "ibmvpc", "metastatic", "test")
+CONFIG_ONLY = ("azure", "gce", "ibmvpc", "test")
 
 
 def write(tmp_path: Path, providers: str) -> str:
@@ -133,6 +134,7 @@ def test_each_config_only_driver_is_registered_and_declared():
         assert name in registry.available()
     assert not registry.get_driver("fake").config_only
     assert not registry.get_driver("aws").config_only
+    assert not registry.get_driver("metastatic").config_only
 
 
 def test_config_validate_accepts_them_with_one_warning_each(tmp_path, capsys):
@@ -484,6 +486,24 @@ def test_metastatic_defaults_and_values(tmp_path):
     assert not meta.host_key_checking and meta2.host_key_checking
     assert meta.image is None
     assert provider.label("meta-2") is meta2 and provider.label("small") is None
+
+
+def test_metastatic_provider_is_served(tmp_path, capsys):
+    path = write(tmp_path, FAKE + METASTATIC)
+    assert validate(path) == 0
+    assert "will not serve in this build" not in capsys.readouterr().err
+    config = load_config(path)
+    assert set(config.providers) == {"fake-provider", "meta-provider"}
+    assert config.left_out == {}
+    assert [p.provider.name for p in config.labels["meta"].pools] == ["meta-provider"]
+
+
+def test_metastatic_label_missing_from_top_level_labels(tmp_path, capsys):
+    # Upstream's validator does not look for it; its loader refuses it.
+    text = METASTATIC.replace("- name: meta-2", "- name: meta-3")
+    assert validate(write(tmp_path, text)) == 0
+    assert "offers label 'meta-3', which is not defined" in capsys.readouterr().err
+    assert "offers label 'meta-3'" in left_out_reason(tmp_path, text, "meta-provider")
 
 
 def test_metastatic_labels_on_one_backing_label_must_agree(tmp_path, capsys):
