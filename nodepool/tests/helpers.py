@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 import uuid
@@ -29,6 +30,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0,
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or predicate}")
         time.sleep(interval)
+
+
+def rewrite_config(tmp_path: Any, launcher: Any, text: str) -> None:
+    """Replace the launcher's nodepool.yaml (in ``tmp_path``, as
+    ``launcher_factory`` writes it) and wait until it is reloaded."""
+    path = tmp_path / "nodepool.yaml"
+    old = launcher.config
+    path.write_text(text)
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    wait_for(lambda: launcher.config is not old, what="config reload")
 
 
 def wait_for_pass(worker: Any, timeout: float = 20.0, what: str | None = None) -> None:

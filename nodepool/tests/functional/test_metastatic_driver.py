@@ -12,8 +12,7 @@ from nodepool.config import load_config
 from nodepool.driver.fake.cloud import FakeCloud
 from nodepool.driver.metastatic.adapter import MetastaticAdapter
 from nodepool.launcher.cleanup import CleanupWorker
-from nodepool.tests.functional.test_static_driver import rewrite_config
-from nodepool.tests.helpers import fake_config, wait_for
+from nodepool.tests.helpers import fake_config, rewrite_config, wait_for
 from nodepool.zk import models
 from nodepool.zk.models import Node
 

@@ -4,7 +4,6 @@ real ZooKeeper and an in-process launcher, with the test playing Zuul."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections import Counter
@@ -19,7 +18,7 @@ from kazoo.exceptions import NoNodeError
 from nodepool.driver import registration
 from nodepool.driver.registrar import Registrar
 from nodepool.tests.functional.test_commands import CLI
-from nodepool.tests.helpers import FakeZuul, assert_request_waits, wait_for
+from nodepool.tests.helpers import FakeZuul, assert_request_waits, rewrite_config, wait_for
 from nodepool.tests.sshd import LoopbackSshd
 
 PROVIDER = "static-provider"
@@ -66,14 +65,6 @@ def static_config(zk_info, hosts: list[dict[str, Any]], **pool_keys: Any) -> str
         "providers": [{"name": PROVIDER, "driver": "static", "pools": [pool]}],
     }
     return zk_info.config_yaml() + yaml.safe_dump(rest, sort_keys=False)
-
-
-def rewrite_config(tmp_path, launcher, text: str) -> None:
-    path = tmp_path / "nodepool.yaml"
-    old = launcher.config
-    path.write_text(text)
-    os.utime(path, (time.time() + 5, time.time() + 5))
-    wait_for(lambda: launcher.config is not old, what="config reload")
 
 
 def records(zuul, server: LoopbackSshd | None = None) -> list[dict[str, Any]]:
