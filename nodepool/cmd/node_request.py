@@ -89,7 +89,8 @@ def submit(zk: ZooKeeper, labels: list[str], provider: str | None,
     return request
 
 
-def wait_for_answer(zk: ZooKeeper, request: NodeRequest, timeout: float) -> dict[str, Any]:
+def wait_for_answer(zk: ZooKeeper, request: NodeRequest, timeout: float,
+                    interrupts: Interrupts) -> dict[str, Any]:
     """The request's data once it is fulfilled or failed.
 
     Raises CommandError when it vanishes or ``timeout`` (0: none) passes.
@@ -117,13 +118,15 @@ def wait_for_answer(zk: ZooKeeper, request: NodeRequest, timeout: float) -> dict
                 raise CommandError(
                     f"request {request.id} was not answered within {timeout:g} s "
                     f"(state {state}); it has been withdrawn")
-        changed.wait(min(wait, 5.0))
+        with interrupts.waiting():
+            changed.wait(min(wait, 5.0))
 
 
 def _take_nodes(zk: ZooKeeper, request_id: str, node_ids: list[str],
-                locked: list[Node]) -> None:
+                locked: list[Node], interrupts: Interrupts) -> None:
     """Lock each node and check it is still ours (what Zuul checks)."""
     for node_id in node_ids:
+        interrupts.check()
         node = zk.get_node(node_id)
         if node is None:
             raise CommandError(f"node {node_id} of request {request_id} is gone")
@@ -140,24 +143,53 @@ def _take_nodes(zk: ZooKeeper, request_id: str, node_ids: list[str],
             raise CommandError(f"node {node_id} was reallocated while locking it")
 
 
-@contextlib.contextmanager
-def _interrupts_deferred() -> Iterator[None]:
-    """Hold ^C and TERM back while the request is created (so the cleanup
-    always knows the id of a request that exists) and while cleaning up;
-    raise KeyboardInterrupt afterwards if one came."""
-    received: list[int] = []
+class Interrupts:
+    """^C and TERM for the length of a ``nodepool request``: noted by the
+    handler, acted on only where this module waits or checks.
 
-    def note(signum: int, frame: Any) -> None:
-        received.append(signum)
+    Python's default handler raises KeyboardInterrupt at whatever line
+    the main thread is on; inside kazoo (which wraps waking its
+    connection thread in a bare ``except``) it can be swallowed, and the
+    command then waits on as if nothing happened.  So the handler raises
+    only while the command sits in a wait of its own (:meth:`waiting`);
+    elsewhere the signal is kept for the next :meth:`check`.  A second ^C
+    during the cleanup is only noted: it never cuts the cleanup short.
+    """
 
-    old = {sig: signal.signal(sig, note) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-    if received:
-        raise KeyboardInterrupt
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self._in_wait = False
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.received.append(signum)
+        if self._in_wait:
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        """Raise KeyboardInterrupt if a signal came."""
+        if self.received:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Interrupts]:
+        old = {sig: signal.signal(sig, self._note) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """A wait of the command's own (no kazoo call inside): a signal
+        ends it at once."""
+        try:
+            self._in_wait = True
+            # (Again after the flag is up: a signal in between was only noted.)
+            self.check()
+            yield
+        finally:
+            self._in_wait = False
 
 
 def request_nodes(ctx: Context) -> int:
@@ -167,40 +199,41 @@ def request_nodes(ctx: Context) -> int:
     request = NodeRequest()
     locked: list[Node] = []
     deleted = False
-    try:
-        with _interrupts_deferred():
+    interrupts = Interrupts()
+    with interrupts.installed():
+        try:
             request = submit(zk, args.labels, args.provider, args.reason, args.hold)
-        print(f"Submitted request {request.id} for {', '.join(args.labels)}; waiting"
-              + (f" up to {args.wait:g} s" if args.wait > 0 else ""), file=sys.stderr)
-        answer = wait_for_answer(zk, request, args.wait)
-        if answer.get("state") == models.FAILED:
-            declined = answer.get("declined_by") or []
-            if args.json:
-                print(json.dumps({"request": request.id, "state": models.FAILED,
-                                  "declined_by": declined, "nodes": []}))
-            raise CommandError(
-                f"request {request.id} failed: every launcher pool declined it "
-                f"(declined by: {', '.join(declined) or 'none'})")
-        node_ids = [str(n) for n in answer.get("nodes") or []]
-        assert request.id is not None
-        _take_nodes(zk, request.id, node_ids, locked)
-        if args.hold:
-            comment = args.reason or (f"held by 'nodepool request' ({_user()}@"
-                                      f"{socket.gethostname()}, request {request.id})")
-            for node in locked:
-                node.state = models.HOLD
-                node.comment = comment
-                zk.store_node(node)
-        # As Zuul's executor: the request goes once the nodes are locked.
-        zk.delete_request(request)
-        deleted = True
-    finally:
-        # A second ^C must not cut the cleanup short.
-        with _interrupts_deferred():
+            interrupts.check()
+            print(f"Submitted request {request.id} for {', '.join(args.labels)}; waiting"
+                  + (f" up to {args.wait:g} s" if args.wait > 0 else ""), file=sys.stderr)
+            answer = wait_for_answer(zk, request, args.wait, interrupts)
+            if answer.get("state") == models.FAILED:
+                declined = answer.get("declined_by") or []
+                if args.json:
+                    print(json.dumps({"request": request.id, "state": models.FAILED,
+                                      "declined_by": declined, "nodes": []}))
+                raise CommandError(
+                    f"request {request.id} failed: every launcher pool declined it "
+                    f"(declined by: {', '.join(declined) or 'none'})")
+            node_ids = [str(n) for n in answer.get("nodes") or []]
+            assert request.id is not None
+            _take_nodes(zk, request.id, node_ids, locked, interrupts)
+            if args.hold:
+                comment = args.reason or (f"held by 'nodepool request' ({_user()}@"
+                                          f"{socket.gethostname()}, request {request.id})")
+                for node in locked:
+                    node.state = models.HOLD
+                    node.comment = comment
+                    zk.store_node(node)
+            # As Zuul's executor: the request goes once the nodes are locked.
+            zk.delete_request(request)
+            deleted = True
+        finally:
             for node in locked:
                 zk.unlock_node(node)
             if not deleted and request.id is not None:
                 zk.delete_request(request)
+        interrupts.check()
     table = status.node_list(listing.read_nodes(zk, node_ids=node_ids))
     if args.json:
         print(json.dumps({"request": request.id, "state": models.FULFILLED,

@@ -112,3 +112,44 @@ def test_relay_runs_work_in_order_and_survives_a_failure(log_to):
     assert order[0] == "first"
     assert "Error handling a signal" in stream.getvalue()
     assert "ValueError: broken" in stream.getvalue()
+
+
+def swallowing_call(action) -> None:
+    """Library code of the kind kazoo has around waking its connection
+    thread: a bare ``except`` that would eat a KeyboardInterrupt."""
+    try:
+        action()
+        for _ in range(1000):
+            pass
+    except:  # noqa: E722 - the point of this helper
+        pass
+
+
+def test_interrupt_inside_library_code_is_kept_for_the_next_check(log_to):
+    from nodepool.cmd.node_request import Interrupts
+
+    interrupts = Interrupts()
+    with interrupts.installed():
+        swallowing_call(lambda: os.kill(os.getpid(), signal.SIGINT))
+        assert interrupts.received == [signal.SIGINT]
+        with pytest.raises(KeyboardInterrupt):
+            interrupts.check()
+    # Python's own handler is back.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_interrupt_ends_a_wait_of_the_command_at_once(log_to):
+    from nodepool.cmd.node_request import Interrupts
+
+    interrupts = Interrupts()
+    never = threading.Event()
+    timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGTERM))
+    with interrupts.installed():
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            with interrupts.waiting():
+                # Ends with the signal (the test fails if it waits the full
+                # time: nothing sets the event).
+                never.wait(600)
+    timer.join()
+    assert interrupts.received == [signal.SIGTERM]
