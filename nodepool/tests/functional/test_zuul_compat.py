@@ -21,10 +21,11 @@ DRIVER = pathlib.Path(__file__).resolve().parent.parent / "zuul_compat" / "drive
 pytestmark = pytest.mark.slow
 
 
-def drive(zuul_python, zk_info, scenario: str) -> dict:
+def drive(zuul_python, zk_info, scenario: str, label: str = "fake-label") -> dict:
+    """Run a scenario of drive_zuul.py: Zuul asks for two ``label`` nodes."""
     result = subprocess.run(
         [str(zuul_python), str(DRIVER), zk_info.hosts, zk_info.ca, zk_info.cert,
-         zk_info.key, scenario], capture_output=True, text=True, timeout=120)
+         zk_info.key, scenario, label], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -86,3 +87,28 @@ def test_zuul_early_return_nodes_are_reused(zuul_python, zk_info, zuul, launcher
     wait_for(unallocated_ready, what="nodes back in the pool")
     request = zuul.wait_request(zuul.submit(["fake-label", "fake-label"]))
     assert sorted(request["nodes"]) == sorted(ids)
+
+
+def test_zuul_uses_metastatic_nodes_on_one_backing_node(zuul_python, zk_info, zuul,
+                                                        launcher_factory):
+    """Zuul takes two metastatic nodes (two slots of one backing node),
+    uses and returns them; the slots are freed and the backing node,
+    idle within its grace-time, stays held for the next job."""
+    from nodepool.tests.functional.test_metastatic_driver import OWNER, big_nodes, meta_config
+
+    launcher = launcher_factory(meta_config(zk_info))
+    result = drive(zuul_python, zk_info, "fulfil", "meta")
+    assert result["state"] == "fulfilled" and result["provider"] == "meta-provider"
+    [backing_id] = big_nodes(zuul)
+    backing = zuul.node(backing_id)
+    for node in result["node_data"]:
+        assert node["locked"] and node["label"] == "meta"
+        assert (node["interface_ip"], node["host_keys"]) == (backing["interface_ip"],
+                                                             backing["host_keys"])
+    assert result["in_use"] == ["in-use", "in-use"]
+    for node in result["node_data"]:
+        wait_for(lambda n=node: zuul.node(n["id"]) is None, what=f"node {node['id']} deleted")
+    adapter = launcher.providers["meta-provider"].adapter
+    wait_for(lambda: adapter.list_resources() == [], what="slots freed")
+    assert zuul.node(backing_id)["state"] == "in-use"
+    assert json.loads(zuul.node(backing_id)["user_data"])["owner"] == OWNER

@@ -27,6 +27,7 @@ Tracing(configparser.ConfigParser())
 
 def main() -> int:
     hosts, ca, cert, key, scenario = sys.argv[1:6]
+    label_name = sys.argv[6] if len(sys.argv) > 6 else "fake-label"
     client = ZooKeeperClient(hosts, tls_cert=cert, tls_key=key, tls_ca=ca)
     client.connect()
     events: queue.Queue = queue.Queue()
@@ -45,7 +46,7 @@ def main() -> int:
     nodepool.statsd = None
     nodepool.zk_nodepool = zkn
 
-    labels = ["no-such-label"] if scenario == "fail" else ["fake-label", "fake-label"]
+    labels = ["no-such-label"] if scenario == "fail" else [label_name, label_name]
     nodeset = model.NodeSet()
     for i, label in enumerate(labels):
         nodeset.addNode(model.Node([f"node{i}"], label))
@@ -58,8 +59,12 @@ def main() -> int:
     state = None
     while time.monotonic() < deadline and state not in ("fulfilled", "failed"):
         try:
-            request_id, state = events.get(timeout=1)
-            result["events"].append([request_id, state])
+            request_id, event_state = events.get(timeout=1)
+            result["events"].append([request_id, event_state])
+            # (Other requests' events come too: a metastatic provider's
+            # backing requests, say.)
+            if request_id == request.id:
+                state = event_state
         except queue.Empty:
             continue
     fresh = zkn.getNodeRequest(request.id)
