@@ -125,3 +125,24 @@ def test_upstream_cli_lists_uploads_with_checks(upstream_nodepool, zk_info, zk, 
             for line in result.stdout.splitlines() if build_id in line}
     assert {rows[stored[n]][6] for n in ("pending", "passed")} == {models.READY}
     assert rows[stored["failed"]][6] == models.FAILED
+
+
+def test_upstream_cli_lists_metastatic_and_backing_nodes(upstream_nodepool, zk_info, zuul,
+                                                         launcher_factory, tmp_path):
+    from nodepool.tests.functional.test_metastatic_driver import big_nodes, meta_config
+
+    launcher_factory(meta_config(zk_info))
+    request = zuul.wait_request(zuul.submit(["meta", "meta"]))
+    assert request["state"] == "fulfilled"
+    [backing_id] = big_nodes(zuul)
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(CLOUDS_YAML)
+    result = subprocess.run([str(upstream_nodepool), "-c", str(tmp_path / "nodepool.yaml"),
+                             "list", "--detail"], capture_output=True, text=True,
+                            env=upstream_env(clouds), timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines()
+            if line.startswith("|") and line.split("|")[1].strip().isdigit()}
+    for node_id in request["nodes"]:
+        assert "meta-provider" in rows[node_id] and " meta " in rows[node_id]
+    assert "in-use" in rows[backing_id] and "fake-provider" in rows[backing_id]
