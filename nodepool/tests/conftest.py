@@ -230,25 +230,45 @@ def statsd(monkeypatch) -> Iterator[StatsdListener]:
 
 ZUUL_VERSION = "14.3.0"
 ZUUL_VENV = Path(os.environ.get("NODEPOOL_ZUUL_VENV", f"/tmp/nodepool-zuul-{ZUUL_VERSION}-venv"))
+UPSTREAM_VERSION = "11.0.0"
+UPSTREAM_VENV = Path(os.environ.get("NODEPOOL_UPSTREAM_VENV",
+                                    f"/tmp/nodepool-upstream-{UPSTREAM_VERSION}-venv"))
+
+
+def released_venv(venv: Path, marker_name: str, packages: list[str]) -> Path:
+    """A virtualenv holding released ``packages``, installed on first
+    use: once, even with several test workers asking at the same time
+    (a file lock beside it)."""
+    import fcntl
+    import subprocess
+    import sys
+    marker = venv / marker_name
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{venv}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not marker.exists():
+            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+            result = subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install",
+                                     "-q", *packages], capture_output=True, text=True)
+            if result.returncode != 0:
+                pytest.fail(f"could not install {' '.join(packages)}: "
+                            f"{result.stderr[-2000:]}")
+            marker.write_text("ok\n")
+    return venv
 
 
 @pytest.fixture(scope="session")
 def zuul_python() -> Path:
-    """The python of a virtualenv holding the released Zuul 14.3.0,
-    installed on first use (once, even with several test workers)."""
-    import fcntl
-    import subprocess
-    import sys
-    python = ZUUL_VENV / "bin" / "python"
-    marker = ZUUL_VENV / ".zuul-installed"
-    ZUUL_VENV.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{ZUUL_VENV}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not marker.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(ZUUL_VENV)], check=True)
-            result = subprocess.run([str(python), "-m", "pip", "install", "-q",
-                                     f"zuul=={ZUUL_VERSION}"], capture_output=True, text=True)
-            if result.returncode != 0:
-                pytest.fail(f"could not install zuul=={ZUUL_VERSION}: {result.stderr[-2000:]}")
-            marker.write_text("ok\n")
-    return python
+    """The python of a virtualenv holding the released Zuul 14.3.0."""
+    venv = released_venv(ZUUL_VENV, ".zuul-installed", [f"zuul=={ZUUL_VERSION}"])
+    return venv / "bin" / "python"
+
+
+@pytest.fixture(scope="session")
+def upstream_nodepool() -> Path:
+    """Upstream's released ``nodepool`` command (11.0.0; its launcher is
+    beside it)."""
+    # 11.0.0 imports cachetools without declaring it.
+    venv = released_venv(UPSTREAM_VENV, ".installed",
+                         [f"nodepool=={UPSTREAM_VERSION}", "cachetools"])
+    return venv / "bin" / "nodepool"

@@ -7,57 +7,14 @@ nodepool==11.0.0 into a virtualenv of its own (about 30 s).
 
 from __future__ import annotations
 
-import os
-import pathlib
 import subprocess
-import sys
 
 import pytest
 
+from nodepool.tests.functional.upstream_support import CLOUDS_YAML, upstream_env
 from nodepool.tests.helpers import fake_config
 
-VERSION = "11.0.0"
-VENV = pathlib.Path(os.environ.get("NODEPOOL_UPSTREAM_VENV",
-                                   f"/tmp/nodepool-upstream-{VERSION}-venv"))
-
 pytestmark = pytest.mark.slow
-
-CLOUDS_YAML = """\
-clouds:
-  fake:
-    auth:
-      auth_url: http://127.0.0.1:9/identity
-      username: nobody
-      password: unused
-      project_name: none
-    region_name: fake-region
-"""
-
-
-def upstream_env(clouds: pathlib.Path) -> dict[str, str]:
-    """The environment of an upstream command: without PYTHONPATH (the
-    documented test command points it at this tree, whose ``nodepool``
-    package would then shadow upstream's) or a statsd host."""
-    env = dict(os.environ, OS_CLIENT_CONFIG_FILE=str(clouds))
-    env.pop("STATSD_HOST", None)
-    env.pop("PYTHONPATH", None)
-    return env
-
-
-@pytest.fixture(scope="session")
-def upstream_nodepool() -> pathlib.Path:
-    exe = VENV / "bin" / "nodepool"
-    marker = VENV / ".installed"
-    if not marker.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        # 11.0.0 imports cachetools without declaring it.
-        result = subprocess.run([str(VENV / "bin" / "pip"), "install", "-q",
-                                 f"nodepool=={VERSION}", "cachetools"],
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            pytest.fail(f"could not install nodepool=={VERSION}: {result.stderr[-2000:]}")
-        marker.write_text("ok\n")
-    return exe
 
 
 def test_upstream_cli_lists_our_nodes_and_requests(upstream_nodepool, zk_info, zuul,

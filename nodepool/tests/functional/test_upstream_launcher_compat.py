@@ -18,11 +18,7 @@ import subprocess
 import pytest
 
 from nodepool.tests.functional.test_metastatic_driver import OWNER, big_nodes, lock_holders
-from nodepool.tests.functional.test_upstream_cli_compat import (  # noqa: F401 (fixture)
-    CLOUDS_YAML,
-    upstream_env,
-    upstream_nodepool,
-)
+from nodepool.tests.functional.upstream_support import CLOUDS_YAML, upstream_env
 from nodepool.tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
