@@ -500,6 +500,11 @@ class NodeCache(TreeCache[Node]):
     def __init__(self, zk: ZooKeeper) -> None:
         super().__init__(zk)
         self._unreadable: dict[str, UnreadableNode] = {}
+        # Unreadable records already reported.  Kept apart from
+        # ``_unreadable``, which changes only when a read is applied: a
+        # record may be read twice before that (a resync's snapshot and
+        # an event, two snapshots), and must be reported once.
+        self._reported: set[str] = set()
         # The contender znode names of each locked node (as for request
         # locks: an event a resync's snapshot already shows may come
         # again); a node's ``lock_contenders`` is their count.
@@ -522,7 +527,10 @@ class NodeCache(TreeCache[Node]):
         try:
             return self.zk.parse_node(node_id, data, stat)
         except ModelError as e:
-            if node_id not in self._unreadable:
+            with self._lock:
+                first = node_id not in self._reported
+                self._reported.add(node_id)
+            if first:
                 log.warning("Node record %s cannot be read by this version (%s); it is "
                             "kept, never used, and counted in nodepool.nodes.unreadable "
                             "until an operator removes it with 'nodepool delete %s'",
@@ -570,6 +578,7 @@ class NodeCache(TreeCache[Node]):
         fresh, unreadable, lock_names = snapshot
         with self._lock:
             self._unreadable = unreadable
+            self._reported &= set(unreadable)
             self._lock_names = lock_names
         self._replace_all(fresh)
 
@@ -581,6 +590,7 @@ class NodeCache(TreeCache[Node]):
                 self._unreadable[node_id] = node
             else:
                 self._unreadable.pop(node_id, None)
+                self._reported.discard(node_id)
         if not isinstance(node, Node):
             self._remove(node_id)
             return
@@ -592,6 +602,7 @@ class NodeCache(TreeCache[Node]):
         if len(parts) == 1:
             with self._lock:
                 self._unreadable.pop(parts[0], None)
+                self._reported.discard(parts[0])
                 self._lock_names.pop(parts[0], None)
             self._remove(parts[0])
         elif len(parts) == 3 and parts[1] == "lock" and is_lock_child(parts[2]):

@@ -73,6 +73,22 @@ def test_unreadable_records_are_kept_reported_and_never_used(
     assert launcher.is_alive()
 
 
+def test_a_record_read_twice_before_it_is_applied_is_reported_once(zk, caplog):
+    """A resync's snapshot and an event (or two snapshots) may both read
+    a record before either read is applied to the cache."""
+    from nodepool.zk.cache import NodeCache
+    cache = NodeCache(zk)
+    zk.kazoo.create(f"/nodepool/nodes/{NOT_JSON}", b"[1, 2]", makepath=True)
+    data, stat = zk.kazoo.get(f"/nodepool/nodes/{NOT_JSON}")
+    first = cache._read(NOT_JSON, data, stat)
+    second = cache._read(NOT_JSON, data, stat)
+    assert first is not None and second is not None
+    assert "expected a JSON object" in first.reason
+    warnings = [r for r in caplog.records
+                if r.name == "nodepool.zk.cache" and NOT_JSON in r.getMessage()]
+    assert len(warnings) == 1
+
+
 def test_cache_reports_each_unreadable_record_once(zk, caplog):
     from nodepool.zk.cache import NodeCache
     cache = NodeCache(zk)
