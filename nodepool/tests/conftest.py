@@ -175,7 +175,7 @@ def launcher_factory(tmp_path, fake_cloud_reset):
         launcher = NodePool(str(path), **kwargs)
         launcher.start()
         started.append(launcher)
-        wait_for(lambda: launcher.ready or not launcher.is_alive(), 30, what="launcher ready")
+        wait_for(lambda: launcher.ready or not launcher.is_alive(), 60, what="launcher ready")
         assert launcher.is_alive(), "launcher died on start"
         return launcher
 

@@ -18,8 +18,13 @@ from kazoo.recipe.lock import Lock
 from nodepool.zk import models
 from nodepool.zk.watch import WatchingKazooClient
 
+# How long a test waits for an event at most by default: generous, since CI
+# runs the suite two at a time on two cores beside a real image build; a
+# passing test never waits that long.
+WAIT_TIMEOUT = 60.0
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0,
+
+def wait_for(predicate: Callable[[], Any], timeout: float = WAIT_TIMEOUT,
              interval: float = 0.02, what: str | None = None) -> Any:
     """Poll until ``predicate()`` is truthy; return its value."""
     deadline = time.monotonic() + timeout
@@ -42,7 +47,7 @@ def rewrite_config(tmp_path: Any, launcher: Any, text: str) -> None:
     wait_for(lambda: launcher.config is not old, what="config reload")
 
 
-def wait_for_pass(worker: Any, timeout: float = 20.0, what: str | None = None) -> None:
+def wait_for_pass(worker: Any, timeout: float = WAIT_TIMEOUT, what: str | None = None) -> None:
     """Wait until ``worker`` has completed a pass that began after this
     call, so it has looked at everything that was true before the call.
 
@@ -60,7 +65,7 @@ def wait_for_pass(worker: Any, timeout: float = 20.0, what: str | None = None) -
 
 
 def wait_for_pool_passes(launcher: Any, request_id: str | None = None,
-                         timeout: float = 20.0) -> None:
+                         timeout: float = WAIT_TIMEOUT) -> None:
     """Wait until every pool worker of ``launcher`` has looked at the open
     requests: first until its request cache shows ``request_id`` (when
     given), then for a pass of each worker begun after that."""
@@ -144,7 +149,7 @@ class FakeZuul:
             return None
 
     def wait_request(self, request_id: str, states=("fulfilled", "failed"),
-                     timeout: float = 30.0) -> dict:
+                     timeout: float = WAIT_TIMEOUT) -> dict:
         def done():
             r = self.request(request_id)
             return r if r and r.get("state") in states else None

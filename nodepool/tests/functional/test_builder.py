@@ -136,7 +136,7 @@ def test_build_and_upload(zk_info, tmp_path, builder_factory, images, zk, statsd
                    f"nodepool.builder.{host}.image.{IMAGE}.provider.{PROVIDER}.upload.state:",
                    f"nodepool.image.{IMAGE}.image_build_requests:0|g",
                    "nodepool.image_build_requests:0|g"):
-        wait_for(lambda p=prefix: statsd.has(p), timeout=10, what=f"{prefix} in {statsd.lines}")
+        wait_for(lambda p=prefix: statsd.has(p), timeout=60, what=f"{prefix} in {statsd.lines}")
 
 
 def test_builder_id_persists_across_restarts(zk_info, tmp_path, builder_factory):
@@ -157,7 +157,7 @@ def test_rebuild_age_and_only_two_newest_builds_kept(zk_info, tmp_path, builder_
                                                       images, zk):
     config = simple_config(zk_info, tmp_path, {"rebuild_age": 1})
     builder_factory(config, build_interval=0.2)
-    wait_for(lambda: len(images.build_ids(IMAGE, "ready")) >= 3, timeout=20,
+    wait_for(lambda: len(images.build_ids(IMAGE, "ready")) >= 3, timeout=60,
              what="three builds, one per rebuild-age")
     # Stop rebuilding and let cleanup settle.
     zk.set_image_paused(IMAGE, True)
@@ -222,7 +222,7 @@ def test_build_timeout_kills_the_build(zk_info, tmp_path, builder_factory, image
     try:
         builder_factory(config, retry_delay=60)
         [build_id] = wait_for(lambda: images.build_ids(IMAGE), what="build started")
-        wait_for(lambda: "failed" in states_of(images, build_id), timeout=15,
+        wait_for(lambda: "failed" in states_of(images, build_id), timeout=60,
                  what="build failed by timeout")
         log = (tmp_path / "logs" / f"{IMAGE}-{build_id}.log").read_text()
         assert "paused while" in log
@@ -486,14 +486,14 @@ def test_session_loss_during_build_fails_it(zk_info, tmp_path, builder_factory, 
         # Failed (cleanup then removes failed records quickly, so the
         # cache may only see it go), never ready.
         wait_for(lambda: "failed" in states_of(images, build_id)
-                 or states_of(images, build_id)[-1] is None, timeout=20,
+                 or states_of(images, build_id)[-1] is None, timeout=60,
                  what="build failed after session loss")
         # The build worker notices the lost session and kills the build
         # (another builder's cleanup may mark the record failed first).
-        wait_for(lambda: not dib_processes(build_id), timeout=20, what="build killed")
+        wait_for(lambda: not dib_processes(build_id), timeout=60, what="build killed")
     finally:
         pause.unlink()
-    [rebuilt] = wait_for(lambda: ready_builds(images), timeout=20, what="rebuilt")
+    [rebuilt] = wait_for(lambda: ready_builds(images), timeout=60, what="rebuilt")
     assert rebuilt.id != build_id
     assert "ready" not in states_of(images, build_id)
     wait_for(lambda: build_files(images_dir, build_id) == [], what="files removed")
@@ -525,7 +525,7 @@ def test_daemon_stack_dump_and_sigterm(zk_info, tmp_path, fake_cloud_reset):
         wait_for(lambda: "nodepool-builder" in log_path.read_text()
                  and "started" in log_path.read_text(), timeout=30, what="daemon started")
         proc.send_signal(signal.SIGUSR2)
-        wait_for(lambda: "Thread: CleanupWorker.0" in log_path.read_text(), timeout=10,
+        wait_for(lambda: "Thread: CleanupWorker.0" in log_path.read_text(), timeout=60,
                  what="stack dump")
         text = log_path.read_text()
         assert "nodepool.stack_dump" in text
@@ -550,7 +550,7 @@ def test_killed_builder_leaves_nothing_stuck_after_restart(zk_info, tmp_path,
     pause.touch()
     proc, _ = start_daemon(tmp_path, config)
     try:
-        [build_id] = wait_for(lambda: images.build_ids(IMAGE), timeout=30,
+        [build_id] = wait_for(lambda: images.build_ids(IMAGE), timeout=60,
                               what="build started")
         wait_for(lambda: dib_processes(build_id), what="DIB running")
     finally:
@@ -570,11 +570,11 @@ def test_killed_builder_leaves_nothing_stuck_after_restart(zk_info, tmp_path,
     # old build dead once the killed session expires.
     builder = builder_factory(config)
     assert builder.builder_id == (images_dir / "builder_id.txt").read_text()
-    wait_for(lambda: "failed" in states_of(images, build_id), timeout=20,
+    wait_for(lambda: "failed" in states_of(images, build_id), timeout=60,
              what="killed build failed")
     wait_for(lambda: states_of(images, build_id)[-1] is None, what="killed build removed")
     wait_for(lambda: not partial.exists(), what="partial file removed")
-    [upload] = wait_for(lambda: ready_uploads(images), timeout=20, what="rebuilt")
+    [upload] = wait_for(lambda: ready_uploads(images), timeout=60, what="rebuilt")
     assert upload.build_id != build_id
 
 

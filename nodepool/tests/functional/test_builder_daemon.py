@@ -64,7 +64,7 @@ def test_operator_logging_file_stack_dump_config_errors_and_sigusr1(
     config = simple_config(zk_info, tmp_path)
     proc, path, _ = start_builder(tmp_path, config, "-l", str(logconf))
     try:
-        wait_for(lambda: ready_builds(images), timeout=30, what="a build")
+        wait_for(lambda: ready_builds(images), timeout=60, what="a build")
         assert len(builders(zk)) == 1
         os.kill(proc.pid, signal.SIGUSR2)
         threads = wait_for(lambda: stack_dump(read(logfile)), what="stack dump in the log")
@@ -102,7 +102,7 @@ def test_secure_file_change_is_used_without_a_signal(tmp_path, zk_info, zk, imag
     config = simple_config(zk_info, tmp_path)
     proc, _, out = start_builder(tmp_path, config, "-s", str(secure))
     try:
-        [first] = wait_for(lambda: ready_builds(images), timeout=30, what="a build")
+        [first] = wait_for(lambda: ready_builds(images), timeout=60, what="a build")
         assert dib_env(config, first)["DIB_SECRET"] == "one"
         rewrite(secure, yaml.safe_dump(
             {"diskimages": [{"name": IMAGE, "env-vars": {"DIB_SECRET": "two"}}]}))
@@ -121,7 +121,7 @@ def test_sighup_rereads_files_whose_mtime_did_not_change(tmp_path, zk_info, zk, 
     config = simple_config(zk_info, tmp_path)
     proc, path, out = start_builder(tmp_path, config)
     try:
-        wait_for(lambda: ready_builds(images), timeout=30, what="a build")
+        wait_for(lambda: ready_builds(images), timeout=60, what="a build")
         # A second diskimage, written by a tool that keeps modification
         # times: only SIGHUP makes the builder read it.
         config["diskimages"].append(dict(config["diskimages"][0], name="other-image"))

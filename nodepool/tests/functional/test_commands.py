@@ -592,7 +592,7 @@ class FakeLauncher(threading.Thread):
     def run(self) -> None:
         try:
             kazoo = self.zk.kazoo
-            self.request_id = wait_for(lambda: self.zk.request_ids()[:1], 30)[0]
+            self.request_id = wait_for(lambda: self.zk.request_ids()[:1], 60)[0]
             path = f"/nodepool/requests/{self.request_id}"
             data, st = kazoo.get(path)
             self.request = json.loads(data)
@@ -709,7 +709,7 @@ def test_request_against_a_running_launcher(launcher_factory, zk_info, zk, tmp_p
     node_id = returned["nodes"][0]["id"]
     assert returned["nodes"][0]["state"] == "ready"
     # The launcher takes the returned node back: unallocated, still ready.
-    wait_for(lambda: node_data(zk, node_id)["allocated_to"] is None, 30)
+    wait_for(lambda: node_data(zk, node_id)["allocated_to"] is None, 60)
     assert node_data(zk, node_id)["state"] == "ready"
     assert zk.request_ids() == [] or all(r.startswith("900-") for r in zk.request_ids())
 

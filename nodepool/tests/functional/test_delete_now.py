@@ -106,7 +106,7 @@ def test_cloud_refusing_the_delete_leaves_the_record_for_a_launcher(
     # Once the cloud accepts again, a launcher finishes the job.
     sim.fail_next_deletes(0)
     launcher_factory(config, name="again.yaml")
-    wait_for(lambda: zuul.node(node_id) is None, timeout=30, what="launcher deletes it")
+    wait_for(lambda: zuul.node(node_id) is None, timeout=60, what="launcher deletes it")
     wait_for(lambda: sim.servers() == [], what="server deleted")
 
 

@@ -199,7 +199,7 @@ def test_detached_daemon_holds_pidfile_until_sigusr1(tmp_path, zk_info, zk):
         assert second.returncode != 0
         assert f"another process (pid {pid}) holds the pidfile {pidfile}" in second.stderr
         os.kill(pid, signal.SIGUSR1)
-        wait_for(lambda: _gone(pid), timeout=30, what="daemon exited")
+        wait_for(lambda: _gone(pid), timeout=60, what="daemon exited")
     finally:
         if not _gone(pid):
             os.kill(pid, signal.SIGKILL)
@@ -293,7 +293,7 @@ def test_daemon_serves_web_api(tmp_path, zk_info, zuul):
                 return e.code, e.read().decode()
             except OSError:
                 return None, ""
-        wait_for(lambda: get("/ready")[0] == 200, timeout=30, what="web API ready")
+        wait_for(lambda: get("/ready")[0] == 200, timeout=60, what="web API ready")
         request = zuul.wait_request(zuul.submit(["fake-label"]))
         status, body = get("/node-list", "application/json")
         assert status == 200

@@ -26,7 +26,7 @@ def test_launch_and_node_metrics(zk_info, zuul, launcher_factory, statsd):
     wait_for(lambda: statsd.has("nodepool.launch.ready:1|c"), what="launch counter")
     assert statsd.has("nodepool.launch.provider.fake-provider.ready:")
     assert statsd.has(f"nodepool.launch.requestor.{zuul.system_id}.ready:")
-    wait_for(lambda: statsd.has("nodepool.nodes.ready:1|g"), timeout=15, what="node gauges")
+    wait_for(lambda: statsd.has("nodepool.nodes.ready:1|g"), timeout=60, what="node gauges")
     assert statsd.has("nodepool.provider.fake-provider.nodes.ready:")
     assert statsd.has("nodepool.label.fake-label.nodes.ready:")
     wait_for(lambda: statsd.has("nodepool.provider.fake-provider.max_servers:20|g"),
@@ -54,7 +54,7 @@ def test_max_ready_age_deletes_stale_ready_nodes(zk_info, zuul, launcher_factory
         zk_info, labels=[{"name": "fake-label", "min-ready": 1, "max-ready-age": 1}]))
     first = wait_for(lambda: [i for i, n in nodes(zuul).items() if n["state"] == "ready"],
                      what="min-ready node")
-    wait_for(lambda: first[0] not in nodes(zuul), timeout=15, what="stale node deleted")
+    wait_for(lambda: first[0] not in nodes(zuul), timeout=60, what="stale node deleted")
 
 
 def test_lost_pending_request_is_reset_and_served(zk_info, zuul, launcher_factory):
@@ -165,7 +165,7 @@ def test_ready_node_whose_server_vanished_is_deleted(zk_info, zuul, launcher_fac
                        what="min-ready node")
     # Someone deletes the server behind nodepool's back.
     cloud.delete_server(nodes(zuul)[first]["external_id"])
-    wait_for(lambda: first not in nodes(zuul), timeout=15, what="dead node removed")
+    wait_for(lambda: first not in nodes(zuul), timeout=60, what="dead node removed")
     # min-ready replaces it with a live one.
     wait_for(lambda: [i for i, n in nodes(zuul).items() if n["state"] == "ready"],
              what="replacement")
@@ -198,6 +198,6 @@ def test_failed_cloud_delete_is_retried(zk_info, zuul, launcher_factory):
     [node_id] = zuul.accept(request_id)
     cloud.fail_next_deletes(2)
     zuul.return_nodes([node_id])
-    wait_for(lambda: zuul.node(node_id) is None, timeout=20, what="node deleted after retries")
+    wait_for(lambda: zuul.node(node_id) is None, timeout=60, what="node deleted after retries")
     assert not cloud.list_servers()
     assert cloud.delete_calls >= 3

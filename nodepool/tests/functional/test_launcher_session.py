@@ -28,7 +28,7 @@ def test_session_expiry_mid_launch_request_still_served(zk_info, zuul, launcher_
     assert node["state"] == "ready" and node["allocated_to"] == request_id
     # The abandoned half-built node and its server are cleaned up; only the
     # node handed out remains.
-    wait_for(lambda: len(cloud.list_servers()) == 1, timeout=30, what="servers removed")
+    wait_for(lambda: len(cloud.list_servers()) == 1, timeout=60, what="servers removed")
     try:
         wait_for(lambda: zuul.client.get_children("/nodepool/nodes") == [node_id],
                  timeout=30, what="abandoned records removed")

@@ -14,11 +14,11 @@ def counted(statsd, key):
     return sum(1 for line in list(statsd.lines) if line == f"{key}:1|c")
 
 
-def wait_key(statsd, key, timeout=20):
+def wait_key(statsd, key, timeout=60):
     wait_for(lambda: statsd.has(key), timeout, what=f"{key} in {statsd.lines}")
 
 
-def gauge_after(statsd, mark, key, value, timeout=20):
+def gauge_after(statsd, mark, key, value, timeout=60):
     """Wait until the gauge ``key`` is sent as ``value`` after line ``mark``."""
     wanted = f"{key}:{value}|g"
     wait_for(lambda: wanted in statsd.lines[mark:], timeout,

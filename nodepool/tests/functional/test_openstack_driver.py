@@ -571,7 +571,7 @@ def test_down_compute_ports_deleted_after_the_interval(sim, make_provider):
     late = sim.add_port(status="DOWN", device_owner="compute:az2")
     # (test_openstack_leaks shows that passes within the interval do not
     # list ports at all.)
-    wait_for(lambda: provider.cleanup_leaked_resources().get("ports"), 5,
+    wait_for(lambda: provider.cleanup_leaked_resources().get("ports"), 60,
              interval=0.2, what="port cleanup pass")
     remaining = {p.id for p in sim.ports()}
     assert down not in remaining

@@ -333,11 +333,11 @@ def test_without_statsd_a_launcher_records_cluster_gauges_but_stays_out_of_the_e
 def test_with_statsd_the_elected_launcher_still_sends_and_records(
         statsd, zk_info, zk, zuul, launcher_factory):
     launcher_factory(fake_config(zk_info))
-    wait_for(lambda: len(zk.election("stats", "observer").contenders()) == 1, 30,
+    wait_for(lambda: len(zk.election("stats", "observer").contenders()) == 1, 60,
              what="the launcher standing for election")
     request_id = zuul.submit(["fake-label"])
     assert zuul.wait_request(request_id)["state"] == "fulfilled"
-    wait_for(lambda: "nodepool.label.fake-label.nodes.ready:1|g" in statsd.lines, 30,
+    wait_for(lambda: "nodepool.label.fake-label.nodes.ready:1|g" in statsd.lines, 60,
              what="the statsd gauge")
     scrape = registry_scrape()
     assert scrape.value("nodepool_label_nodes", label="fake-label", state="ready") == 1

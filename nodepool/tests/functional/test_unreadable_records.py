@@ -47,7 +47,7 @@ def test_unreadable_records_are_kept_reported_and_never_used(
     launcher = launcher_factory(fake_config(zk_info))
     worker = cleanup_worker(launcher)
     # Leak and record cleanup need two sightings: let three passes run.
-    wait_for(lambda: worker.passes >= 3, timeout=30, what="three cleanup passes")
+    wait_for(lambda: worker.passes >= 3, timeout=60, what="three cleanup passes")
     assert exists(zuul, NOT_JSON) and exists(zuul, NEWER)
     assert [s.id for s in cloud.list_servers()] == [server.id]
     # Truly empty znodes still go.

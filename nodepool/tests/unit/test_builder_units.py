@@ -81,7 +81,7 @@ def test_run_dib_timeout_kills_the_process_group(tmp_path):
     result = dib.run_dib(["sh", "-c", script], os.environ, str(tmp_path / "l"), timeout=0.5)
     assert result.timed_out and not result.ok
     assert "timed out" in (tmp_path / "l").read_text()
-    wait_for(lambda: not processes_running(["sleep", "3117"]), 10,
+    wait_for(lambda: not processes_running(["sleep", "3117"]), 60,
              what="the process group killed")
 
 

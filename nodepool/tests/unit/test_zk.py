@@ -644,7 +644,7 @@ def _keep_writing_across_a_drop(zk, write, progress) -> None:
         wait_for(lambda: progress() > 20)
         before = progress()
         zk.kazoo._call(_CONNECTION_DROP, zk.kazoo.handler.async_result())
-        wait_for(lambda: progress() > before + 50, timeout=30)
+        wait_for(lambda: progress() > before + 50, timeout=60)
     finally:
         stop.set()
         thread.join()
@@ -762,7 +762,7 @@ def test_components_reregister_after_session_loss(zk, zk_client):
         stat = zk.kazoo.exists(pool.path)
         return stat is not None and stat.ephemeralOwner == zk.kazoo.client_id[0]
 
-    wait_for(owned_by_this_session, timeout=30, what="record of the new session")
+    wait_for(owned_by_this_session, timeout=60, what="record of the new session")
     assert len(registry.all("pool")) == 1
     pool.update(paused=True)
     assert registry.all("pool")[0].paused is True
@@ -1082,7 +1082,7 @@ def test_cache_follows_our_writes_across_a_dropped_connection(zk):
         assert cache.wait_synced(10)
         _keep_writing_across_a_drop(zk, write, lambda: len(written))
         final = json.loads(zk.kazoo.get(f"/nodepool/nodes/{node.id}")[0])["comment"]
-        wait_for(lambda: cache.get(node.id).comment == final, timeout=30)
+        wait_for(lambda: cache.get(node.id).comment == final, timeout=60)
         assert cache.barrier(10)
         assert cache.get(node.id).comment == final
     finally:
