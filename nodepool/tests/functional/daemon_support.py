@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
 import time
 from pathlib import Path
 
@@ -102,3 +104,15 @@ def stack_dump(text: str) -> dict[str, str] | None:
     if len(sections) < expected:
         return None
     return {name: "\n".join(lines) for name, lines in sections[:expected]}
+
+
+def stop_daemon(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 30) -> None:
+    """Stop a daemon the test started, in order (``sig``); killed if it
+    has not exited within ``timeout``."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

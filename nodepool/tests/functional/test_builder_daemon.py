@@ -11,7 +11,13 @@ from pathlib import Path
 import yaml
 
 from nodepool.tests.functional.builder_support import write_config
-from nodepool.tests.functional.daemon_support import logging_file, read, rewrite, stack_dump
+from nodepool.tests.functional.daemon_support import (
+    logging_file,
+    read,
+    rewrite,
+    stack_dump,
+    stop_daemon,
+)
 from nodepool.tests.functional.test_builder import (
     IMAGE,
     builder_command,
@@ -32,16 +38,6 @@ def start_builder(tmp_path, config, *extra):
     proc = subprocess.Popen(builder_command() + ["-f", "-c", str(path), *extra],
                             stdout=open(out, "wb"), stderr=subprocess.STDOUT)
     return proc, path, out
-
-
-def stop(proc):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def builders(zk):
@@ -87,7 +83,7 @@ def test_operator_logging_file_stack_dump_config_errors_and_sigusr1(
         proc.send_signal(signal.SIGUSR1)
         assert proc.wait(30) == 0
     finally:
-        stop(proc)
+        stop_daemon(proc)
     assert "Received signal SIGUSR1; stopping" in logfile.read_text()
     assert builders(zk) == []
 
@@ -112,7 +108,7 @@ def test_secure_file_change_is_used_without_a_signal(tmp_path, zk_info, zk, imag
                           timeout=30, what="a second build")[0]
         assert dib_env(config, second)["DIB_SECRET"] == "two"
     finally:
-        stop(proc)
+        stop_daemon(proc)
     assert proc.returncode == 0
 
 
@@ -133,6 +129,6 @@ def test_sighup_rereads_files_whose_mtime_did_not_change(tmp_path, zk_info, zk, 
                  what="the new diskimage built")
         assert proc.poll() is None
     finally:
-        stop(proc)
+        stop_daemon(proc)
     assert proc.returncode == 0
     assert "reloaded (forced)" in out.read_text()

@@ -13,7 +13,13 @@ import uuid
 import pytest
 
 from nodepool.tests.conftest import ZKInfo
-from nodepool.tests.functional.daemon_support import logging_file, read, rewrite, stack_dump
+from nodepool.tests.functional.daemon_support import (
+    logging_file,
+    read,
+    rewrite,
+    stack_dump,
+    stop_daemon,
+)
 from nodepool.tests.helpers import FakeZuul, fake_config, wait_for
 from nodepool.zk.components import ComponentRegistry
 
@@ -29,16 +35,6 @@ def start_daemon(tmp_path, config_text, *extra, name="launcher"):
         [*LAUNCHER, "-f", "--no-webapp", "-c", str(cfg), *extra],
         stdout=open(log, "w"), stderr=subprocess.STDOUT)
     return proc, log
-
-
-def stop_daemon(proc, sig=signal.SIGINT):
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def pool_names(zk):

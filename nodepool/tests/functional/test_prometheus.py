@@ -7,7 +7,6 @@ parser, and the values must move with the work done."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from nodepool import stats as statsmod
 from nodepool.builder.webapp import BuilderWebApp
 from nodepool.tests.functional.builder_support import write_config
+from nodepool.tests.functional.daemon_support import stop_daemon
 from nodepool.tests.functional.test_builder import (
     IMAGE,
     PROVIDER,
@@ -109,16 +109,6 @@ def no_statsd_env() -> dict[str, str]:
     return env
 
 
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 # The launcher ---------------------------------------------------------------------
 
 
@@ -176,7 +166,7 @@ def launcher_daemon(sim: SimulatedCloud, zk_info: Any, tmp_path: Path) -> Iterat
         assert proc.poll() is None, log.read_text()
         yield port
     finally:
-        stop(proc)
+        stop_daemon(proc)
 
 
 def test_launcher_metrics_move_with_launches_and_node_states(launcher_daemon, zk_info, sim):
@@ -269,7 +259,7 @@ def test_builder_serves_metrics_and_health_only_when_configured(
                             image=IMAGE) == 2
         wait_value(port, "nodepool_image_build_requests", 0)
     finally:
-        stop(proc)
+        stop_daemon(proc)
     assert proc.returncode == 0, log.read_text()
 
     # Without builder-webapp nothing listens.
@@ -285,7 +275,7 @@ def test_builder_serves_metrics_and_health_only_when_configured(
         with pytest.raises(OSError):
             socket.create_connection(("127.0.0.1", port), timeout=5).close()
     finally:
-        stop(proc)
+        stop_daemon(proc)
 
 
 def test_builder_health_is_503_without_a_zookeeper_session():

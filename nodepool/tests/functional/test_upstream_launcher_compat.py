@@ -12,11 +12,11 @@ slot in use, and serve the next node from the same backing node.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 
 import pytest
 
+from nodepool.tests.functional.daemon_support import stop_daemon
 from nodepool.tests.functional.test_metastatic_driver import OWNER, big_nodes, lock_holders
 from nodepool.tests.functional.upstream_support import CLOUDS_YAML, upstream_env
 from nodepool.tests.helpers import wait_for
@@ -86,12 +86,7 @@ def test_our_launcher_takes_over_upstreams_metastatic_provider(
         assert request["state"] == "fulfilled", log.read_text()[-3000:]
         [first] = zuul.accept(request_id)
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_daemon(proc, timeout=60)
     # What upstream left: its backing node, held for good, and our node.
     [backing_id] = big_nodes(zuul)
     backing = zuul.node(backing_id)
